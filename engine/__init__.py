@@ -1,0 +1,7 @@
+"""autoresearch-jax engine: the fixed harness around an agent-edited train.py.
+
+Importing `engine` stays light (no JAX): the research loop imports it too.
+"""
+from engine.experiment import Budget, Context, Experiment
+
+__all__ = ["Budget", "Context", "Experiment"]

@@ -1,0 +1,38 @@
+"""What every agent receives and returns. Agents edit the working tree in place."""
+from __future__ import annotations
+
+import dataclasses
+from pathlib import Path
+from typing import Protocol
+
+
+@dataclasses.dataclass
+class ProposalRequest:
+    repo_root: Path
+    editable: list[str]  # paths relative to repo_root the agent may change
+    program_text: str  # program.md as written by the human
+    ledger: list[dict]  # results.jsonl rows of this tag, oldest first
+    experiment: int  # number of the experiment about to run (baseline = 0)
+    run_dir: Path  # runs/<tag>/ (notes.md lives here)
+    hardware: str  # e.g. "cpu x2" or "NVIDIA H100 80GB HBM3 x1"
+    budget: str  # e.g. "time 300 s"
+    last_log: Path | None = None
+    crash_log_tail: str | None = None  # set when asking the agent to fix a crashed idea
+    bolder: bool = False  # set after many non-improvements in a row
+
+
+@dataclasses.dataclass
+class Proposal:
+    description: str
+    hypothesis: str = ""
+    prompt_tokens: int = 0
+    output_tokens: int = 0
+    cost_usd: float = 0.0
+
+
+class Agent(Protocol):
+    name: str
+
+    def propose(self, request: ProposalRequest) -> Proposal | None:
+        """Edit files under request.repo_root; return None when there is nothing to try."""
+        ...

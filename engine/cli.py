@@ -1,0 +1,178 @@
+"""The `autoresearch` command line: one parser per command, dispatched lazily.
+
+Parsers live here so the whole user interface reads in one file and `--help`
+never imports JAX. Each command's work is `main(args) -> int` in the module named
+in COMMANDS.
+"""
+from __future__ import annotations
+
+import argparse
+import importlib
+import sys
+
+from engine import constants
+from engine.errors import UserError
+
+COMMANDS = {
+    "prepare": "engine.prepare",
+    "train": "engine.trainer",
+    "evaluate": "engine.evaluate",
+    "loop": "engine.loop",
+    "experiment": "engine.step",
+    "report": "engine.report",
+    "status": "engine.status",
+    "sample": "engine.sample",
+}
+
+
+def _add_prepare(sub) -> None:
+    p = sub.add_parser(
+        "prepare",
+        help="build the tokenizer and token cache for a dataset",
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+        epilog="examples:\n"
+        "  autoresearch prepare                          # Python stdlib sources, offline\n"
+        "  autoresearch prepare --dataset tfds:tiny_shakespeare\n"
+        "  autoresearch prepare --dataset tfds:wikipedia/20230601.en --data-dir gs://my-bucket/tfds\n"
+        "  autoresearch prepare --dataset 'files:corpus/*.jsonl' --vocab-size 16384\n",
+    )
+    p.add_argument("--dataset", default=constants.DEFAULT_DATASET,
+                   help="stdlib | tfds:NAME[/CONFIG] | files:GLOB (default: %(default)s)")
+    p.add_argument("--vocab-size", type=int, default=constants.DEFAULT_VOCAB_SIZE)
+    p.add_argument("--data-dir", default=None, help="TFDS data_dir (may be gs://...)")
+    p.add_argument("--text-key", default=None, help="the text field, when it cannot be found")
+    p.add_argument("--max-chars", type=int, default=None, help="stop reading after this many characters")
+    p.add_argument("--seq-len", type=int, default=constants.SEQUENCE_LENGTH,
+                   help="context length of the fixed evaluation (default: %(default)s)")
+    p.add_argument("--eval-tokens", type=int, default=constants.EVAL_TOKENS,
+                   help="tokens scored by val_bpb and test_bpb (default: %(default)s)")
+    p.add_argument("--force", action="store_true", help="prepare anew even if a cache exists")
+
+
+def _add_budget(p) -> None:
+    g = p.add_mutually_exclusive_group()
+    g.add_argument("--budget-seconds", type=float, default=None,
+                   help=f"wall-clock seconds of training steps, compile excluded (default {constants.TIME_BUDGET_SECONDS:g})")
+    g.add_argument("--budget-flops", type=float, default=None,
+                   help="total training FLOPs as XLA counts the unpartitioned step")
+    g.add_argument("--budget-tokens", type=float, default=None, help="training tokens")
+
+
+def _add_train(sub) -> None:
+    p = sub.add_parser(
+        "train",
+        help="run one experiment: compile, train for the budget, score val_bpb",
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+        epilog="examples:\n"
+        "  autoresearch train                         # train.py, default 300 s budget\n"
+        "  autoresearch train --budget-seconds 60 --json result.json\n"
+        "  autoresearch train --budget-flops 1e15     # same budget on any hardware\n",
+    )
+    p.add_argument("path", nargs="?", default="train.py")
+    _add_budget(p)
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--json", dest="json_path", default=None, help="write the result as JSON here")
+    p.add_argument("--data", default=None, help="prepared cache directory or name (default: the last prepared)")
+    p.add_argument("--run-dir", default=None, help="where the checkpoint goes (default: runs/train-<time>)")
+    p.add_argument("--no-checkpoint", action="store_true", help="skip saving the final state")
+
+
+def _add_evaluate(sub) -> None:
+    p = sub.add_parser("evaluate", help="score a saved checkpoint on val or the held-out test split")
+    p.add_argument("path", help="the train.py that produced the checkpoint")
+    p.add_argument("--checkpoint", required=True, help="checkpoint directory written by train")
+    p.add_argument("--split", choices=["val", "test"], default="val")
+    p.add_argument("--data", default=None)
+    p.add_argument("--json", dest="json_path", default=None)
+
+
+def _add_loop(sub) -> None:
+    p = sub.add_parser(
+        "loop",
+        help="run the research loop: propose, run, keep or discard, repeat",
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+        epilog="examples:\n"
+        "  autoresearch loop --tag demo --max-experiments 4 --budget-seconds 15\n"
+        "  autoresearch loop --tag nov26 --agent gemini --max-hours 8\n"
+        "  autoresearch loop --tag ext --agent command --agent-cmd './my_agent.sh'\n",
+    )
+    p.add_argument("--tag", required=True, help="work on branch autoresearch/TAG")
+    p.add_argument("--agent", choices=["offline", "gemini", "command"], default=None,
+                   help="default: gemini when an API key or Vertex AI is configured, else offline")
+    p.add_argument("--agent-cmd", default=None, help="shell command for --agent command")
+    p.add_argument("--model", default=None, help="Gemini model for --agent gemini")
+    p.add_argument("--max-experiments", type=int, default=None)
+    p.add_argument("--max-hours", type=float, default=None)
+    _add_budget(p)
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--data", default=None)
+    p.add_argument("--program", default="program.md")
+    p.add_argument("--timeout", type=float, default=None, help="hard seconds per experiment")
+    p.add_argument("--remote", default=None, help="git remote URL shared by a swarm (not built yet)")
+    p.add_argument("--worker", default=None, help="this worker's name in a swarm (not built yet)")
+
+
+def _add_experiment(sub) -> None:
+    p = sub.add_parser(
+        "experiment",
+        help="one loop step for an external agent that edited train.py itself",
+        epilog='example:  autoresearch experiment "double the learning rate" --tag mytag',
+    )
+    p.add_argument("description")
+    p.add_argument("--tag", required=True)
+    _add_budget(p)
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--data", default=None)
+    p.add_argument("--program", default="program.md")
+    p.add_argument("--timeout", type=float, default=None)
+
+
+def _add_report(sub) -> None:
+    p = sub.add_parser("report", help="write progress.png and report.md for a loop",
+                       epilog="example:  autoresearch report --tag demo")
+    p.add_argument("--tag", default=None, help="default: the most recent loop")
+    p.add_argument("--out", default=None, help="default: the loop's run directory")
+    p.add_argument("--json", action="store_true", help="print the facts as JSON")
+
+
+def _add_status(sub) -> None:
+    p = sub.add_parser("status", help="what is running, the best so far, counts",
+                       epilog="example:  autoresearch status --tag demo")
+    p.add_argument("--tag", default=None)
+
+
+def _add_sample(sub) -> None:
+    p = sub.add_parser("sample", help="generate text from the best kept checkpoint",
+                       epilog='example:  autoresearch sample --tag demo --prompt "def "')
+    p.add_argument("--tag", default=None)
+    p.add_argument("--prompt", default="")
+    p.add_argument("--max-tokens", type=int, default=200)
+    p.add_argument("--temperature", type=float, default=0.8)
+    p.add_argument("--top-k", type=int, default=50)
+    p.add_argument("--seed", type=int, default=0)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="autoresearch", description=__doc__.splitlines()[0])
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+    for add in (_add_prepare, _add_train, _add_evaluate, _add_loop, _add_experiment,
+                _add_report, _add_status, _add_sample):
+        add(sub)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    module = importlib.import_module(COMMANDS[args.command])
+    try:
+        return int(module.main(args) or 0)
+    except UserError as error:
+        print(f"autoresearch {args.command}: error: {error}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print(f"autoresearch {args.command}: interrupted", file=sys.stderr)
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())
