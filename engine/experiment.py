@@ -64,3 +64,5 @@ class Experiment:
     flops_per_token: float | None = None
     # Rows per evaluation step; defaults to batch_size.
     eval_batch_size: int | None = None
+    # (state, inputs int32[B, T]) -> float32[B, T, vocab] next-token logits, for sampling.
+    logits: Callable[[State, Any], Any] | None = None
