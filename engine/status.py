@@ -1,0 +1,250 @@
+"""`autoresearch status`: what a loop is doing, read from its ledger and lock.
+
+Read-only and tolerant of a loop writing at the same moment: a half-written last
+ledger line is skipped, never an error. Shows val_bpb only; test_bpb belongs to
+the report.
+"""
+from __future__ import annotations
+
+import datetime as dt
+import json
+import os
+import re
+import subprocess
+import time
+from pathlib import Path
+
+from engine.errors import UserError
+
+LEDGER = "results.jsonl"
+LOCK = "loop.lock"
+STATUSES = ("keep", "discard", "crash", "timeout", "rejected")
+
+
+def runs_root(start: Path | None = None) -> Path:
+    """runs/ at the top of the git repository holding `start` (the current directory)."""
+    start = Path(start or Path.cwd())
+    try:
+        top = subprocess.run(["git", "rev-parse", "--show-toplevel"], cwd=start, check=True,
+                             capture_output=True, text=True).stdout.strip()
+        return Path(top) / "runs"
+    except (subprocess.CalledProcessError, FileNotFoundError):
+        return start / "runs"
+
+
+def loop_tags(root: Path) -> list[str]:
+    """Tags of every loop under root, most recently active last."""
+    if not root.is_dir():
+        return []
+    runs = [d for d in root.iterdir() if d.is_dir() and _is_loop_dir(d)]
+    return [d.name for d in sorted(runs, key=_last_activity)]
+
+
+def resolve_run_dir(tag: str | None, root: Path | None = None) -> Path:
+    root = root or runs_root()
+    tags = loop_tags(root)
+    if tag is None:
+        if not tags:
+            raise UserError(f"no loop runs under {root}: start one with "
+                            "`autoresearch loop --tag NAME`")
+        return root / tags[-1]
+    if tag not in tags:
+        known = ", ".join(tags) or "none"
+        raise UserError(f"no loop with tag {tag!r} under {root} (tags there: {known}); "
+                        "pass one of those to --tag")
+    return root / tag
+
+
+def read_ledger(run_dir: Path) -> list[dict]:
+    """results.jsonl rows, oldest first; a line still being written is skipped."""
+    path = Path(run_dir) / LEDGER
+    if not path.exists():
+        return []
+    rows = []
+    for line in path.read_text(encoding="utf-8", errors="replace").splitlines():
+        try:
+            row = json.loads(line)
+        except json.JSONDecodeError:
+            continue
+        if isinstance(row, dict):
+            rows.append(row)
+    return rows
+
+
+def is_kept(row: dict) -> bool:
+    return bool(row.get("kept", row.get("status") == "keep"))
+
+
+def finite_bpb(row: dict) -> float | None:
+    value = row.get("val_bpb")
+    if isinstance(value, (int, float)) and value == value and abs(value) != float("inf"):
+        return float(value)
+    return None
+
+
+def best_kept(rows: list[dict]) -> dict | None:
+    kept = [r for r in rows if is_kept(r) and finite_bpb(r) is not None]
+    return min(kept, key=finite_bpb) if kept else None
+
+
+def baseline_row(rows: list[dict]) -> dict | None:
+    return next((r for r in rows if r.get("experiment") == 0), rows[0] if rows else None)
+
+
+def count_statuses(rows: list[dict]) -> dict[str, int]:
+    counts = {status: 0 for status in STATUSES}
+    for row in rows:
+        status = str(row.get("status", "unknown"))
+        counts[status] = counts.get(status, 0) + 1
+    return counts
+
+
+def lock_holder(run_dir: Path) -> tuple[int | None, bool]:
+    """(pid in loop.lock or None, whether that process is alive)."""
+    path = Path(run_dir) / LOCK
+    try:
+        text = path.read_text()
+    except OSError:
+        return None, False
+    match = re.search(r"\d+", text)
+    if not match:
+        return None, False
+    pid = int(match.group())
+    return pid, _process_alive(pid)
+
+
+def experiment_in_progress(run_dir: Path, rows: list[dict]) -> Path | None:
+    """The newest exp-NNNN directory that has no ledger row yet."""
+    recorded = {r.get("experiment") for r in rows}
+    pending = [d for d in Path(run_dir).glob("exp-[0-9]*")
+               if d.is_dir() and _experiment_number(d) not in recorded]
+    return max(pending, key=_experiment_number) if pending else None
+
+
+def main(args) -> int:
+    run_dir = resolve_run_dir(args.tag)
+    print("\n".join(status_lines(run_dir)))
+    others = [t for t in loop_tags(run_dir.parent) if t != run_dir.name]
+    if others:
+        print(f"other loops: {', '.join(others)}")
+    return 0
+
+
+def status_lines(run_dir: Path, now: float | None = None) -> list[str]:
+    now = time.time() if now is None else now
+    rows = read_ledger(run_dir)
+    lines = [f"loop {run_dir.name}  ({run_dir})"]
+    lines += _running_lines(run_dir, rows, now)
+    lines.append(_counts_line(rows))
+    lines += _scores_lines(rows)
+    if rows:
+        lines.append(_last_line(rows[-1], now))
+    return lines
+
+
+def _running_lines(run_dir: Path, rows: list[dict], now: float) -> list[str]:
+    pid, alive = lock_holder(run_dir)
+    if pid is None:
+        return ["running:  no"]
+    if not alive:
+        return [f"running:  no (stale {LOCK} from pid {pid}; the next loop start will resume)"]
+    lines = [f"running:  yes, pid {pid}"]
+    current = experiment_in_progress(run_dir, rows)
+    if current is not None:
+        age = _ago(now - current.stat().st_mtime)
+        lines.append(f"now:      experiment {_experiment_number(current)}, started {age} ago")
+        tail = _last_log_line(current / "train.log")
+        if tail:
+            lines.append(f"          {tail}")
+    return lines
+
+
+def _counts_line(rows: list[dict]) -> str:
+    counts = count_statuses(rows)
+    parts = ", ".join(f"{status} {n}" for status, n in counts.items())
+    return f"done:     {len(rows)} experiments ({parts})"
+
+
+def _scores_lines(rows: list[dict]) -> list[str]:
+    base, best = baseline_row(rows), best_kept(rows)
+    lines = []
+    if base is not None:
+        lines.append(f"baseline: {_bpb(base)}  (experiment {base.get('experiment')}, {base.get('status')})")
+    if best is not None:
+        gain = ""
+        if base is not None and finite_bpb(base):
+            change = (finite_bpb(best) - finite_bpb(base)) / finite_bpb(base)
+            gain = f"  {change:+.2%} vs baseline"
+        lines.append(f"best:     {_bpb(best)}  (experiment {best.get('experiment')}, "
+                     f"{str(best.get('commit', ''))[:7]}) {best.get('description', '')!r}{gain}")
+    return lines
+
+
+def _last_line(row: dict, now: float) -> str:
+    when = ""
+    finished = _parse_time(row.get("finished"))
+    if finished is not None:
+        when = f", finished {_ago(now - finished)} ago"
+    return (f"last:     experiment {row.get('experiment')} {row.get('status')} {_bpb(row)} "
+            f"{row.get('description', '')!r}{when}")
+
+
+def _bpb(row: dict) -> str:
+    value = finite_bpb(row)
+    return f"val_bpb {value:.6f}" if value is not None else "val_bpb -"
+
+
+def _is_loop_dir(path: Path) -> bool:
+    return any((path / name).exists() for name in (LEDGER, "results.tsv", LOCK))
+
+
+def _last_activity(path: Path) -> float:
+    stamps = [(path / name).stat().st_mtime for name in (LEDGER, "results.tsv", LOCK)
+              if (path / name).exists()]
+    return max(stamps, default=path.stat().st_mtime)
+
+
+def _experiment_number(path: Path) -> int:
+    return int(path.name.split("-", 1)[1])
+
+
+def _process_alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
+def _last_log_line(path: Path, max_bytes: int = 4096) -> str:
+    try:
+        with open(path, "rb") as f:
+            f.seek(max(0, f.seek(0, os.SEEK_END) - max_bytes))
+            text = f.read().decode("utf-8", errors="replace")
+    except OSError:
+        return ""
+    lines = [line.strip() for line in re.split(r"[\r\n]", text) if line.strip()]
+    return lines[-1][:160] if lines else ""
+
+
+def _parse_time(value) -> float | None:
+    if not isinstance(value, str):
+        return None
+    try:
+        stamp = dt.datetime.fromisoformat(value.replace("Z", "+00:00"))
+    except ValueError:
+        return None
+    if stamp.tzinfo is None:
+        stamp = stamp.astimezone()
+    return stamp.timestamp()
+
+
+def _ago(seconds: float) -> str:
+    seconds = max(0, int(seconds))
+    if seconds < 60:
+        return f"{seconds}s"
+    if seconds < 3600:
+        return f"{seconds // 60}m{seconds % 60:02d}s"
+    return f"{seconds // 3600}h{seconds % 3600 // 60:02d}m"

@@ -1,0 +1,107 @@
+"""`autoresearch status` against hand-written ledgers in the documented format."""
+import json
+import os
+import subprocess
+import sys
+import time
+from types import SimpleNamespace
+
+import pytest
+
+from engine import status
+from engine.errors import UserError
+
+
+def ledger_row(experiment, status_, val_bpb, description, kept=None, **extra):
+    row = {"experiment": experiment, "commit": f"{experiment:07x}abc", "status": status_,
+           "description": description, "kept": status_ == "keep" if kept is None else kept,
+           "seed": 0, "started": "2025-11-26T01:00:00+00:00",
+           "finished": "2025-11-26T01:06:00+00:00", "val_bpb": val_bpb,
+           "peak_vram_mb": 1024.0, "device": "cpu x2", "budget": "time 15 s"}
+    row.update(extra)
+    return row
+
+
+def write_loop(root, tag, rows, lock_pid=None, partial_line=False):
+    run_dir = root / "runs" / tag
+    run_dir.mkdir(parents=True)
+    text = "".join(json.dumps(r) + "\n" for r in rows)
+    if partial_line:
+        text += '{"experiment": 9, "stat'
+    (run_dir / "results.jsonl").write_text(text)
+    if lock_pid is not None:
+        (run_dir / "loop.lock").write_text(f"{lock_pid}\n")
+    return run_dir
+
+
+ROWS = [
+    ledger_row(0, "keep", 2.0, "baseline"),
+    ledger_row(1, "discard", 2.1, "wider mlp"),
+    ledger_row(2, "keep", 1.8, "double the learning rate"),
+    ledger_row(3, "crash", None, "bf16 everywhere"),
+    ledger_row(4, "timeout", None, "deeper model"),
+]
+
+
+def test_counts_best_and_last_from_the_ledger(tmp_path):
+    run_dir = write_loop(tmp_path, "demo", ROWS)
+    text = "\n".join(status.status_lines(run_dir))
+    assert "running:  no" in text
+    assert "5 experiments (keep 2, discard 1, crash 1, timeout 1, rejected 0)" in text
+    assert "baseline: val_bpb 2.000000" in text
+    assert "best:     val_bpb 1.800000  (experiment 2" in text
+    assert "'double the learning rate'" in text and "-10.00% vs baseline" in text
+    assert "last:     experiment 4 timeout val_bpb -" in text
+
+
+def test_running_loop_shows_the_experiment_in_progress(tmp_path):
+    run_dir = write_loop(tmp_path, "live", ROWS, lock_pid=os.getpid(), partial_line=True)
+    exp = run_dir / "exp-0005"
+    exp.mkdir()
+    (exp / "train.log").write_text("compiling\nstep 40 loss 3.2100\n")
+    text = "\n".join(status.status_lines(run_dir))
+    assert f"running:  yes, pid {os.getpid()}" in text
+    assert "experiment 5, started" in text
+    assert "step 40 loss 3.2100" in text
+    assert "5 experiments" in text  # the half-written row is not counted
+
+
+def test_stale_lock_is_reported_not_trusted(tmp_path):
+    dead = subprocess.Popen([sys.executable, "-c", "pass"])
+    dead.wait()
+    run_dir = write_loop(tmp_path, "stale", ROWS, lock_pid=dead.pid)
+    text = "\n".join(status.status_lines(run_dir))
+    assert f"stale loop.lock from pid {dead.pid}" in text
+
+
+def test_default_tag_is_the_most_recent_loop(tmp_path, monkeypatch, capsys):
+    old = write_loop(tmp_path, "old", ROWS[:2])
+    write_loop(tmp_path, "new", ROWS)
+    stamp = time.time() - 3600
+    os.utime(old / "results.jsonl", (stamp, stamp))
+    monkeypatch.chdir(tmp_path)
+    assert status.main(SimpleNamespace(tag=None)) == 0
+    out = capsys.readouterr().out
+    assert out.startswith("loop new")
+    assert "other loops: old" in out
+
+
+def test_unknown_tag_names_the_known_ones(tmp_path):
+    write_loop(tmp_path, "demo", ROWS)
+    with pytest.raises(UserError, match=r"'nope'.*demo"):
+        status.resolve_run_dir("nope", tmp_path / "runs")
+
+
+def test_no_loops_says_how_to_start_one(tmp_path):
+    with pytest.raises(UserError, match="autoresearch loop --tag"):
+        status.resolve_run_dir(None, tmp_path / "runs")
+
+
+def test_cli_status_runs_without_jax(tmp_path):
+    write_loop(tmp_path, "demo", ROWS)
+    code = ("import sys; from engine.cli import main; rc = main(['status']); "
+            "assert 'jax' not in sys.modules; sys.exit(rc)")
+    out = subprocess.run([sys.executable, "-c", code], cwd=tmp_path, capture_output=True,
+                         text=True)
+    assert out.returncode == 0, out.stderr
+    assert "best:     val_bpb 1.800000" in out.stdout
