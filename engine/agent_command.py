@@ -1,0 +1,128 @@
+"""`--agent command`: any external coding agent or script proposes the next experiment.
+
+Before each experiment the loop runs CMD through the shell in the repository
+root, on a clean tree at the current best. CMD edits files in place; the last
+non-empty line it prints on stdout is the experiment's description. A non-zero
+exit, a timeout, or no change at all means no experiment (None).
+
+Its environment is the loop's own (an external agent may need its API key; the
+secrets are scrubbed later, from the train.py run) plus:
+  AUTORESEARCH_EXPERIMENT  the experiment's number (baseline = 0)
+  AUTORESEARCH_PROGRAM     path of program.md
+  AUTORESEARCH_RESULTS     path of results.tsv
+  AUTORESEARCH_LAST_LOG    the previous run's log, where there is one
+"""
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import threading
+from pathlib import Path
+
+from engine.agent import Proposal, ProposalRequest
+
+DEFAULT_TIMEOUT_S = 4 * 3600.0  # an agent that thinks for longer than this is stuck
+MAX_DESCRIPTION_CHARS = 200
+
+
+class CommandAgent:
+    name = "command"
+    fixes_crashes = False
+
+    def __init__(self, cmd: str, program_path: Path | str | None = None,
+                 timeout_s: float | None = DEFAULT_TIMEOUT_S, echo: bool = True):
+        self.cmd = cmd
+        self.program_path = Path(program_path) if program_path else None
+        self.timeout_s = timeout_s
+        self.echo = echo  # copy the command's stdout to ours as it runs
+
+    def propose(self, request: ProposalRequest) -> Proposal | None:
+        repo = Path(request.repo_root)
+        base = _git(repo, "rev-parse", "HEAD")
+        returncode, lines = self._run(repo, self._environment(request))
+        if returncode != 0:
+            _warn(f"agent command exited with status {returncode}: no experiment")
+            return None
+        _undo_commits_since(repo, base)
+        if not _git(repo, "status", "--porcelain"):
+            _warn("agent command changed nothing: no experiment")
+            return None
+        return Proposal(description=_description(lines, request.experiment))
+
+    def _environment(self, request: ProposalRequest) -> dict[str, str]:
+        env = dict(os.environ)
+        env["AUTORESEARCH_EXPERIMENT"] = str(request.experiment)
+        env["AUTORESEARCH_PROGRAM"] = str(self._program_path(request))
+        env["AUTORESEARCH_RESULTS"] = str(Path(request.run_dir).resolve() / "results.tsv")
+        env.pop("AUTORESEARCH_LAST_LOG", None)
+        if request.last_log and Path(request.last_log).exists():
+            env["AUTORESEARCH_LAST_LOG"] = str(Path(request.last_log).resolve())
+        return env
+
+    def _program_path(self, request: ProposalRequest) -> Path:
+        if self.program_path:
+            return self.program_path.resolve()
+        in_repo = Path(request.repo_root) / "program.md"
+        if in_repo.exists():
+            return in_repo.resolve()
+        # program.md lives elsewhere (--program): hand the agent a copy of the text it was given.
+        copy = Path(request.run_dir) / "program.md"
+        copy.parent.mkdir(parents=True, exist_ok=True)
+        copy.write_text(request.program_text, encoding="utf-8")
+        return copy.resolve()
+
+    def _run(self, repo: Path, env: dict[str, str]) -> tuple[int, list[str]]:
+        """Run CMD in its own process group, so a timeout can stop everything it started."""
+        process = subprocess.Popen(self.cmd, shell=True, cwd=repo, env=env, stdin=subprocess.DEVNULL,
+                                   stdout=subprocess.PIPE, text=True, errors="replace",
+                                   start_new_session=True)
+        lines: list[str] = []
+        reader = threading.Thread(target=self._collect, args=(process.stdout, lines), daemon=True)
+        reader.start()
+        try:
+            returncode = process.wait(timeout=self.timeout_s)
+        except subprocess.TimeoutExpired:
+            _kill_group(process)
+            _warn(f"agent command ran past {self.timeout_s:g} s and was stopped")
+            returncode = -signal.SIGKILL
+        reader.join(timeout=5)
+        return returncode, lines
+
+    def _collect(self, stream, lines: list[str]) -> None:
+        for line in stream:
+            lines.append(line.rstrip("\n"))
+            if self.echo:
+                print(line, end="", flush=True)
+
+
+def _description(lines: list[str], experiment: int) -> str:
+    printed = [line.strip() for line in lines if line.strip()]
+    text = printed[-1] if printed else f"command agent experiment {experiment}"
+    # results.tsv is tab-separated, one row per line.
+    text = " ".join(text.replace("\t", " ").split())
+    return text[:MAX_DESCRIPTION_CHARS]
+
+
+def _undo_commits_since(repo: Path, base: str) -> None:
+    """An agent that committed its edit gets it back as working-tree changes: the loop commits."""
+    if _git(repo, "rev-parse", "HEAD") != base:
+        _git(repo, "reset", "--mixed", "--quiet", base)
+
+
+def _git(repo: Path, *args: str) -> str:
+    done = subprocess.run(["git", *args], cwd=repo, capture_output=True, text=True, check=True)
+    return done.stdout.strip()
+
+
+def _kill_group(process: subprocess.Popen) -> None:
+    try:
+        os.killpg(process.pid, signal.SIGKILL)
+    except ProcessLookupError:
+        pass
+    process.wait()
+
+
+def _warn(message: str) -> None:
+    print(f"autoresearch: {message}", file=sys.stderr, flush=True)

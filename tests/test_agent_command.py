@@ -1,0 +1,136 @@
+"""The command agent, driven by small shell scripts in a throwaway git repository."""
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+from engine.agent import ProposalRequest
+from engine.agent_command import CommandAgent
+
+TRAIN_PY = "LEARNING_RATE = 0.01\nDEPTH = 4\n"
+
+
+def git(repo: Path, *args: str) -> str:
+    return subprocess.run(["git", *args], cwd=repo, check=True, capture_output=True, text=True).stdout.strip()
+
+
+@pytest.fixture
+def repo(tmp_path: Path) -> Path:
+    root = tmp_path / "repo"
+    root.mkdir()
+    git(root, "init", "--quiet", "-b", "main")
+    git(root, "config", "user.email", "test@example.com")
+    git(root, "config", "user.name", "test")
+    (root / "train.py").write_text(TRAIN_PY)
+    (root / "program.md").write_text("# program\n")
+    (root / ".gitignore").write_text("runs/\n")
+    git(root, "add", ".")
+    git(root, "commit", "--quiet", "-m", "start")
+    return root
+
+
+def request(repo: Path, experiment: int = 3, last_log: Path | None = None) -> ProposalRequest:
+    run_dir = repo / "runs" / "t"
+    run_dir.mkdir(parents=True, exist_ok=True)
+    return ProposalRequest(repo_root=repo, editable=["train.py"], program_text="# program\n", ledger=[],
+                           experiment=experiment, run_dir=run_dir, hardware="cpu x1", budget="time 5 s",
+                           last_log=last_log)
+
+
+def script(tmp_path: Path, body: str) -> str:
+    path = tmp_path / "agent.py"
+    path.write_text(body)
+    return f"{sys.executable} {path}"
+
+
+def test_edit_is_kept_and_last_printed_line_is_the_description(repo, tmp_path):
+    cmd = script(tmp_path, "import pathlib\n"
+                 "p = pathlib.Path('train.py')\n"
+                 "p.write_text(p.read_text().replace('0.01', '0.02'))\n"
+                 "print('thinking about it...')\n"
+                 "print('double the learning rate\\t(0.01 -> 0.02)')\n"
+                 "print('   ')\n")
+    proposal = CommandAgent(cmd, echo=False).propose(request(repo))
+    assert proposal is not None
+    assert proposal.description == "double the learning rate (0.01 -> 0.02)"
+    assert "0.02" in (repo / "train.py").read_text()
+
+
+def test_no_change_is_no_experiment(repo, tmp_path):
+    cmd = script(tmp_path, "print('I looked and changed nothing')\n")
+    assert CommandAgent(cmd, echo=False).propose(request(repo)) is None
+
+
+def test_nonzero_exit_is_no_experiment_even_with_an_edit(repo, tmp_path):
+    cmd = script(tmp_path, "import pathlib, sys\n"
+                 "pathlib.Path('train.py').write_text('DEPTH = 8\\n')\n"
+                 "print('half done')\n"
+                 "sys.exit(3)\n")
+    assert CommandAgent(cmd, echo=False).propose(request(repo)) is None
+
+
+def test_environment_names_experiment_program_results_and_last_log(repo, tmp_path):
+    last_log = tmp_path / "exp-0002.log"
+    last_log.write_text("val_bpb: 1.5\n")
+    dump = tmp_path / "env.json"
+    cmd = script(tmp_path, "import json, os, pathlib\n"
+                 f"pathlib.Path({str(dump)!r}).write_text(json.dumps("
+                 "{k: v for k, v in os.environ.items() if k.startswith('AUTORESEARCH_')}))\n"
+                 "pathlib.Path('train.py').write_text('DEPTH = 8\\n')\n"
+                 "print('deeper')\n")
+    req = request(repo, experiment=7, last_log=last_log)
+    assert CommandAgent(cmd, echo=False).propose(req).description == "deeper"
+    env = json.loads(dump.read_text())
+    assert env["AUTORESEARCH_EXPERIMENT"] == "7"
+    assert Path(env["AUTORESEARCH_PROGRAM"]) == (repo / "program.md").resolve()
+    assert Path(env["AUTORESEARCH_RESULTS"]) == (req.run_dir / "results.tsv").resolve()
+    assert Path(env["AUTORESEARCH_LAST_LOG"]) == last_log.resolve()
+
+
+def test_last_log_absent_for_the_first_experiment(repo, tmp_path, monkeypatch):
+    monkeypatch.setenv("AUTORESEARCH_LAST_LOG", "/stale/from/outer/shell")
+    cmd = script(tmp_path, "import os, pathlib\n"
+                 "pathlib.Path('train.py').write_text(repr(os.environ.get('AUTORESEARCH_LAST_LOG')))\n"
+                 "print('baseline-ish')\n")
+    assert CommandAgent(cmd, echo=False).propose(request(repo, experiment=0)) is not None
+    assert (repo / "train.py").read_text() == "None"
+
+
+def test_runs_in_the_repo_root(repo, tmp_path):
+    cmd = script(tmp_path, "import os, pathlib\n"
+                 "pathlib.Path('train.py').write_text('# ran in ' + os.getcwd() + '\\n')\n"
+                 "print('where')\n")
+    CommandAgent(cmd, echo=False).propose(request(repo))
+    assert str(repo) in (repo / "train.py").read_text()
+
+
+def test_an_agent_that_commits_hands_back_its_edit_uncommitted(repo, tmp_path):
+    head = git(repo, "rev-parse", "HEAD")
+    cmd = ("sed -i 's/DEPTH = 4/DEPTH = 6/' train.py && git commit --quiet -am 'agent commit' "
+           "&& echo 'depth 6'")
+    proposal = CommandAgent(cmd, echo=False).propose(request(repo))
+    assert proposal.description == "depth 6"
+    assert git(repo, "rev-parse", "HEAD") == head
+    assert "train.py" in git(repo, "status", "--porcelain")
+    assert "DEPTH = 6" in (repo / "train.py").read_text()
+
+
+def test_a_stuck_command_is_stopped_with_everything_it_started(repo, tmp_path):
+    marker = tmp_path / "grandchild-finished"
+    cmd = f"(sleep 30; touch {marker}) & sleep 30"
+    started = time.monotonic()
+    assert CommandAgent(cmd, timeout_s=0.5, echo=False).propose(request(repo)) is None
+    assert time.monotonic() - started < 10
+    time.sleep(0.2)
+    assert not marker.exists()
+
+
+def test_description_falls_back_when_nothing_is_printed(repo):
+    proposal = CommandAgent("echo 'DEPTH = 5' > train.py; echo > /dev/null", echo=False).propose(request(repo))
+    assert proposal is not None
+    assert proposal.description == "command agent experiment 3"
