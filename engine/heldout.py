@@ -1,0 +1,133 @@
+"""test_bpb on the held-out split: computed here only, for the report.
+
+For the baseline and each kept experiment, the train.py of its commit (from git)
+scores its saved checkpoint with `autoresearch evaluate --split test` in a
+subprocess. Figures are cached in runs/<tag>/heldout.json so a second report is
+quick. Nothing here writes to the ledger or anywhere an agent reads, so the loop
+never sees a test figure.
+"""
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+import tempfile
+from pathlib import Path
+
+from engine import paths
+
+CACHE_FILE = "heldout.json"
+EVALUATE_TIMEOUT_SECONDS = 3600
+
+
+def test_figures(run_dir: Path, rows: list[dict], repo_root: Path,
+                 log=lambda message: None) -> dict[int, dict]:
+    """{experiment: {"test_bpb": float | None, "error": str | None, ...}} for the given rows."""
+    cache = _load_cache(run_dir)
+    figures = {}
+    for row in rows:
+        key = _cache_key(row)
+        entry = cache.get(key)
+        if entry is None:
+            log(f"held-out test: experiment {row.get('experiment')} ({str(row.get('commit'))[:7]})")
+            entry = _evaluate(run_dir, row, repo_root)
+            if entry["error"] is None:  # failures are retried: they may be transient
+                cache[key] = entry
+                _save_cache(run_dir, cache)
+        figures[row.get("experiment")] = entry
+    return figures
+
+
+def checkpoint_of(run_dir: Path, row: dict) -> Path:
+    recorded = row.get("checkpoint")
+    if recorded:
+        path = Path(recorded)
+        return path if path.is_absolute() else Path(run_dir).parent.parent / path
+    return Path(run_dir) / f"exp-{int(row.get('experiment', 0)):04d}" / "checkpoint"
+
+
+def data_dir_for(fingerprint: str | None) -> Path | None:
+    """The prepared cache whose manifest has this fingerprint (the loop's data)."""
+    root = paths.cache_root()
+    if not fingerprint or not root.is_dir():
+        return None
+    for manifest in sorted(root.glob("*/manifest.json")):
+        try:
+            if json.loads(manifest.read_text()).get("fingerprint") == fingerprint:
+                return manifest.parent
+        except (OSError, json.JSONDecodeError):
+            continue
+    return None
+
+
+def _evaluate(run_dir: Path, row: dict, repo_root: Path) -> dict:
+    checkpoint = checkpoint_of(run_dir, row)
+    if not checkpoint.exists():
+        return _failure(f"no checkpoint at {checkpoint}")
+    fingerprint = row.get("manifest_fingerprint")
+    data = data_dir_for(fingerprint)
+    if data is None:
+        return _failure(f"no prepared dataset with manifest fingerprint {fingerprint} under "
+                        f"{paths.cache_root()}: prepare the loop's dataset again")
+    try:
+        source = _train_source(repo_root, row)
+    except Exception as error:  # GitPython raises several kinds for a missing commit or path
+        return _failure(f"cannot read train.py of commit {row.get('commit')}: {error}")
+    with tempfile.TemporaryDirectory(prefix="autoresearch-heldout-") as tmp:
+        return _run_evaluate(Path(tmp), source, checkpoint, data, repo_root)
+
+
+def _run_evaluate(tmp: Path, source: str, checkpoint: Path, data: Path, repo_root: Path) -> dict:
+    train_py, result_json = tmp / "train.py", tmp / "test.json"
+    train_py.write_text(source)
+    command = [sys.executable, "-m", "engine.cli", "evaluate", str(train_py),
+               "--checkpoint", str(checkpoint.resolve()), "--split", "test",
+               "--data", str(data), "--json", str(result_json)]
+    try:
+        done = subprocess.run(command, cwd=repo_root, capture_output=True, text=True,
+                              timeout=EVALUATE_TIMEOUT_SECONDS, env=_evaluate_env())
+    except subprocess.TimeoutExpired:
+        return _failure(f"evaluate took over {EVALUATE_TIMEOUT_SECONDS} s")
+    if done.returncode != 0 or not result_json.exists():
+        tail = (done.stderr.strip().splitlines() or ["no output"])[-1]
+        return _failure(f"evaluate exited {done.returncode}: {tail}")
+    result = json.loads(result_json.read_text())
+    return {"test_bpb": result.get("bpb"), "tokens": result.get("tokens"),
+            "manifest_fingerprint": result.get("manifest_fingerprint"),
+            "checkpoint": str(checkpoint), "error": None}
+
+
+def _train_source(repo_root: Path, row: dict) -> str:
+    import git  # GitPython, only where it is used
+
+    train_path = row.get("train_path", "train.py")
+    return git.Repo(repo_root).git.show(f"{row['commit']}:{train_path}")
+
+
+def _evaluate_env() -> dict:
+    # An API key has no business in a run of train.py.
+    secrets = ("GEMINI_API_KEY", "GOOGLE_API_KEY")
+    return {k: v for k, v in os.environ.items() if k not in secrets}
+
+
+def _failure(error: str) -> dict:
+    return {"test_bpb": None, "error": error}
+
+
+def _cache_key(row: dict) -> str:
+    return f"{row.get('experiment')}:{row.get('commit')}:{row.get('manifest_fingerprint')}"
+
+
+def _load_cache(run_dir: Path) -> dict:
+    try:
+        return json.loads((Path(run_dir) / CACHE_FILE).read_text()).get("entries", {})
+    except (OSError, json.JSONDecodeError, AttributeError):
+        return {}
+
+
+def _save_cache(run_dir: Path, entries: dict) -> None:
+    path = Path(run_dir) / CACHE_FILE
+    temporary = path.with_suffix(".json.tmp")
+    temporary.write_text(json.dumps({"entries": entries}, indent=1, sort_keys=True))
+    os.replace(temporary, path)

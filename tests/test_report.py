@@ -1,0 +1,191 @@
+"""`autoresearch report`: hand-written ledgers over a real git history, held-out scoring
+faked at the subprocess boundary; and (slow) the report of a real short loop on CPU."""
+import json
+import re
+import subprocess
+from pathlib import Path
+from types import SimpleNamespace
+
+import pytest
+
+from engine import heldout, report
+from engine.errors import UserError
+
+FINGERPRINT = "f" * 64
+
+
+def git(repo, *args):
+    return subprocess.run(["git", *args], cwd=repo, check=True, capture_output=True,
+                          text=True).stdout.strip()
+
+
+def commit_train(repo, lr, message):
+    (repo / "train.py").write_text(f"LR = {lr}\nDEPTH = 2\n")
+    git(repo, "add", "train.py")
+    git(repo, "commit", "-q", "-m", message)
+    return git(repo, "rev-parse", "HEAD")
+
+
+def row(experiment, commit, status, val_bpb, description, hour, **extra):
+    base = {"experiment": experiment, "commit": commit, "status": status,
+            "description": description, "kept": status == "keep", "seed": 0,
+            "started": f"2025-11-26T{hour:02d}:00:00+00:00",
+            "finished": f"2025-11-26T{hour:02d}:30:00+00:00", "val_bpb": val_bpb,
+            "peak_vram_mb": 2048.0, "device": "TPU v5 lite x8", "platform": "tpu",
+            "num_devices": 8, "num_processes": 1, "budget": "time 300 s",
+            "manifest_fingerprint": FINGERPRINT, "cost_usd": 0.01}
+    base.update(extra)
+    return base
+
+
+@pytest.fixture
+def loop_repo(tmp_path, monkeypatch):
+    """A repository whose loop kept two of four changes; test_bpb = LR of the commit."""
+    repo = tmp_path / "repo"
+    repo.mkdir()
+    git(repo, "init", "-q", "-b", "main")
+    git(repo, "config", "user.email", "t@example.com")
+    git(repo, "config", "user.name", "t")
+    base = commit_train(repo, 1.0, "baseline")
+    first = commit_train(repo, 0.9, "lower lr")
+    git(repo, "reset", "-q", "--hard", first)
+    second = commit_train(repo, 0.8, "lower lr again")
+    rows = [row(0, base, "keep", 2.0, "baseline", 1),
+            row(1, first, "keep", 1.9, "lower lr", 2),
+            row(2, "d" * 40, "discard", 2.3, "wider mlp", 3),
+            row(3, "e" * 40, "crash", None, "bf16 everywhere", 4),
+            row(4, "f" * 40, "discard", 9.0, "huge lr", 5),
+            row(5, "a" * 40, "timeout", None, "deeper model", 6),
+            row(6, second, "keep", 1.7, "lower lr again", 7),
+            row(7, "b" * 40, "rejected", None, "touched prepare.py", 7)]
+    run_dir = repo / "runs" / "night"
+    run_dir.mkdir(parents=True)
+    (run_dir / "results.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
+    for r in rows:
+        (run_dir / f"exp-{r['experiment']:04d}" / "checkpoint").mkdir(parents=True)
+    cache = tmp_path / "cache"
+    (cache / "stdlib-v512-0000").mkdir(parents=True)
+    (cache / "stdlib-v512-0000" / "manifest.json").write_text(json.dumps({"fingerprint": FINGERPRINT}))
+    monkeypatch.setenv("AUTORESEARCH_CACHE", str(cache))
+    calls = []
+
+    def fake_evaluate(tmp, source, checkpoint, data, repo_root):
+        calls.append(checkpoint)
+        lr = float(re.search(r"LR = ([\d.]+)", source).group(1))
+        assert data == cache / "stdlib-v512-0000"
+        return {"test_bpb": lr + 1.05, "tokens": 4096, "manifest_fingerprint": FINGERPRINT,
+                "checkpoint": str(checkpoint), "error": None}
+
+    monkeypatch.setattr(heldout, "_run_evaluate", fake_evaluate)
+    monkeypatch.chdir(repo)
+    return SimpleNamespace(repo=repo, run_dir=run_dir, rows=rows, calls=calls,
+                           commits=(base, first, second))
+
+
+def run_report(capsys, **kwargs):
+    args = SimpleNamespace(tag=kwargs.get("tag", "night"), out=kwargs.get("out"),
+                           json=kwargs.get("json", True))
+    assert report.main(args) == 0
+    return capsys.readouterr().out
+
+
+def test_report_facts_figures_and_rates(loop_repo, capsys):
+    facts = json.loads(run_report(capsys))
+    assert facts["hardware"]["device"] == "TPU v5 lite x8"
+    assert facts["budget"] == "time 300 s"
+    assert facts["baseline"]["val_bpb"] == 2.0 and facts["best"]["val_bpb"] == 1.7
+    assert facts["baseline"]["test_bpb"] == pytest.approx(2.05)
+    assert facts["best"]["test_bpb"] == pytest.approx(1.85)
+    assert facts["gain"]["val_bpb"] == {"absolute": pytest.approx(0.3), "relative": pytest.approx(0.15)}
+    assert facts["gain"]["test_bpb"]["absolute"] == pytest.approx(0.2)
+    assert facts["counts"] == {"keep": 3, "discard": 2, "crash": 1, "timeout": 1, "rejected": 1}
+    # 6 experiments after the baseline ran; 2 kept, 1 crash, 1 timeout.
+    assert facts["rates"] == {"keep": pytest.approx(2 / 6, abs=1e-4), "discard": pytest.approx(2 / 6, abs=1e-4),
+                              "crash": pytest.approx(1 / 6, abs=1e-4),
+                              "timeout": pytest.approx(1 / 6, abs=1e-4)}
+    # 7 ran between 01:00 and 07:30.
+    assert facts["experiments_per_hour"] == pytest.approx(7 / 6.5, abs=0.01)
+    assert [k["description"] for k in facts["kept"]] == ["lower lr", "lower lr again"]
+    assert facts["kept"][1]["val_gain"] == pytest.approx(0.2)
+    assert "-LR = 0.9" in facts["kept"][1]["diff"] and "+LR = 0.8" in facts["kept"][1]["diff"]
+    assert facts["warnings"] == []
+    # test_bpb only for the baseline and the kept experiments, from their checkpoints
+    assert sorted(Path(c).parent.name for c in loop_repo.calls) == ["exp-0000", "exp-0001", "exp-0006"]
+
+
+def test_report_md_and_png_are_written(loop_repo, capsys):
+    out = run_report(capsys, json=False)
+    md = (loop_repo.run_dir / "report.md").read_text()
+    assert "TPU v5 lite x8" in md and "time 300 s" in md
+    assert "| baseline | 0" in md and "2.000000" in md and "2.050000" in md
+    assert "| best | 6" in md and "1.700000" in md and "1.850000" in md
+    assert "+0.300000 (+15.00%)" in md
+    assert "### 2. experiment 6" in md and "lower lr again" in md and "+LR = 0.8" in md
+    assert "| crash | 1 | 17% |" in md and "| keep | 2 | 33% |" in md and "| rejected | 1 |  |" in md
+    png = loop_repo.run_dir / "progress.png"
+    assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n" and png.stat().st_size > 20_000
+    assert "report.md" in out
+
+
+def test_second_report_uses_the_cache(loop_repo, capsys):
+    run_report(capsys)
+    assert len(loop_repo.calls) == 3
+    run_report(capsys)
+    assert len(loop_repo.calls) == 3
+    cached = json.loads((loop_repo.run_dir / "heldout.json").read_text())
+    assert len(cached["entries"]) == 3
+
+
+def test_test_bpb_never_reaches_the_ledger(loop_repo, capsys):
+    before = (loop_repo.run_dir / "results.jsonl").read_text()
+    run_report(capsys)
+    assert (loop_repo.run_dir / "results.jsonl").read_text() == before
+    assert "test" not in before
+
+
+def test_val_and_test_disagreement_is_flagged(loop_repo, capsys, monkeypatch):
+    def overfit(tmp, source, checkpoint, data, repo_root):
+        lr = float(re.search(r"LR = ([\d.]+)", source).group(1))
+        return {"test_bpb": 3.0 - lr, "tokens": 1, "manifest_fingerprint": FINGERPRINT,
+                "checkpoint": str(checkpoint), "error": None}
+
+    monkeypatch.setattr(heldout, "_run_evaluate", overfit)
+    facts = json.loads(run_report(capsys))
+    text = " ".join(facts["warnings"])
+    assert "may be over-fitted" in text
+    assert "experiment 6 ('lower lr again') improved val_bpb" in text
+    assert "over-fitted" in (loop_repo.run_dir / "report.md").read_text()
+
+
+def test_missing_checkpoint_is_a_warning_and_retried(loop_repo, capsys):
+    (loop_repo.run_dir / "exp-0006" / "checkpoint").rmdir()
+    facts = json.loads(run_report(capsys))
+    assert facts["best"]["test_bpb"] is None
+    assert any("no test_bpb for experiment 6" in w for w in facts["warnings"])
+    (loop_repo.run_dir / "exp-0006" / "checkpoint").mkdir()
+    facts = json.loads(run_report(capsys))
+    assert facts["best"]["test_bpb"] == pytest.approx(1.85)
+
+
+def test_out_dir_holds_both_files(loop_repo, capsys, tmp_path):
+    run_report(capsys, out=str(tmp_path / "morning"))
+    assert (tmp_path / "morning" / "report.md").exists()
+    assert (tmp_path / "morning" / "progress.png").exists()
+
+
+def test_empty_ledger_is_a_user_error(loop_repo, capsys):
+    (loop_repo.run_dir / "results.jsonl").write_text("")
+    with pytest.raises(UserError, match="no finished experiment"):
+        run_report(capsys)
+
+
+def test_crash_only_loop_still_reports(tmp_path, monkeypatch, capsys):
+    run_dir = tmp_path / "runs" / "bad"
+    run_dir.mkdir(parents=True)
+    rows = [row(0, "c" * 40, "crash", None, "baseline", 1)]
+    (run_dir / "results.jsonl").write_text(json.dumps(rows[0]) + "\n")
+    monkeypatch.chdir(tmp_path)
+    facts = json.loads(run_report(capsys, tag="bad"))
+    assert facts["best"] is None and facts["kept"] == []
+    assert "No change beat the baseline" in (run_dir / "report.md").read_text()
+    assert (run_dir / "progress.png").exists()
