@@ -1,0 +1,204 @@
+"""Ahead-of-time compilation of init, train step and eval step, before the clock starts.
+
+Also: the persistent compilation cache, the step's FLOP count as XLA sees the whole
+(unpartitioned) program, and a watch for compiles that happen while the clock runs.
+"""
+from __future__ import annotations
+
+import dataclasses
+import threading
+import time
+from typing import Any, Callable
+
+import jax
+import jax.numpy as jnp
+
+from engine import metric, paths, sharding
+from engine.errors import UserError
+
+# JAX reports each XLA compile under this event (jax._src.dispatch.BACKEND_COMPILE_EVENT);
+# a persistent-cache hit reports the retrieval instead.
+COMPILE_EVENTS = ("/jax/core/compile/backend_compile_duration",
+                  "/jax/compilation_cache/cache_retrieval_time_sec")
+
+
+def enable_persistent_cache() -> None:
+    """Every compile goes to the cache, however small, so an unchanged train.py recompiles fast."""
+    jax.config.update("jax_compilation_cache_dir", str(paths.compilation_cache_dir()))
+    jax.config.update("jax_persistent_cache_min_compile_time_secs", 0.0)
+    jax.config.update("jax_persistent_cache_min_entry_size_bytes", 0)
+
+
+@dataclasses.dataclass
+class CompileWatch:
+    """Counts compiles (and their seconds) while `active`; the trainer turns it on with the clock."""
+
+    active: bool = False
+    count: int = 0
+    seconds: float = 0.0
+
+    def __post_init__(self):
+        self._lock = threading.Lock()
+
+    def on_event(self, event: str, duration: float, **_) -> None:
+        if self.active and event in COMPILE_EVENTS:
+            with self._lock:
+                self.count += 1
+                self.seconds += duration
+
+
+_WATCH: CompileWatch | None = None
+
+
+def compile_watch() -> CompileWatch:
+    """The process's single watch: JAX listeners cannot be removed portably, so register once."""
+    global _WATCH
+    if _WATCH is None:
+        _WATCH = CompileWatch()
+        jax.monitoring.register_event_duration_secs_listener(_WATCH.on_event)
+    return _WATCH
+
+
+@dataclasses.dataclass
+class Compiled:
+    init: Any  # rng -> state (sharded)
+    train_step: Any  # (state, tokens int32[B, T+1], progress f32) -> (state, metrics); state donated
+    eval_step: Any  # (state, tokens int32[E, T_eval+1], token_bytes) -> (nats[E], bytes[E])
+    state_shardings: Any
+    abstract_state: Any
+    step_flops: float | None
+    seconds: float
+
+
+def as_batch(tokens):
+    """Rows of T+1 tokens -> the contract's batch: next-token inputs and targets."""
+    return {"inputs": tokens[:, :-1], "targets": tokens[:, 1:]}
+
+
+def compile_experiment(exp, mesh, rng, eval_rows: int, eval_seq_len: int, vocab_size: int) -> Compiled:
+    start = time.perf_counter()
+    abstract_state, state_sh = plan_state(exp, mesh, rng)
+    init = jax.jit(exp.init, in_shardings=sharding.replicated(mesh), out_shardings=state_sh
+                   ).lower(rng).compile()
+    train_step, step_flops = compile_train_step(exp, mesh, abstract_state, state_sh)
+    eval_step = compile_eval_step(exp, mesh, abstract_state, state_sh, eval_rows, eval_seq_len, vocab_size)
+    return Compiled(init, train_step, eval_step, state_sh, abstract_state, step_flops,
+                    time.perf_counter() - start)
+
+
+def plan_state(exp, mesh, rng):
+    """The state's shapes (traced, not computed) and where each array lives."""
+    abstract_state = _abstract_state(exp.init, rng)
+    return abstract_state, sharding.state_shardings(abstract_state, exp.sharding, mesh)
+
+
+def compile_train_step(exp, mesh, abstract_state, state_sh):
+    """The step with its state donated, and its FLOPs as the unpartitioned program counts them."""
+    replicated = sharding.replicated(mesh)
+    batch_sh = sharding.batch_sharding(mesh)
+    tokens = jax.ShapeDtypeStruct((exp.batch_size, exp.sequence_length + 1), jnp.int32, sharding=batch_sh)
+    progress = jax.ShapeDtypeStruct((), jnp.float32, sharding=replicated)
+    state_in = _with_shardings(abstract_state, state_sh)
+    step_fn = _train_step_fn(exp.train_step)
+    _check_step_output(step_fn, state_in, tokens, progress, abstract_state)
+    lowered = jax.jit(step_fn, in_shardings=(state_sh, batch_sh, replicated),
+                      out_shardings=(state_sh, replicated), donate_argnums=0
+                      ).lower(state_in, tokens, progress)
+    return lowered.compile(), lowered_flops(lowered)
+
+
+def compile_eval_step(exp, mesh, abstract_state, state_sh, rows: int, seq_len: int, vocab_size: int):
+    replicated = sharding.replicated(mesh)
+    batch_sh = sharding.batch_sharding(mesh)
+    state_in = _with_shardings(abstract_state, state_sh)
+    _check_token_loss(exp.token_loss, state_in, rows, seq_len)
+    tokens = jax.ShapeDtypeStruct((rows, seq_len + 1), jnp.int32, sharding=batch_sh)
+    token_bytes = jax.ShapeDtypeStruct((vocab_size,), jnp.int32, sharding=replicated)
+    return jax.jit(metric.make_eval_step(exp.token_loss), in_shardings=(state_sh, batch_sh, replicated),
+                   out_shardings=replicated).lower(state_in, tokens, token_bytes).compile()
+
+
+def _train_step_fn(train_step: Callable) -> Callable:
+    def step(state, tokens, progress):
+        return train_step(state, as_batch(tokens), progress)
+    return step
+
+
+def _abstract_state(init: Callable, rng):
+    try:
+        return jax.eval_shape(init, rng)
+    except UserError:
+        raise
+    except Exception as error:
+        raise UserError(f"Experiment.init(rng) failed to trace: {type(error).__name__}: {error}") from error
+
+
+def _with_shardings(abstract_state, shardings):
+    return jax.tree.map(lambda leaf, sh: jax.ShapeDtypeStruct(leaf.shape, leaf.dtype, sharding=sh),
+                        abstract_state, shardings)
+
+
+def _check_step_output(step_fn, state, tokens, progress, abstract_state) -> None:
+    out = jax.eval_shape(step_fn, state, tokens, progress)
+    if not (isinstance(out, tuple) and len(out) == 2 and isinstance(out[1], dict)):
+        raise UserError("Experiment.train_step must return (new_state, metrics) with metrics a dict; "
+                        f"it returned {jax.tree.structure(out)}")
+    new_state, metrics = out
+    _check_same_state(abstract_state, new_state)
+    loss = metrics.get("loss")
+    if loss is None or getattr(loss, "shape", None) != ():
+        raise UserError("Experiment.train_step's metrics must hold a scalar \"loss\"; got "
+                        f"{ {k: getattr(v, 'shape', v) for k, v in metrics.items()} }")
+
+
+def _check_same_state(before, after) -> None:
+    if jax.tree.structure(before) != jax.tree.structure(after):
+        raise UserError("Experiment.train_step changed the state's structure: init gives "
+                        f"{jax.tree.structure(before)}, the step returns {jax.tree.structure(after)}")
+    paths_before = jax.tree_util.tree_flatten_with_path(before)[0]
+    for (path, old), new in zip(paths_before, jax.tree.leaves(after)):
+        if (old.shape, old.dtype) != (new.shape, new.dtype):
+            raise UserError(f"Experiment.train_step changed state{jax.tree_util.keystr(path)} from "
+                            f"{old.dtype}{list(old.shape)} to {new.dtype}{list(new.shape)}: a step must "
+                            "keep every shape and dtype (cast back, or change init)")
+
+
+def _check_token_loss(token_loss, state, rows: int, seq_len: int) -> None:
+    inputs = jax.ShapeDtypeStruct((rows, seq_len), jnp.int32)
+    out = jax.eval_shape(token_loss, state, inputs, inputs)
+    if getattr(out, "shape", None) != (rows, seq_len):
+        raise UserError(f"Experiment.token_loss must return nats per token, shape [{rows}, {seq_len}] "
+                        f"for inputs [{rows}, {seq_len}]; it returned {getattr(out, 'shape', out)}")
+
+
+def lowered_flops(lowered) -> float | None:
+    """FLOPs of one call of the whole program, before it is partitioned over devices.
+
+    The same on 1 device or 256 and out of the experiment's hands. Lowered.cost_analysis
+    needs a non-PJRT-plugin backend; on GPU/TPU the lowered HLO goes to the CPU backend's
+    analysis instead, which counts the same pre-optimization module.
+    """
+    for analyse in (lambda: lowered.cost_analysis(), lambda: _cpu_cost_analysis(lowered)):
+        try:
+            flops = _flops_of(analyse())
+        except Exception:  # the analysis is a best effort on each backend
+            flops = None
+        if flops:
+            return flops
+    return None
+
+
+def _cpu_cost_analysis(lowered):
+    from jax._src import xla_bridge  # no public route to the CPU backend's HLO analysis
+    from jax._src.lib import _jax
+    module = lowered.compiler_ir("hlo").as_hlo_module()
+    return _jax.hlo_module_cost_analysis(xla_bridge.get_backend("cpu"), module)
+
+
+def _flops_of(analysis) -> float | None:
+    if isinstance(analysis, (list, tuple)):  # older JAX returned one dict per computation
+        analysis = analysis[0] if analysis else None
+    if not analysis:
+        return None
+    flops = analysis.get("flops")
+    return float(flops) if flops is not None and flops > 0 else None

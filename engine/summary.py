@@ -1,0 +1,68 @@
+"""How a run reports: the greppable summary block and the JSON result file.
+
+The block is `---` then `key: value` lines (INTERFACE.md); the JSON holds the same
+figures and more (docs/internals.md, "Experiment result").
+"""
+from __future__ import annotations
+
+import json
+import math
+import os
+from pathlib import Path
+
+# (key, format) in the order of INTERFACE.md; None values print as "n/a".
+SUMMARY_FIELDS = (
+    ("val_bpb", "{:.6f}"),
+    ("training_seconds", "{:.1f}"),
+    ("compile_seconds", "{:.1f}"),
+    ("total_seconds", "{:.1f}"),
+    ("peak_vram_mb", "{:.1f}"),
+    ("mfu_percent", "{:.2f}"),
+    ("total_tokens_M", "{:.1f}"),
+    ("num_steps", "{:d}"),
+    ("num_params_M", "{:.1f}"),
+    ("budget", "{}"),
+    ("device", "{}"),
+)
+STATUSES = ("ok", "crash", "nan", "oom")
+
+
+def format_block(result: dict) -> str:
+    width = max(len(key) for key, _ in SUMMARY_FIELDS) + 2
+    lines = ["---"]
+    for key, fmt in SUMMARY_FIELDS:
+        value = result.get(key)
+        text = "n/a" if value is None else fmt.format(value)
+        lines.append(f"{key + ':':<{width}}{text}")
+    return "\n".join(lines)
+
+
+def parse_block(text: str) -> dict:
+    """The key: value pairs after the last `---` line (what a reader of a log sees)."""
+    lines = text.splitlines()
+    starts = [i for i, line in enumerate(lines) if line.strip() == "---"]
+    pairs = {}
+    for line in lines[starts[-1] + 1:] if starts else []:
+        key, sep, value = line.partition(":")
+        if sep:
+            pairs[key.strip()] = value.strip()
+    return pairs
+
+
+def failure(status: str, error: str, **extra) -> dict:
+    assert status in STATUSES and status != "ok"
+    return {"status": status, "error": error, **extra}
+
+
+def write_json(path: str | os.PathLike, result: dict) -> None:
+    """Atomically: a reader never sees half a result."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(path.name + f".tmp{os.getpid()}")
+    tmp.write_text(json.dumps(_finite(result), indent=2, sort_keys=True) + "\n")
+    os.replace(tmp, path)
+
+
+def _finite(result: dict) -> dict:
+    """JSON has no NaN or inf: such figures become null (the status says why)."""
+    return {k: (None if isinstance(v, float) and not math.isfinite(v) else v) for k, v in result.items()}
