@@ -1,0 +1,38 @@
+"""Choose the loop's agent by name; each is imported only when chosen."""
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+from engine.errors import UserError
+
+AGENTS = ("offline", "gemini", "command")
+
+
+def gemini_configured(env=None) -> bool:
+    env = os.environ if env is None else env
+    vertex = env.get("GOOGLE_GENAI_USE_VERTEXAI", "").strip().lower() in ("1", "true", "yes")
+    return bool(env.get("GEMINI_API_KEY") or env.get("GOOGLE_API_KEY")) or vertex
+
+
+def default_agent(env=None) -> str:
+    return "gemini" if gemini_configured(env) else "offline"
+
+
+def make_agent(name: str | None, args, run_dir: Path | None = None, program=None):
+    name = name or default_agent()
+    if name == "offline":
+        from engine.agent_offline import OfflineAgent
+        return OfflineAgent(seed=getattr(args, "seed", 0), bounds=getattr(program, "bounds", None))
+    if name == "gemini":
+        if not gemini_configured():
+            raise UserError("--agent gemini needs GEMINI_API_KEY (or GOOGLE_API_KEY), or Vertex AI "
+                            "(GOOGLE_GENAI_USE_VERTEXAI=true with GOOGLE_CLOUD_PROJECT); or use --agent offline")
+        from engine.agent_gemini import GeminiAgent
+        return GeminiAgent(model=getattr(args, "model", None), run_dir=run_dir)
+    if name == "command":
+        if not getattr(args, "agent_cmd", None):
+            raise UserError("--agent command needs --agent-cmd CMD, e.g. --agent-cmd './my_agent.sh'")
+        from engine.agent_command import CommandAgent
+        return CommandAgent(cmd=args.agent_cmd)
+    raise UserError(f"unknown agent {name!r}: choose one of {', '.join(AGENTS)}")

@@ -1,0 +1,120 @@
+"""The ledger of a loop: runs/<tag>/results.jsonl (every figure) and results.tsv (the summary).
+
+results.jsonl is the record of truth: one JSON object per line, each appended with a
+single write and fsynced, so a kill at any moment leaves whole rows and at most one
+torn tail, which `Ledger` cuts off when it opens. results.tsv is derived from it and
+rebuilt whenever the two disagree.
+"""
+from __future__ import annotations
+
+import json
+import math
+import os
+from pathlib import Path
+
+TSV_COLUMNS = ("commit", "val_bpb", "memory_gb", "status", "description")
+STATUSES = ("keep", "discard", "crash", "timeout", "rejected")
+
+
+def tsv_line(row: dict) -> str:
+    val = row.get("val_bpb")
+    val_text = f"{val:.6f}" if isinstance(val, (int, float)) and math.isfinite(val) else "0.000000"
+    memory = row.get("memory_gb")
+    memory_text = f"{memory:.1f}" if isinstance(memory, (int, float)) else "0.0"
+    description = " ".join(str(row.get("description", "")).split())
+    return "\t".join([str(row.get("commit") or "-")[:7], val_text, memory_text, row["status"], description]) + "\n"
+
+
+def _append(path: Path, text: str) -> None:
+    fd = os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
+    try:
+        os.write(fd, text.encode())
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+def _write_atomic(path: Path, text: str) -> None:
+    tmp = path.with_name(path.name + ".tmp")
+    tmp.write_text(text)
+    with open(tmp, "rb+") as f:
+        os.fsync(f.fileno())
+    os.replace(tmp, path)
+
+
+def _finite(value):
+    """JSON has no NaN or infinity: such figures are written as null."""
+    if isinstance(value, float) and not math.isfinite(value):
+        return None
+    if isinstance(value, dict):
+        return {k: _finite(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_finite(v) for v in value]
+    return value
+
+
+def read_rows(jsonl: Path) -> list[dict]:
+    """Every whole row; a torn last line (a kill mid-write) is ignored."""
+    if not jsonl.exists():
+        return []
+    rows = []
+    for line in jsonl.read_text().splitlines():
+        try:
+            rows.append(json.loads(line))
+        except json.JSONDecodeError:
+            break
+    return rows
+
+
+class Ledger:
+    def __init__(self, run_dir: Path):
+        self.run_dir = Path(run_dir)
+        self.run_dir.mkdir(parents=True, exist_ok=True)
+        self.jsonl = self.run_dir / "results.jsonl"
+        self.tsv = self.run_dir / "results.tsv"
+        self.rows = read_rows(self.jsonl)
+        self._repair()
+
+    def _repair(self) -> None:
+        whole = "".join(json.dumps(row) + "\n" for row in self.rows)
+        if self.jsonl.exists() and self.jsonl.read_text() != whole:
+            _write_atomic(self.jsonl, whole)
+        expected = "\t".join(TSV_COLUMNS) + "\n" + "".join(tsv_line(row) for row in self.rows)
+        if not self.tsv.exists() or self.tsv.read_text() != expected:
+            _write_atomic(self.tsv, expected)
+
+    def append(self, row: dict) -> dict:
+        if row.get("status") not in STATUSES:
+            raise ValueError(f"status {row.get('status')!r} is not one of {STATUSES}")
+        if row.get("experiment") != len(self.rows):
+            raise ValueError(f"row for experiment {row.get('experiment')} but {len(self.rows)} are recorded")
+        row = _finite(row)
+        _append(self.jsonl, json.dumps(row, allow_nan=False, default=str) + "\n")
+        _append(self.tsv, tsv_line(row))
+        self.rows.append(row)
+        return row
+
+    # Facts the loop and agents derive from the rows.
+
+    def next_experiment(self) -> int:
+        return len(self.rows)
+
+    def kept(self) -> list[dict]:
+        return [row for row in self.rows if row.get("kept")]
+
+    def best_commit(self) -> str | None:
+        kept = self.kept()
+        return kept[-1]["commit"] if kept else None
+
+    def total_cost(self) -> float:
+        return sum(float(row.get("cost_usd") or 0.0) for row in self.rows)
+
+    def misses_in_a_row(self) -> int:
+        """Candidates since the last keep that did not improve (rejected ones included)."""
+        count = 0
+        for row in reversed(self.rows):
+            if row.get("kept"):
+                break
+            if not row.get("needs_rerun"):
+                count += 1
+        return count

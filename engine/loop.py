@@ -1,0 +1,101 @@
+"""`autoresearch loop`: the baseline, then propose + step until a stopping criterion holds.
+
+Never imports JAX: every experiment is a `autoresearch train` subprocess (engine/runner.py).
+"""
+from __future__ import annotations
+
+import time
+
+from engine import step as steps
+from engine.agents import make_agent
+from engine.live import format_val, keep_rate
+from engine.repo import branch_name
+
+MAX_EMPTY_PROPOSALS = 3  # an agent that proposes nothing this many times in a row is done
+
+
+def stop_reason(session: steps.Session, empty_proposals: int) -> str | None:
+    program, ledger = session.program, session.ledger
+    if program.max_experiments is not None and len(ledger.rows) >= program.max_experiments:
+        return f"reached max_experiments {program.max_experiments}"
+    if program.max_hours is not None and time.monotonic() - session.started >= program.max_hours * 3600:
+        return f"reached max_hours {program.max_hours:g}"
+    best = session.best_val
+    if program.target_val_bpb is not None and best is not None and best <= program.target_val_bpb:
+        return f"reached target_val_bpb {program.target_val_bpb:g} (best {best:.6f})"
+    if program.patience is not None and ledger.misses_in_a_row() >= program.patience:
+        return f"no improvement in {program.patience} experiments in a row (patience)"
+    if program.max_cost_usd is not None and ledger.total_cost() > program.max_cost_usd:
+        return f"agent cost ${ledger.total_cost():.2f} exceeds max_cost_usd {program.max_cost_usd:g}"
+    if empty_proposals >= MAX_EMPTY_PROPOSALS:
+        return f"the agent proposed nothing {empty_proposals} times in a row"
+    return None
+
+
+def one_experiment(session: steps.Session, agent) -> bool:
+    """Propose and try one idea (with crash fix-ups); False when the agent proposed nothing."""
+    experiment = session.ledger.next_experiment()
+    proposal = steps.propose(session, agent, experiment)
+    if proposal is None or not session.repo.changed_paths():
+        session.repo.restore()
+        return False
+    row = steps.try_candidate(session, proposal, experiment, extra={"agent": agent.name})
+    fix_crashes(session, agent, row)
+    return True
+
+
+def fix_crashes(session: steps.Session, agent, row: dict) -> None:
+    """Give an agent that can fix crashes the crashed code and its log, up to max_fix_attempts times."""
+    attempts = 0
+    while (row["status"] == "crash" and getattr(agent, "fixes_crashes", False) and row.get("commit")
+           and attempts < session.program.max_fix_attempts and steps_left(session)):
+        attempts += 1
+        crashed_commit, idea = row["commit"], row.get("fix_of", row["experiment"])
+        for path in session.repo.git.diff("--name-only", f"{crashed_commit}~1", crashed_commit).split():
+            (session.repo.root / path).write_text(session.repo.file_at(crashed_commit, path))
+        tail = steps.crash_log_tail(session.run_dir / row["log"]) if row.get("log") else ""
+        experiment = session.ledger.next_experiment()
+        proposal = steps.propose(session, agent, experiment, crash_log_tail=tail)
+        if proposal is None or not session.repo.changed_paths():
+            session.repo.restore()
+            return
+        row = steps.try_candidate(session, proposal, experiment, role="fix",
+                                  extra={"agent": agent.name, "fix_of": idea, "fix_attempt": attempts})
+
+
+def steps_left(session: steps.Session) -> bool:
+    limit = session.program.max_experiments
+    return limit is None or len(session.ledger.rows) < limit
+
+
+def main(args) -> int:
+    session = steps.open_session(args)
+    try:
+        session.repo.checkout_branch(args.tag)
+        agent = make_agent(args.agent, args, run_dir=session.run_dir, program=session.program)
+        say_start(session, agent)
+        steps.resume(session)
+        steps.run_baseline(session)
+        empty = 0
+        while (reason := stop_reason(session, empty)) is None:
+            empty = 0 if one_experiment(session, agent) else empty + 1
+        say_end(session, reason)
+        return 0
+    finally:
+        session.close()
+
+
+def say_start(session: steps.Session, agent) -> None:
+    rows = session.ledger.rows
+    resumed = f", resuming after experiment {rows[-1]['experiment']}" if rows else ""
+    session.live.say(f"loop {session.tag} on branch {branch_name(session.tag)}: agent {agent.name}, "
+                     f"budget {session.program.describe_budget()}, hard timeout "
+                     f"{session.program.hard_timeout():.0f} s{resumed}")
+
+
+def say_end(session: steps.Session, reason: str) -> None:
+    rows = session.ledger.rows
+    baseline = next((r for r in rows if r.get("role") == "baseline"), {})
+    session.live.say(f"stopped: {reason}. {len(rows)} experiments, {keep_rate(rows)}; baseline "
+                     f"{format_val(baseline.get('val_bpb'))} -> best {format_val(session.best_val)}. "
+                     f"Ledger: {session.run_dir / 'results.tsv'}")

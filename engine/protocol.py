@@ -1,0 +1,203 @@
+"""Read the machine-readable parts of program.md; flags override them.
+
+The rules (program.md states them too): only sections whose `## ` heading is one
+of SECTIONS are read. Inside them, every line that starts with `- ` is a setting:
+`- key: value` (a path alone under "Editable files", `- NAME: LOW .. HIGH` under
+"Offline agent bounds"). Other lines are prose. `none` leaves a setting unset.
+A malformed line stops the loop with an error naming the file and line number.
+"""
+from __future__ import annotations
+
+import dataclasses
+import re
+from pathlib import Path
+
+from engine.errors import UserError
+
+SECTIONS = ("editable files", "stopping criteria", "budget", "noise", "agent", "offline agent bounds")
+
+
+@dataclasses.dataclass
+class Program:
+    text: str = ""
+    editable: list[str] = dataclasses.field(default_factory=lambda: ["train.py"])
+    # stopping criteria
+    max_experiments: int | None = None
+    max_hours: float | None = None
+    target_val_bpb: float | None = None
+    patience: int | None = None  # stop after this many non-improvements in a row
+    max_cost_usd: float | None = None
+    # budget of each experiment; at most one of the three
+    budget_seconds: float | None = None
+    budget_flops: float | None = None
+    budget_tokens: float | None = None
+    timeout_seconds: float | None = None  # hard limit per experiment
+    compile_allowance_seconds: float = 180.0
+    # noise
+    baseline_runs: int = 2
+    # agent
+    bold_after: int = 5
+    max_fix_attempts: int = 2
+    # offline agent: NAME -> (low, high)
+    bounds: dict[str, tuple[float, float]] = dataclasses.field(default_factory=dict)
+
+    def budget_flag(self) -> list[str]:
+        """The `autoresearch train` flag for this program's budget (time 300 s when none is set)."""
+        if self.budget_flops is not None:
+            return ["--budget-flops", f"{self.budget_flops:g}"]
+        if self.budget_tokens is not None:
+            return ["--budget-tokens", f"{self.budget_tokens:g}"]
+        return ["--budget-seconds", f"{self.budget_seconds_or_default():g}"]
+
+    def budget_seconds_or_default(self) -> float:
+        from engine.constants import TIME_BUDGET_SECONDS
+        return self.budget_seconds if self.budget_seconds is not None else TIME_BUDGET_SECONDS
+
+    def describe_budget(self) -> str:
+        if self.budget_flops is not None:
+            return f"flops {self.budget_flops:.3g}"
+        if self.budget_tokens is not None:
+            return f"tokens {self.budget_tokens:.3g}"
+        return f"time {self.budget_seconds_or_default():g} s"
+
+    def hard_timeout(self) -> float:
+        """Twice the budget plus compile, start-up and eval; flops/tokens budgets assume the default time."""
+        if self.timeout_seconds is not None:
+            return self.timeout_seconds
+        seconds = self.budget_seconds if self.budget_flops is None and self.budget_tokens is None else None
+        return 2 * (seconds if seconds is not None else self.budget_seconds_or_default()) + self.compile_allowance_seconds
+
+
+def _positive_int(text: str) -> int:
+    value = int(text)
+    if value < 1:
+        raise ValueError("must be at least 1")
+    return value
+
+
+def _non_negative_int(text: str) -> int:
+    value = int(text)
+    if value < 0:
+        raise ValueError("must be 0 or more")
+    return value
+
+
+def _positive_float(text: str) -> float:
+    value = float(text)
+    if not value > 0:
+        raise ValueError("must be positive")
+    return value
+
+
+def _non_negative_float(text: str) -> float:
+    value = float(text)
+    if not value >= 0:
+        raise ValueError("must be 0 or more")
+    return value
+
+
+SETTINGS = {
+    "stopping criteria": {
+        "max_experiments": _positive_int,
+        "max_hours": _positive_float,
+        "target_val_bpb": _positive_float,
+        "patience": _positive_int,
+        "max_cost_usd": _non_negative_float,
+    },
+    "budget": {
+        "budget_seconds": _positive_float,
+        "budget_flops": _positive_float,
+        "budget_tokens": _positive_float,
+        "timeout_seconds": _positive_float,
+        "compile_allowance_seconds": _non_negative_float,
+    },
+    "noise": {"baseline_runs": _positive_int},
+    "agent": {"bold_after": _positive_int, "max_fix_attempts": _non_negative_int},
+}
+
+_SETTING = re.compile(r"^-\s+`?([A-Za-z_][A-Za-z0-9_]*)`?\s*:\s*(.*?)\s*$")
+_BOUNDS = re.compile(r"^-\s+`?([A-Z][A-Z0-9_]*)`?\s*:\s*(\S+)\s*\.\.\s*(\S+)\s*$")
+
+
+def parse(text: str, source: str = "program.md") -> Program:
+    program = Program(text=text)
+    editable: list[str] = []
+    section = None
+    for number, raw in enumerate(text.splitlines(), start=1):
+        line = raw.strip()
+        if line.startswith("#"):
+            heading = line.lstrip("#").strip().lower()
+            section = heading if line.startswith("## ") and heading in SECTIONS else None
+            continue
+        if section is None or not line.startswith("- "):
+            continue
+        where = f"{source} line {number}: {line!r}"
+        if section == "editable files":
+            editable.append(_editable_path(line, where))
+        elif section == "offline agent bounds":
+            name, bounds = _bounds(line, where)
+            program.bounds[name] = bounds
+        else:
+            _apply_setting(program, section, line, where)
+    if editable:
+        program.editable = editable
+    _check_one_budget(program, source)
+    return program
+
+
+def _editable_path(line: str, where: str) -> str:
+    path = line[2:].strip().strip("`").strip()
+    if not path or " " in path or path.startswith("/") or ".." in Path(path).parts:
+        raise UserError(f"{where}: an editable file is a path relative to the repository, like `train.py`")
+    return path
+
+
+def _bounds(line: str, where: str) -> tuple[str, tuple[float, float]]:
+    match = _BOUNDS.match(line)
+    try:
+        low, high = float(match.group(2)), float(match.group(3))
+    except (AttributeError, ValueError):
+        raise UserError(f"{where}: write bounds as `- NAME: LOW .. HIGH`, e.g. `- LEARNING_RATE: 1e-4 .. 1e-1`") from None
+    if not low < high:
+        raise UserError(f"{where}: the low bound must be below the high bound")
+    return match.group(1), (low, high)
+
+
+def _apply_setting(program: Program, section: str, line: str, where: str) -> None:
+    match = _SETTING.match(line)
+    known = SETTINGS[section]
+    if not match or match.group(1) not in known:
+        raise UserError(f"{where}: expected `- key: value` with key one of {', '.join(known)}")
+    key, value = match.group(1), match.group(2).strip("`")
+    if value.lower() == "none":
+        setattr(program, key, None)
+        return
+    try:
+        setattr(program, key, known[key](value))
+    except ValueError as error:
+        raise UserError(f"{where}: bad value for {key} ({error}); write a number or `none`") from None
+
+
+def _check_one_budget(program: Program, source: str) -> None:
+    set_ = [k for k in ("budget_seconds", "budget_flops", "budget_tokens") if getattr(program, k) is not None]
+    if len(set_) > 1:
+        raise UserError(f"{source}: set only one of {', '.join(set_)} (the others to `none`)")
+
+
+def load(path: Path) -> Program:
+    if not path.exists():
+        raise UserError(f"no program file at {path}: pass --program PATH or restore program.md")
+    return parse(path.read_text(), source=str(path.name))
+
+
+def apply_flags(program: Program, args) -> Program:
+    """Flags win over program.md; a budget flag replaces the program's budget."""
+    for key in ("max_experiments", "max_hours", "timeout"):
+        value = getattr(args, key, None)
+        if value is not None:
+            setattr(program, "timeout_seconds" if key == "timeout" else key, value)
+    budget = {k: getattr(args, k, None) for k in ("budget_seconds", "budget_flops", "budget_tokens")}
+    if any(v is not None for v in budget.values()):
+        for key, value in budget.items():
+            setattr(program, key, value)
+    return program

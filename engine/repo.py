@@ -1,0 +1,119 @@
+"""Git for the loop (GitPython): branch autoresearch/TAG, a commit per proposal,
+keep advances the branch, anything else resets it to the best commit.
+
+runs/ is never committed: the loop makes sure git ignores it.
+"""
+from __future__ import annotations
+
+from pathlib import Path
+
+from engine.errors import UserError
+
+FALLBACK_IDENTITY = {"GIT_AUTHOR_NAME": "autoresearch", "GIT_AUTHOR_EMAIL": "autoresearch@localhost",
+                     "GIT_COMMITTER_NAME": "autoresearch", "GIT_COMMITTER_EMAIL": "autoresearch@localhost"}
+
+
+def branch_name(tag: str) -> str:
+    return f"autoresearch/{tag}"
+
+
+class Repo:
+    def __init__(self, path: Path | str = "."):
+        import git  # GitPython is imported only where the loop uses it
+
+        try:
+            self.git_repo = git.Repo(path, search_parent_directories=True)
+        except (git.InvalidGitRepositoryError, git.NoSuchPathError):
+            raise UserError(f"{Path(path).resolve()} is not inside a git repository: "
+                            "the loop keeps and discards experiments with git; run `git init` and commit first") from None
+        if self.git_repo.bare or not self.git_repo.head.is_valid():
+            raise UserError("the repository has no commit yet: commit train.py and program.md first")
+        self.root = Path(self.git_repo.working_tree_dir)
+        self.git = self.git_repo.git
+
+    # --- state -----------------------------------------------------------------
+
+    def head(self) -> str:
+        return self.git_repo.head.commit.hexsha
+
+    def current_branch(self) -> str | None:
+        return None if self.git_repo.head.is_detached else self.git_repo.active_branch.name
+
+    def changed_paths(self) -> list[str]:
+        """Tracked files that differ from HEAD and untracked files git does not ignore."""
+        out = self.git.status("--porcelain", "-z", "--untracked-files=all")
+        paths, entries = [], out.split("\0")
+        i = 0
+        while i < len(entries):
+            entry = entries[i]
+            if len(entry) > 3:
+                paths.append(entry[3:])
+                if entry[0] in "RC":
+                    i += 1  # renames carry the old path in the next entry
+                    paths.append(entries[i])
+            i += 1
+        return sorted(set(paths))
+
+    def is_clean(self) -> bool:
+        return not self.changed_paths()
+
+    def message(self, sha: str) -> str:
+        return self.git_repo.commit(sha).message
+
+    def parent(self, sha: str) -> str | None:
+        parents = self.git_repo.commit(sha).parents
+        return parents[0].hexsha if parents else None
+
+    def file_at(self, sha: str, path: str) -> str:
+        return self.git.show(f"{sha}:{path}")
+
+    def diff(self, old: str, new: str) -> str:
+        return self.git.diff(old, new)
+
+    # --- changes -----------------------------------------------------------------
+
+    def ensure_ignored(self, relative: str) -> None:
+        """Make git ignore relative (e.g. runs/) even if the repo's .gitignore does not."""
+        if self.git_repo.ignored(relative):
+            return
+        exclude = Path(self.git_repo.git_dir) / "info" / "exclude"
+        exclude.parent.mkdir(parents=True, exist_ok=True)
+        text = exclude.read_text() if exclude.exists() else ""
+        exclude.write_text(text + ("" if text.endswith("\n") or not text else "\n") + f"/{relative.strip('/')}/\n")
+
+    def checkout_branch(self, tag: str) -> bool:
+        """Switch to autoresearch/TAG, creating it from the current commit; True if it is new."""
+        name = branch_name(tag)
+        if self.current_branch() == name:
+            return False
+        exists = name in [head.name for head in self.git_repo.heads]
+        if not exists and not self.is_clean():
+            raise UserError(f"uncommitted changes in {', '.join(self.changed_paths()[:5])}: "
+                            f"commit or stash them before starting branch {name}")
+        if exists and not self.is_clean():
+            raise UserError(f"uncommitted changes in {', '.join(self.changed_paths()[:5])}: "
+                            f"commit or stash them before resuming branch {name}")
+        if exists:
+            self.git.checkout(name)
+        else:
+            self.git.checkout("-b", name)
+        return not exists
+
+    def commit(self, paths: list[str], message: str) -> str:
+        self.git.add("-A", "--", *paths)
+        env = None if self._has_identity() else FALLBACK_IDENTITY
+        self.git.commit("--no-verify", "-q", "-m", message, env=env)
+        return self.head()
+
+    def _has_identity(self) -> bool:
+        reader = self.git_repo.config_reader()
+        return bool(reader.get_value("user", "email", "")) and bool(reader.get_value("user", "name", ""))
+
+    def reset_to(self, sha: str) -> None:
+        """Branch and tree to sha; untracked files removed, ignored ones (runs/) kept."""
+        self.git.reset("--hard", "-q", sha)
+        self.git.clean("-f", "-d", "-q")
+
+    def restore(self) -> None:
+        """Throw away every uncommitted change (a rejected or abandoned proposal)."""
+        self.reset_to("HEAD")

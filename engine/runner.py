@@ -1,0 +1,166 @@
+"""Run one experiment: `autoresearch train` in its own process group, with a hard timeout.
+
+The result is read from the JSON file the engine writes, never from printed output.
+The child's environment holds no secrets. While it runs, runs/<tag>/child.json names
+it, so a loop restarted after a kill can end an orphan (see engine/lock.py).
+
+AUTORESEARCH_TRAIN_COMMAND (a shell-quoted prefix, default `python -m engine.cli train`)
+replaces the train command; tests and benchmarks point it at stand-ins.
+"""
+from __future__ import annotations
+
+import dataclasses
+import json
+import math
+import os
+import re
+import shlex
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+from typing import Callable
+
+SECRET_NAME = re.compile(r"KEY|TOKEN|SECRET|PASSWORD|PASSWD|CREDENTIAL|AUTH|COOKIE|SESSION", re.IGNORECASE)
+# Not secrets by name, but they point at or switch on credentials.
+SECRET_VARS = {"GOOGLE_APPLICATION_CREDENTIALS", "GOOGLE_GENAI_USE_VERTEXAI", "CLOUDSDK_CONFIG", "NETRC"}
+KILL_GRACE_SECONDS = 5.0
+POLL_SECONDS = 0.25
+
+
+@dataclasses.dataclass
+class Outcome:
+    status: str  # "ok", "crash" or "timeout"
+    result: dict  # the engine's JSON result ({} when it wrote none)
+    returncode: int | None
+    wall_seconds: float
+    log_path: Path
+    error: str | None = None
+
+
+def scrubbed_env(env: dict | None = None) -> dict:
+    env = dict(os.environ if env is None else env)
+    clean = {k: v for k, v in env.items() if k not in SECRET_VARS and not SECRET_NAME.search(k)}
+    clean["PYTHONUNBUFFERED"] = "1"
+    return clean
+
+
+def train_command() -> list[str]:
+    prefix = os.environ.get("AUTORESEARCH_TRAIN_COMMAND")
+    return shlex.split(prefix) if prefix else [sys.executable, "-m", "engine.cli", "train"]
+
+
+def build_command(train_file: str, exp_dir: Path, seed: int, budget_flag: list[str],
+                  data: str | None = None) -> list[str]:
+    command = [*train_command(), train_file, "--json", str(exp_dir / "result.json"),
+               "--run-dir", str(exp_dir), "--seed", str(seed), *budget_flag]
+    return command + (["--data", data] if data else [])
+
+
+def _die_with_parent() -> None:
+    """In the child before exec: its own process group, and SIGKILL if the loop dies."""
+    os.setsid()
+    try:
+        import ctypes
+        ctypes.CDLL("libc.so.6", use_errno=True).prctl(1, int(signal.SIGKILL))  # PR_SET_PDEATHSIG
+    except (OSError, AttributeError):
+        pass  # not Linux: the restarted loop ends orphans instead
+
+
+def process_start_time(pid: int) -> str | None:
+    """The kernel's start time of pid (to tell it from a later process with the same pid)."""
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text()
+    except OSError:
+        return None
+    return stat.rsplit(")", 1)[1].split()[19]
+
+
+def kill_group(pgid: int) -> None:
+    """SIGTERM the whole group, then SIGKILL what is left after a grace period."""
+    for sig, wait in ((signal.SIGTERM, KILL_GRACE_SECONDS), (signal.SIGKILL, 0)):
+        try:
+            os.killpg(pgid, sig)
+        except ProcessLookupError:
+            return
+        deadline = time.monotonic() + wait
+        while time.monotonic() < deadline:
+            try:
+                os.killpg(pgid, 0)
+            except ProcessLookupError:
+                return
+            time.sleep(0.1)
+
+
+def read_result(path: Path) -> dict:
+    try:
+        value = json.loads(path.read_text())
+    except (OSError, json.JSONDecodeError):
+        return {}
+    return value if isinstance(value, dict) else {}
+
+
+def classify(returncode: int | None, timed_out: bool, result: dict) -> tuple[str, str | None]:
+    if timed_out:
+        return "timeout", "killed at the hard timeout"
+    val = result.get("val_bpb")
+    ok = result.get("status") == "ok" and isinstance(val, (int, float)) and math.isfinite(val) and val > 0
+    if returncode == 0 and ok:
+        return "ok", None
+    if result.get("status") not in (None, "ok"):
+        return "crash", f"{result['status']}: {result.get('error') or 'no reason given'}"
+    if returncode != 0:
+        return "crash", f"exit status {returncode}" + ("" if result else ", no result file")
+    return "crash", "no valid val_bpb in the result file"
+
+
+def run(command: list[str], exp_dir: Path, timeout: float, cwd: Path,
+        child_record: Path | None = None, on_tick: Callable[[float], None] | None = None) -> Outcome:
+    """Run command with output to exp_dir/train.log; the result comes from exp_dir/result.json."""
+    exp_dir.mkdir(parents=True, exist_ok=True)
+    log_path, result_path = exp_dir / "train.log", exp_dir / "result.json"
+    result_path.unlink(missing_ok=True)
+    start = time.monotonic()
+    with open(log_path, "wb") as log:
+        log.write(("$ " + shlex.join(command) + "\n").encode())
+        log.flush()
+        process = subprocess.Popen(command, cwd=cwd, env=scrubbed_env(), stdout=log, stderr=subprocess.STDOUT,
+                                   stdin=subprocess.DEVNULL, preexec_fn=_die_with_parent)
+        _record_child(child_record, process.pid, exp_dir)
+        timed_out = _wait(process, start, timeout, on_tick)
+    if child_record is not None:
+        child_record.unlink(missing_ok=True)
+    result = read_result(result_path)
+    status, error = classify(process.returncode, timed_out, result)
+    return Outcome(status, result, process.returncode, time.monotonic() - start, log_path, error)
+
+
+def _wait(process: subprocess.Popen, start: float, timeout: float, on_tick) -> bool:
+    try:
+        while True:
+            try:
+                process.wait(timeout=POLL_SECONDS)
+                return False
+            except subprocess.TimeoutExpired:
+                pass
+            elapsed = time.monotonic() - start
+            if on_tick is not None:
+                on_tick(elapsed)
+            if elapsed > timeout:
+                kill_group(process.pid)
+                process.wait()
+                return True
+    except BaseException:
+        kill_group(process.pid)  # interrupted loop: the experiment goes with it
+        process.wait()
+        raise
+
+
+def _record_child(path: Path | None, pid: int, exp_dir: Path) -> None:
+    if path is None:
+        return
+    record = {"pid": pid, "pgid": pid, "start_time": process_start_time(pid), "exp_dir": str(exp_dir)}
+    tmp = path.with_name(path.name + ".tmp")
+    tmp.write_text(json.dumps(record))
+    os.replace(tmp, path)
