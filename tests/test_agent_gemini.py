@@ -206,6 +206,16 @@ def test_an_unknown_model_stops_with_an_actionable_error(fake, repo, logs):
     assert len(fake.requests) == 1
 
 
+def test_vertex_ai_chosen_by_the_environment(fake, repo, logs, monkeypatch):
+    """Vertex AI express mode (an API key bound to a project): the client builds Vertex URLs."""
+    monkeypatch.delenv("GEMINI_API_KEY")
+    monkeypatch.setenv("GOOGLE_GENAI_USE_VERTEXAI", "true")
+    monkeypatch.setenv("GOOGLE_API_KEY", SECRET)
+    fake.script(answer(GOOD))
+    assert make_agent(logs).propose(request(repo)) is not None
+    assert fake.requests[0].path.endswith(f"publishers/google/models/{MODEL}:generateContent")
+
+
 def test_no_credentials_is_an_actionable_error(monkeypatch):
     for name in ("GEMINI_API_KEY", *VERTEX_AND_OTHER_VARS):
         monkeypatch.delenv(name, raising=False)
