@@ -3,6 +3,7 @@ faked at the subprocess boundary; and (slow) the report of a real short loop on 
 import json
 import re
 import subprocess
+import time
 from pathlib import Path
 from types import SimpleNamespace
 
@@ -189,3 +190,27 @@ def test_crash_only_loop_still_reports(tmp_path, monkeypatch, capsys):
     assert facts["best"] is None and facts["kept"] == []
     assert "No change beat the baseline" in (run_dir / "report.md").read_text()
     assert (run_dir / "progress.png").exists()
+
+
+def test_overnight_script_runs_the_loop_then_the_report(tmp_path):
+    repo = tmp_path / "repo"
+    repo.mkdir()
+    git(repo, "init", "-q")
+    bin_dir = tmp_path / "bin"
+    bin_dir.mkdir()
+    fake = bin_dir / "autoresearch"
+    fake.write_text('#!/bin/sh\necho "autoresearch $*"\n')
+    fake.chmod(0o755)
+    script = Path(__file__).resolve().parents[1] / "scripts" / "overnight.sh"
+    env = {"PATH": f"{bin_dir}:/usr/bin:/bin", "OVERNIGHT_NO_TMUX": "1", "HOME": str(tmp_path)}
+    out = subprocess.run(["bash", str(script), "night", "--agent", "offline", "--max-hours", "8"],
+                         cwd=repo, env=env, capture_output=True, text=True, timeout=30)
+    assert out.returncode == 0, out.stderr
+    log = repo / "runs" / "night" / "overnight.log"
+    deadline = time.monotonic() + 20
+    while time.monotonic() < deadline and "done" not in (log.read_text() if log.exists() else ""):
+        time.sleep(0.1)
+    text = log.read_text()
+    assert "autoresearch loop --tag night --agent offline --max-hours 8" in text
+    assert "loop exited with 0" in text
+    assert text.index("loop --tag") < text.index("autoresearch report --tag night")
