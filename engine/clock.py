@@ -65,6 +65,12 @@ class BudgetClock:
             return self.seconds + in_flight * self._last_step_seconds >= self.budget.value
         return self.dispatched * self._per_step() >= self.budget.value
 
+    def reached(self) -> bool:
+        """Whether the completed steps have reached the budget (a time estimate may fall short)."""
+        if self.budget.mode == "time":
+            return self.seconds >= self.budget.value
+        return self.completed * self._per_step() >= self.budget.value
+
     def _per_step(self) -> float:
         return self.tokens_per_step if self.budget.mode == "tokens" else self.flops_per_step
 

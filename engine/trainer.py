@@ -172,9 +172,11 @@ def train(step, state, batches, budget_clock: clock.BudgetClock, watch) -> tuple
                 loss = _complete(pending, budget_clock, watch)
             pending = metrics
             stop, progress = agree(budget_clock.should_stop(), budget_clock.progress())
-            if stop:
-                break
-        loss = _complete(pending, budget_clock, watch)
+            if stop:  # the step in flight should reach the budget: wait for it and see
+                loss, pending = _complete(pending, budget_clock, watch), None
+                stop, progress = agree(budget_clock.reached(), budget_clock.progress())
+                if stop:
+                    break
     finally:
         watch.active = False
     return state, loss
