@@ -115,7 +115,7 @@ class GeminiAgent:
     fixes_crashes = True
 
     def __init__(self, model: str | None = None, max_edit_retries: int = 3, *,
-                 max_tries: int = 6, base_delay_s: float = 2.0, max_delay_s: float = 300.0,
+                 max_tries: int = 8, base_delay_s: float = 2.0, max_delay_s: float = 300.0,
                  request_timeout_s: float = 600.0, run_dir: Path | None = None,
                  sleep: Callable[[float], None] = time.sleep, log: Callable[[str], None] | None = None):
         self.model = model or DEFAULT_MODEL
@@ -128,6 +128,9 @@ class GeminiAgent:
         self._log_sink = log or (lambda message: print(message, file=sys.stderr, flush=True))
         # Spend of dropped proposals, carried into the next Proposal so the ledger's sum is the bill.
         self._unreported = Usage()
+        # Why the last propose returned what it did: "proposed", "unavailable" (the tries ran out
+        # on 429/5xx/timeouts: worth waiting for) or "dropped" (answers that never applied).
+        self.last_outcome = ""
         self._client = _make_client(request_timeout_s)
 
     def propose(self, request: ProposalRequest) -> Proposal | None:
@@ -137,6 +140,7 @@ class GeminiAgent:
         for _ in range(1 + self.max_edit_retries):
             reply = self._generate(contents)
             if reply is None:
+                self.last_outcome = "unavailable"
                 return None
             text = _text_of(reply)
             try:
@@ -149,7 +153,9 @@ class GeminiAgent:
             _write_files(Path(request.repo_root), changed)
             if answer.get("notes", "").strip():
                 notes.write_notes(run_dir, redact(answer["notes"]))
+            self.last_outcome = "proposed"
             return self._proposal(answer)
+        self.last_outcome = "dropped"
         self._log(f"gemini: dropped the proposal after {1 + self.max_edit_retries} answers that did not apply")
         return None
 

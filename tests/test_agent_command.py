@@ -134,3 +134,25 @@ def test_description_falls_back_when_nothing_is_printed(repo):
     proposal = CommandAgent("echo 'DEPTH = 5' > train.py; echo > /dev/null", echo=False).propose(request(repo))
     assert proposal is not None
     assert proposal.description == "command agent experiment 3"
+
+
+# ---------------------------------------------------------------- through the real loop
+
+from test_loop_support import ledger_rows, loop_env, run_cli  # noqa: E402,F401 (loop_env is a fixture)
+
+
+def test_the_loop_runs_a_command_agent(loop_env, tmp_path):
+    seen = tmp_path / "seen.txt"
+    agent = script(tmp_path, "import os, pathlib\n"
+                   "p = pathlib.Path('train.py')\n"
+                   "p.write_text(p.read_text().replace('LEARNING_RATE = 0.04', 'LEARNING_RATE = 0.02'))\n"
+                   f"with open({str(seen)!r}, 'a') as f:\n"
+                   "    f.write(os.environ['AUTORESEARCH_EXPERIMENT'] + ' ' + os.environ['AUTORESEARCH_RESULTS'] + '\\n')\n"
+                   "print('halve the learning rate')\n")
+    done = run_cli(loop_env, "loop", "--tag", "c", "--agent", "command", "--agent-cmd", agent, "--max-experiments", "3")
+    assert done.returncode == 0, done.stderr
+    rows = ledger_rows(loop_env, "c")
+    assert [row["status"] for row in rows] == ["keep", "keep", "keep"]
+    assert rows[2]["description"] == "halve the learning rate"
+    number, results = seen.read_text().split()
+    assert number == "2" and Path(results) == (loop_env / "runs" / "c" / "results.tsv").resolve()

@@ -147,6 +147,7 @@ def test_answers_that_never_apply_are_dropped_and_their_cost_carried_forward(fak
     fake.script(answer(broken, prompt_tokens=100, output_tokens=10))
     agent = make_agent(logs, max_edit_retries=2)
     assert agent.propose(request(repo)) is None
+    assert agent.last_outcome == "dropped"
     assert len(fake.requests) == 3
     assert (repo / "train.py").read_text() == TRAIN_PY
     assert "does not parse" in fake.requests[1].body["contents"][2]["parts"][0]["text"]
@@ -179,6 +180,7 @@ def test_server_errors_back_off_exponentially_until_giving_up(fake, repo, logs):
     assert 0.005 <= delays[0] <= 0.01 and 0.02 <= delays[2] <= 0.04  # doubling, with jitter
     assert (repo / "train.py").read_text() == TRAIN_PY
     assert "no answer after 4 tries" in logs[-1]
+    assert agent.last_outcome == "unavailable"
 
 
 @pytest.mark.parametrize("empty", [empty_candidates, blocked_candidate])
@@ -288,3 +290,39 @@ def test_price_estimates():
     long_prompt = pricing.estimate_cost_usd("gemini-2.5-pro", 300_000, 0)
     assert long_prompt == pytest.approx(300_000 * 2.50 / 1e6)
     assert pricing.price_of("some-future-model") == pricing.UNKNOWN_MODEL_PRICE
+
+
+# ---------------------------------------------------------------- through the real loop
+
+from test_loop_support import ledger_rows, loop_env, run_cli  # noqa: E402,F401 (loop_env is a fixture)
+
+
+def lr_edit(old: str, new: str, description: str, **more) -> dict:
+    return {"description": description, "hypothesis": "h", "edits": [{"search": old, "replace": new}], **more}
+
+
+def test_the_loop_runs_gemini_proposals_and_crash_fixes(fake, loop_env):
+    fake.script(
+        answer(lr_edit("LEARNING_RATE = 0.04", "LEARNING_RATE = 0.01", "lr 0.01", notes="- lr 0.01 wins\n"),
+               prompt_tokens=5000, output_tokens=500),
+        answer(lr_edit("CRASH = 0", "CRASH = 1", "a crashing idea")),
+        answer({"description": "fix the crash", "hypothesis": "h", "edits": [
+            {"search": "CRASH = 1", "replace": "CRASH = 0"}, {"search": "DEPTH = 3", "replace": "DEPTH = 4"}]}),
+    )
+    done = run_cli(loop_env, "loop", "--tag", "g", "--agent", "gemini", "--model", MODEL, "--max-experiments", "5")
+    assert done.returncode == 0, done.stderr
+
+    rows = ledger_rows(loop_env, "g")
+    assert [row["status"] for row in rows] == ["keep", "keep", "keep", "crash", "discard"]
+    proposed = rows[2]
+    assert proposed["description"] == "lr 0.01" and proposed["agent"] == "gemini"
+    assert (proposed["prompt_tokens"], proposed["output_tokens"]) == (5000, 500)
+    assert proposed["cost_usd"] == pytest.approx(pricing.estimate_cost_usd(MODEL, 5000, 500))
+    assert rows[4]["fix_of"] == rows[3]["experiment"]
+
+    fix_prompt = fake.requests[2].prompt_text()
+    assert "crashed on purpose" in fix_prompt and "CRASH = 1" in fix_prompt
+    assert "- lr 0.01 wins" in fake.requests[1].prompt_text()  # notes came back
+    assert "LEARNING_RATE = 0.01" in (loop_env / "train.py").read_text()  # the kept change is the tree
+    run_files = [path.read_text(errors="replace") for path in (loop_env / "runs").rglob("*") if path.is_file()]
+    assert not any(SECRET in text for text in [*run_files, done.stdout, done.stderr])
