@@ -156,3 +156,21 @@ def test_the_loop_runs_a_command_agent(loop_env, tmp_path):
     assert rows[2]["description"] == "halve the learning rate"
     number, results = seen.read_text().split()
     assert number == "2" and Path(results) == (loop_env / "runs" / "c" / "results.tsv").resolve()
+
+
+def test_an_external_agent_driving_autoresearch_experiment(loop_env):
+    """The workflow of docs/agents.md: the agent edits train.py, then one command per idea."""
+    train = loop_env / "train.py"
+    train.write_text(train.read_text().replace("LEARNING_RATE = 0.04", "LEARNING_RATE = 0.02"))
+    first = run_cli(loop_env, "experiment", "halve the learning rate", "--tag", "x")
+    assert first.returncode == 0, first.stderr
+    assert "experiment 2: keep" in first.stdout  # the baseline ran first (0 and 1), then this idea
+
+    train.write_text(train.read_text().replace("CRASH = 0", "CRASH = 1"))
+    crashed = run_cli(loop_env, "experiment", "a crashing idea", "--tag", "x")
+    assert crashed.returncode == 1 and "experiment 3: crash" in crashed.stdout
+    assert "CRASH = 0" in train.read_text() and "LEARNING_RATE = 0.02" in train.read_text()  # back at the best
+
+    nothing = run_cli(loop_env, "experiment", "no edit", "--tag", "x")
+    assert nothing.returncode == 2 and "nothing changed" in nothing.stderr
+    assert [row["status"] for row in ledger_rows(loop_env, "x")] == ["keep", "keep", "keep", "crash"]
