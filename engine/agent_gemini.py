@@ -151,7 +151,7 @@ class GeminiAgent:
                 contents += [reply, types.Content(role="user", parts=[types.Part(text=retry_message(error))])]
                 continue
             _write_files(Path(request.repo_root), changed)
-            if answer.get("notes", "").strip():
+            if (answer.get("notes") or "").strip():
                 notes.write_notes(run_dir, redact(answer["notes"]))
             self.last_outcome = "proposed"
             return self._proposal(answer)
@@ -162,7 +162,7 @@ class GeminiAgent:
     def _proposal(self, answer: dict) -> Proposal:
         usage, self._unreported = self._unreported, Usage()
         return Proposal(description=_one_line(redact(answer["description"]))[:MAX_DESCRIPTION_CHARS],
-                        hypothesis=redact(answer.get("hypothesis", "")).strip()[:MAX_HYPOTHESIS_CHARS],
+                        hypothesis=redact(str(answer.get("hypothesis") or "")).strip()[:MAX_HYPOTHESIS_CHARS],
                         prompt_tokens=usage.prompt_tokens, output_tokens=usage.output_tokens,
                         cost_usd=usage.cost_usd)
 
@@ -393,7 +393,7 @@ def parse_answer(text: str, editable: list[str]) -> dict:
             raise EditError(f"edit {number} must have string fields \"search\" and \"replace\"")
         if edit.get("file") not in (None, "", *editable):
             raise EditError(f"edit {number} names file {edit['file']!r}; only {', '.join(editable)} may change")
-    if "notes" in answer and not isinstance(answer["notes"], str):
+    if answer.get("notes") is not None and not isinstance(answer["notes"], str):
         raise EditError("\"notes\" must be a string")
     return answer
 

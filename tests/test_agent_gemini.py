@@ -112,7 +112,7 @@ def test_good_answer_is_applied_with_notes_and_accounting(fake, repo, logs):
 def test_notes_come_back_in_the_next_prompt(fake, repo, logs):
     req = request(repo)
     notes.write_notes(req.run_dir, "## Lessons\n- depth 8 overfits\n")
-    fake.script(answer({**GOOD, "notes": ""}))
+    fake.script(answer({**GOOD, "notes": None, "hypothesis": None}))
     make_agent(logs).propose(req)
     assert "depth 8 overfits" in fake.requests[0].prompt_text()
     assert "depth 8 overfits" in notes.read_notes(req.run_dir)  # an empty "notes" leaves them as they were
@@ -275,6 +275,7 @@ def test_answer_must_name_only_editable_files():
     with pytest.raises(EditError, match="prepare.py"):
         parse_answer(bad, ["train.py"])
     assert parse_answer("```json\n" + json.dumps(GOOD) + "\n```", ["train.py"])["description"]
+    assert parse_answer(json.dumps({**GOOD, "notes": None, "hypothesis": None}), ["train.py"])["edits"]
 
 
 def test_notes_are_bounded_keeping_the_newest(tmp_path):
