@@ -131,7 +131,7 @@ def _vocab_error(message: str, vocab_size: int) -> Exception:
     too_high = re.search(r"Vocabulary size too high \((\d+)\).*<= (\d+)", message)
     if too_high:
         return UserError(f"the training text is too small for --vocab-size {vocab_size}: it supports at most "
-                         f"{too_high.group(2)}; lower --vocab-size or add data (e.g. raise --max-chars)")
+                         f"{too_high.group(2)}; lower --vocab-size or add data")
     too_low = re.search(r"smaller than required_chars\. (\d+) vs (\d+)", message)
     if too_low:
         return UserError(f"--vocab-size {vocab_size} cannot hold the {too_low.group(2)} pieces this text needs: "

@@ -1,0 +1,215 @@
+"""prepare: the stdlib cache, idempotence, a changed spec, atomic writes, and each user error."""
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from conftest import TINY_PREPARE
+from engine import cli, data, paths, prepare, splits
+from engine.errors import UserError
+from engine.tokenizer import Tokenizer
+
+REPO = Path(__file__).resolve().parents[1]
+WORDS = ("alpha beta gamma delta epsilon zeta eta theta iota kappa lambda mu nu xi omicron pi rho "
+         "sigma tau upsilon phi chi psi omega the of and to in is it for on with as").split()
+
+
+def write_corpus(directory: Path, documents: int = 240, seed: int = 0) -> str:
+    """A .jsonl corpus of small word-salad documents; returns its files: spec."""
+    rng = np.random.default_rng(seed)
+    lines = [json.dumps({"text": " ".join(rng.choice(WORDS, size=int(rng.integers(30, 80)))) + ".\n"})
+             for _ in range(documents)]
+    (directory / "corpus.jsonl").write_text("\n".join(lines) + "\n")
+    return f"files:{directory}/corpus.jsonl"
+
+
+def run_prepare(dataset: str, *extra: str) -> int:
+    return cli.main(["prepare", "--dataset", dataset, "--vocab-size", "300", "--seq-len", "8",
+                     "--eval-tokens", "64", *extra])
+
+
+def latest(root: Path) -> Path:
+    return root / (root / "LATEST").read_text().strip()
+
+
+@pytest.fixture
+def cache(tmp_path, monkeypatch) -> Path:
+    root = tmp_path / "cache"
+    monkeypatch.setenv("AUTORESEARCH_CACHE", str(root))
+    return root
+
+
+# the stdlib cache --------------------------------------------------------------
+
+def test_stdlib_cache_matches_its_manifest(prepared_data):
+    manifest = data.load_manifest(prepared_data)
+    assert manifest["format"] == 1 and manifest["source"] == "stdlib"
+    assert manifest["name"] == prepared_data.name and prepared_data.name.startswith("stdlib-v512-")
+    assert manifest["vocab_size"] == 512 and manifest["bos_id"] == 1
+    assert manifest["constants"]["sequence_length"] == 64 and manifest["constants"]["eval_tokens"] == 4096
+    assert len(manifest["fingerprint"]) == 64 and manifest["spec"]["max_chars"] == 3_000_000
+    token_bytes = data.load_token_bytes(prepared_data)
+    assert len(token_bytes) == 512
+    assert prepare.sha256_file(prepared_data / "tokenizer.model") == manifest["tokenizer_sha256"]
+    for split in data.SPLITS:
+        facts = manifest["splits"][split]
+        tokens, doc_starts = data.load_split(prepared_data, split)
+        assert tokens.dtype == np.uint16
+        assert len(tokens) == facts["tokens"] and len(doc_starts) == facts["documents"] + 1
+        assert (tokens[doc_starts[:-1]] == 1).all() and (tokens == 1).sum() == facts["documents"]
+        assert int(token_bytes[tokens].sum()) == facts["bytes"]
+        assert facts["tokens"] >= 4097 or split == "train"
+
+
+def test_held_out_documents_are_the_ones_their_hash_picks(prepared_data):
+    tokenizer = Tokenizer(data.tokenizer_path(prepared_data))
+    for split in ("val", "test"):
+        tokens, doc_starts = data.load_split(prepared_data, split)
+        for a, b in zip(doc_starts[:-1], doc_starts[1:]):
+            assert splits.split_of(tokenizer.decode(tokens[a + 1:b])) == split
+
+
+def test_second_stdlib_prepare_reuses_the_cache(prepared_data, capsys):
+    created = data.load_manifest(prepared_data)["created"]
+    started = time.monotonic()
+    assert cli.main(TINY_PREPARE) == 0
+    assert time.monotonic() - started < 10
+    assert "reusing" in capsys.readouterr().out
+    assert data.load_manifest(prepared_data)["created"] == created
+    assert paths.resolve_data_dir(None) == prepared_data
+
+
+# idempotence and a changed spec --------------------------------------------------
+
+def test_same_spec_reuses_changed_spec_prepares_anew(cache, tmp_path, capsys):
+    dataset = write_corpus(tmp_path)
+    assert run_prepare(dataset) == 0
+    first = latest(cache)
+    assert run_prepare(dataset) == 0 and "reusing" in capsys.readouterr().out
+    assert latest(cache) == first
+    assert run_prepare(dataset, "--vocab-size", "320") == 0
+    assert latest(cache).name.startswith("files-") and "-v320-" in latest(cache).name
+    assert run_prepare(dataset, "--eval-tokens", "32") == 0
+    assert data.load_manifest(latest(cache))["constants"]["eval_tokens"] == 32
+    names = {p.name for p in cache.iterdir() if p.is_dir()}
+    assert len(names) == 3 and first.name in names
+
+
+def test_changed_files_prepare_anew_and_force_rebuilds(cache, tmp_path):
+    dataset = write_corpus(tmp_path, seed=1)
+    assert run_prepare(dataset) == 0
+    first = latest(cache)
+    write_corpus(tmp_path, documents=260, seed=2)
+    assert run_prepare(dataset) == 0
+    assert latest(cache) != first
+    created = data.load_manifest(latest(cache))["created"]
+    time.sleep(1.1)
+    assert run_prepare(dataset, "--force") == 0
+    assert data.load_manifest(latest(cache))["created"] != created
+
+
+def test_eval_tokens_are_rounded_to_whole_rows(cache, tmp_path):
+    assert run_prepare(write_corpus(tmp_path), "--eval-tokens", "70") == 0
+    assert data.load_manifest(latest(cache))["constants"]["eval_tokens"] == 64
+
+
+# atomic writes ---------------------------------------------------------------------
+
+def test_a_killed_prepare_leaves_no_cache_that_looks_complete(cache, tmp_path):
+    env = {**os.environ, "AUTORESEARCH_CACHE": str(cache)}
+    process = subprocess.Popen([sys.executable, str(REPO / "prepare.py"), *TINY_PREPARE[1:]], cwd=tmp_path, env=env,
+                               stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:
+        deadline = time.monotonic() + 60
+        while not any(cache.glob(".tmp-*/train.documents")) and time.monotonic() < deadline:
+            assert process.poll() is None, "prepare finished before it could be killed"
+            time.sleep(0.01)
+    finally:
+        process.send_signal(signal.SIGKILL)
+        process.wait()
+    assert any(cache.glob(".tmp-*")), "the kill should have left a work directory behind"
+    assert not [p for p in cache.iterdir() if not p.name.startswith(".")]
+    assert not list(cache.glob("**/manifest.json"))
+    with pytest.raises(UserError, match="run `autoresearch prepare` first"):
+        paths.resolve_data_dir(None)
+    name_part = next(cache.glob(".tmp-*")).name
+    # the next prepare of the same dataset clears what the killed one left
+    assert cli.main(TINY_PREPARE) == 0
+    assert not (cache / name_part).exists()
+
+
+def test_a_failed_prepare_removes_its_work(cache, tmp_path, monkeypatch):
+    def fail(*args):
+        raise RuntimeError("disk on fire")
+
+    monkeypatch.setattr(prepare, "check_held_out_sizes", fail)
+    with pytest.raises(RuntimeError, match="disk on fire"):
+        run_prepare(write_corpus(tmp_path))
+    assert [p.name for p in cache.iterdir()] == []
+
+
+# errors a user can act on ------------------------------------------------------
+
+def user_error(capsys, argv: list[str]) -> str:
+    assert cli.main(argv) == 2
+    err = capsys.readouterr().err.strip().splitlines()[-1]  # after any progress lines
+    assert err.startswith("autoresearch prepare: error: ")
+    return err
+
+
+def test_unknown_source_form(cache, capsys):
+    assert "use stdlib, tfds:NAME[/CONFIG] or files:GLOB" in user_error(capsys, ["prepare", "--dataset", "wiki"])
+
+
+def test_unknown_tfds_name(cache, capsys):
+    assert "unknown TFDS dataset 'no_such_dataset_xyz'" in user_error(
+        capsys, ["prepare", "--dataset", "tfds:no_such_dataset_xyz"])
+
+
+def test_no_text_field(cache, tmp_path, capsys):
+    (tmp_path / "q.jsonl").write_text(json.dumps({"question": "why?", "answer": "because"}) + "\n")
+    err = user_error(capsys, ["prepare", "--dataset", f"files:{tmp_path}/q.jsonl"])
+    assert "no text field found" in err and "--text-key" in err
+
+
+def test_corpus_too_small_for_the_vocabulary(cache, tmp_path, capsys):
+    err = user_error(capsys, ["prepare", "--dataset", write_corpus(tmp_path), "--vocab-size", "6000",
+                              "--seq-len", "8", "--eval-tokens", "64"])
+    assert "too small for --vocab-size 6000" in err and "lower --vocab-size" in err
+
+
+def test_vocabulary_below_byte_fallback(cache, capsys):
+    assert "at least 259" in user_error(capsys, ["prepare", "--vocab-size", "100"])
+
+
+def test_held_out_splits_too_small_for_eval_tokens(cache, tmp_path, capsys):
+    err = user_error(capsys, ["prepare", "--dataset", write_corpus(tmp_path), "--vocab-size", "300",
+                              "--seq-len", "8", "--eval-tokens", "400000"])
+    assert "split" in err and "lower --eval-tokens" in err and "add data" in err
+
+
+def test_held_out_token_count_is_checked_after_tokenizing(cache, tmp_path, capsys):
+    dataset = write_corpus(tmp_path)
+    texts = [json.loads(line)["text"] for line in (tmp_path / "corpus.jsonl").read_text().splitlines()]
+    smallest = min(sum(len(t.encode()) + 1 for t in texts if splits.split_of(t) == s) for s in ("val", "test"))
+    eval_tokens = (smallest - 1) // 8 * 8  # passes the bytes bound; BPE makes far fewer tokens than bytes
+    err = user_error(capsys, ["prepare", "--dataset", dataset, "--vocab-size", "300", "--seq-len", "8",
+                              "--eval-tokens", str(eval_tokens)])
+    assert f"--eval-tokens {eval_tokens} + 1" in err and "holds at most" not in err
+
+
+def test_eval_tokens_below_one_row(cache, capsys):
+    assert "less than one row" in user_error(capsys, ["prepare", "--seq-len", "512", "--eval-tokens", "100"])
+
+
+def test_unwritable_cache(tmp_path, monkeypatch, capsys):
+    (tmp_path / "a-file").write_text("")
+    monkeypatch.setenv("AUTORESEARCH_CACHE", str(tmp_path / "a-file" / "cache"))
+    err = user_error(capsys, ["prepare", "--max-chars", "1000"])
+    assert "cannot write the cache" in err and "AUTORESEARCH_CACHE" in err
