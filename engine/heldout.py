@@ -71,7 +71,7 @@ def _evaluate(run_dir: Path, row: dict, repo_root: Path) -> dict:
         return _failure(f"no prepared dataset with manifest fingerprint {fingerprint} under "
                         f"{paths.cache_root()}: prepare the loop's dataset again")
     try:
-        source = _train_source(repo_root, row)
+        source = train_source(repo_root, row)
     except Exception as error:  # GitPython raises several kinds for a missing commit or path
         return _failure(f"cannot read train.py of commit {row.get('commit')}: {error}")
     with tempfile.TemporaryDirectory(prefix="autoresearch-heldout-") as tmp:
@@ -98,7 +98,8 @@ def _run_evaluate(tmp: Path, source: str, checkpoint: Path, data: Path, repo_roo
             "checkpoint": str(checkpoint), "error": None}
 
 
-def _train_source(repo_root: Path, row: dict) -> str:
+def train_source(repo_root: Path, row: dict) -> str:
+    """train.py as it was at the commit of a ledger row."""
     import git  # GitPython, only where it is used
 
     train_path = row.get("train_path", "train.py")

@@ -13,8 +13,8 @@ from pathlib import Path
 
 from engine import heldout
 from engine.errors import UserError
-from engine.status import (baseline_row, count_statuses, finite_bpb, is_kept, read_ledger,
-                           resolve_run_dir)
+from engine.status import (baseline_rows, count_statuses, finite_bpb, is_baseline, is_kept,
+                           read_ledger, resolve_run_dir, score)
 
 MAX_DIFF_LINES = 200
 # A kept change is suspect when test_bpb moves against val_bpb by more than this.
@@ -44,12 +44,13 @@ def main(args) -> int:
 # ---------------------------------------------------------------- facts
 
 def gather_facts(run_dir: Path, rows: list[dict], repo_root: Path, log=None) -> dict:
-    base = baseline_row(rows)
-    kept = [r for r in rows if is_kept(r) and finite_bpb(r) is not None]
-    best = min(kept, key=finite_bpb) if kept else None
-    scored = ([base] if base is not None and finite_bpb(base) is not None else [])
-    scored += [r for r in kept if r is not base]
-    tests = heldout.test_figures(run_dir, scored, repo_root, log=log or (lambda m: None))
+    groups = kept_commits(rows)
+    base_group = groups[0] if groups and is_baseline(groups[0]["kept_row"]) else None
+    runs = [r for g in groups for r in g["runs"]]
+    tests = heldout.test_figures(run_dir, runs, repo_root, log=log or (lambda m: None))
+    entries = [_group_entry(g, tests) for g in groups]
+    baseline = entries[0] if base_group else _failed_baseline(rows)
+    changes = entries[1:] if base_group else entries
     facts = {
         "tag": run_dir.name,
         "run_dir": str(run_dir),
@@ -58,17 +59,57 @@ def gather_facts(run_dir: Path, rows: list[dict], repo_root: Path, log=None) -> 
         "manifest_fingerprint": _common(rows, "manifest_fingerprint"),
         **_pace(rows),
         "counts": count_statuses(rows),
-        "counts_after_baseline": count_statuses(rows[1:]),
+        "counts_after_baseline": count_statuses(_after_baseline(rows)),
         "rates": _rates(rows),
         "agent_cost_usd": round(sum(float(r.get("cost_usd") or 0) for r in rows), 4),
-        "baseline": _entry(base, tests),
-        "best": _entry(best, tests),
+        "baseline": baseline,
+        "best": min(entries, key=lambda e: e["val_bpb"]) if entries else None,
         "experiments": [_point(r) for r in rows],
     }
     facts["gain"] = _gains(facts["baseline"], facts["best"])
-    facts["kept"] = _kept_changes(kept, base, tests, repo_root)
-    facts["warnings"] = _warnings(rows, facts, tests)
+    facts["kept"] = _with_gains(changes, baseline, repo_root)
+    facts["warnings"] = _warnings(facts)
     return facts
+
+
+def kept_commits(rows: list[dict]) -> list[dict]:
+    """Each commit the loop kept, in order, with every run of it that scored (a baseline or a
+    change confirmed by a re-run has several)."""
+    groups: dict[str, dict] = {}
+    for row in rows:
+        if is_kept(row) and score(row) is not None and row.get("commit"):
+            groups.setdefault(row["commit"], {"commit": row["commit"]})["kept_row"] = row
+    for group in groups.values():
+        group["runs"] = [r for r in rows if r.get("commit") == group["commit"]
+                         and finite_bpb(r) is not None]
+    return list(groups.values())
+
+
+def _group_entry(group: dict, tests: dict) -> dict:
+    kept_row, runs = group["kept_row"], group["runs"]
+    figures = [tests.get(r.get("experiment"), {}) for r in runs]
+    values = [f["test_bpb"] for f in figures if f.get("test_bpb") is not None]
+    errors = [f["error"] for f in figures if f.get("error")]
+    return {"experiment": kept_row.get("experiment"),
+            "experiments": [r.get("experiment") for r in runs],
+            "commit": group["commit"],
+            "description": runs[0].get("description") if runs else kept_row.get("description"),
+            "val_bpb": score(kept_row),
+            "test_bpb": round(sum(values) / len(values), 6) if values else None,
+            "test_error": None if values else (errors[0] if errors else "not evaluated")}
+
+
+def _failed_baseline(rows: list[dict]) -> dict | None:
+    first = next(iter(baseline_rows(rows)), None)
+    if first is None:
+        return None
+    return {"experiment": first.get("experiment"), "experiments": [first.get("experiment")],
+            "commit": first.get("commit"), "description": first.get("description"),
+            "val_bpb": None, "test_bpb": None, "test_error": f"the baseline {first.get('status')}"}
+
+
+def _after_baseline(rows: list[dict]) -> list[dict]:
+    return [r for r in rows if not is_baseline(r)]
 
 
 def _hardware(rows: list[dict]) -> dict:
@@ -97,7 +138,7 @@ def _pace(rows: list[dict]) -> dict:
 
 def _rates(rows: list[dict]) -> dict:
     """Shares of the experiments after the baseline that ran (rejected ones never ran)."""
-    ran = [r for r in rows[1:] if r.get("status") != "rejected"]
+    ran = [r for r in _after_baseline(rows) if r.get("status") != "rejected"]
     if not ran:
         return {"keep": None, "discard": None, "crash": None, "timeout": None}
     share = lambda status: round(sum(r.get("status") == status for r in ran) / len(ran), 4)
@@ -105,19 +146,15 @@ def _rates(rows: list[dict]) -> dict:
             "crash": share("crash"), "timeout": share("timeout")}
 
 
-def _entry(row: dict | None, tests: dict) -> dict | None:
-    if row is None:
-        return None
-    test = tests.get(row.get("experiment"), {})
-    return {"experiment": row.get("experiment"), "commit": row.get("commit"),
-            "description": row.get("description"), "val_bpb": finite_bpb(row),
-            "test_bpb": test.get("test_bpb"), "test_error": test.get("error")}
-
-
 def _point(row: dict) -> dict:
     return {"experiment": row.get("experiment"), "status": row.get("status"),
-            "kept": is_kept(row), "val_bpb": finite_bpb(row),
+            "kept": is_kept(row), "val_bpb": finite_bpb(row), "score": score(row) if is_kept(row) else None,
+            "best_after": _number(row.get("best_after")),
             "description": row.get("description", "")}
+
+
+def _number(value) -> float | None:
+    return float(value) if isinstance(value, (int, float)) and value == value else None
 
 
 def _gains(base: dict | None, best: dict | None) -> dict:
@@ -133,30 +170,17 @@ def _gains(base: dict | None, best: dict | None) -> dict:
     return gains
 
 
-def _kept_changes(kept: list[dict], base: dict | None, tests: dict, repo_root: Path) -> list[dict]:
-    changes, previous = [], base
-    for row in kept:
-        if row is base:
-            continue
-        change = _entry(row, tests)
-        change["val_gain"] = _difference(previous, row, "val_bpb", tests)
-        change["test_gain"] = _difference(previous, row, "test_bpb", tests)
-        change["diff"] = _diff(repo_root, previous and previous.get("commit"), row.get("commit"))
-        changes.append(change)
-        previous = row
+def _with_gains(changes: list[dict], baseline: dict | None, repo_root: Path) -> list[dict]:
+    """Each kept change's gain over the one before it (positive: lower bpb) and its diff."""
+    previous = baseline
+    for change in changes:
+        for metric, key in (("val_bpb", "val_gain"), ("test_bpb", "test_gain")):
+            before = previous and previous.get(metric)
+            after = change.get(metric)
+            change[key] = None if before is None or after is None else round(before - after, 6)
+        change["diff"] = _diff(repo_root, previous and previous.get("commit"), change["commit"])
+        previous = change
     return changes
-
-
-def _difference(before: dict | None, after: dict, metric: str, tests: dict) -> float | None:
-    """before - after: positive when `after` is better (lower bpb)."""
-    if before is None:
-        return None
-    if metric == "val_bpb":
-        a, b = finite_bpb(before), finite_bpb(after)
-    else:
-        a = tests.get(before.get("experiment"), {}).get("test_bpb")
-        b = tests.get(after.get("experiment"), {}).get("test_bpb")
-    return None if a is None or b is None else round(a - b, 6)
 
 
 def _diff(repo_root: Path, old: str | None, new: str | None) -> str:
@@ -174,7 +198,7 @@ def _diff(repo_root: Path, old: str | None, new: str | None) -> str:
     return "\n".join(lines)
 
 
-def _warnings(rows: list[dict], facts: dict, tests: dict) -> list[str]:
+def _warnings(facts: dict) -> list[str]:
     warnings = []
     for key, what in (("manifest_fingerprint", "datasets"), ("budget", "budgets")):
         if isinstance(facts[key], list):
@@ -279,10 +303,12 @@ def _plot_discarded(ax, scored: list[dict], high: float) -> None:
 
 
 def _plot_best_line(ax, points: list[dict]) -> None:
+    """The loop's own best after each experiment (a mean where it averaged runs)."""
     xs, ys, best = [], [], None
     for p in points:
-        if p["kept"] and p["val_bpb"] is not None and (best is None or p["val_bpb"] < best):
-            best = p["val_bpb"]
+        if p["score"] is not None and (best is None or p["score"] < best):
+            best = p["score"]
+        best = p["best_after"] if p["best_after"] is not None else best
         if best is not None:
             xs.append(p["_x"])
             ys.append(best)
@@ -359,7 +385,7 @@ def _result_table(facts: dict) -> list[str]:
     rows = ["| | experiment | val_bpb | test_bpb (held out) |", "|---|---|---|---|"]
     for name, entry in (("baseline", base), ("best", best)):
         if entry:
-            rows.append(f"| {name} | {entry['experiment']} `{_commit(entry)}` | "
+            rows.append(f"| {name} | {_experiments(entry)} `{_commit(entry)}` | "
                         f"{_num(entry['val_bpb'])} | {_num(entry['test_bpb'])} |")
     rows.append(f"| gain | | {_gain(gain['val_bpb'])} | {_gain(gain['test_bpb'])} |")
     return rows
@@ -378,7 +404,8 @@ def _counts_table(facts: dict) -> list[str]:
 def _kept_sections(facts: dict) -> list[str]:
     lines = []
     for n, change in enumerate(facts["kept"], 1):
-        lines += [f"### {n}. experiment {change['experiment']} `{_commit(change)}`: "
+        runs = "experiments" if len(change["experiments"]) > 1 else "experiment"
+        lines += [f"### {n}. {runs} {_experiments(change)} `{_commit(change)}`: "
                   f"{change['description']}", "",
                   f"val_bpb {_num(change['val_bpb'])} (gain {_signed(change['val_gain'])}), "
                   f"test_bpb {_num(change['test_bpb'])} (gain {_signed(change['test_gain'])})", ""]
@@ -408,6 +435,10 @@ def _signed(value) -> str:
 
 def _gain(gain: dict | None) -> str:
     return "-" if not gain else f"{gain['absolute']:+.6f} ({gain['relative']:+.2%})"
+
+
+def _experiments(entry: dict) -> str:
+    return ", ".join(str(e) for e in entry.get("experiments") or [entry.get("experiment")])
 
 
 def _commit(entry: dict) -> str:

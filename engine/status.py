@@ -82,13 +82,32 @@ def finite_bpb(row: dict) -> float | None:
     return None
 
 
+def score(row: dict) -> float | None:
+    """The figure the loop compared: for a kept row, the best after it (a mean over runs
+    for the baseline and for a change confirmed by a re-run); else its own val_bpb."""
+    after = row.get("best_after")
+    if is_kept(row) and isinstance(after, (int, float)) and after == after:
+        return float(after)
+    return finite_bpb(row)
+
+
 def best_kept(rows: list[dict]) -> dict | None:
-    kept = [r for r in rows if is_kept(r) and finite_bpb(r) is not None]
-    return min(kept, key=finite_bpb) if kept else None
+    kept = [r for r in rows if is_kept(r) and score(r) is not None]
+    return min(kept, key=score) if kept else None
 
 
-def baseline_row(rows: list[dict]) -> dict | None:
-    return next((r for r in rows if r.get("experiment") == 0), rows[0] if rows else None)
+def is_baseline(row: dict) -> bool:
+    return row.get("role") == "baseline" if "role" in row else row.get("experiment") == 0
+
+
+def baseline_rows(rows: list[dict]) -> list[dict]:
+    """Every run of the starting commit (the loop runs it more than once to measure noise)."""
+    return [r for r in rows if is_baseline(r)]
+
+
+def baseline_val(rows: list[dict]) -> float | None:
+    values = [v for v in (finite_bpb(r) for r in baseline_rows(rows)) if v is not None]
+    return sum(values) / len(values) if values else None
 
 
 def count_statuses(rows: list[dict]) -> dict[str, int]:
@@ -166,16 +185,15 @@ def _counts_line(rows: list[dict]) -> str:
 
 
 def _scores_lines(rows: list[dict]) -> list[str]:
-    base, best = baseline_row(rows), best_kept(rows)
+    base, runs, best = baseline_val(rows), baseline_rows(rows), best_kept(rows)
     lines = []
-    if base is not None:
-        lines.append(f"baseline: {_bpb(base)}  (experiment {base.get('experiment')}, {base.get('status')})")
+    if runs:
+        mean = f" (mean of {len(runs)} runs)" if len(runs) > 1 else ""
+        shown = f"val_bpb {base:.6f}" if base is not None else f"val_bpb - ({runs[0].get('status')})"
+        lines.append(f"baseline: {shown}{mean}")
     if best is not None:
-        gain = ""
-        if base is not None and finite_bpb(base):
-            change = (finite_bpb(best) - finite_bpb(base)) / finite_bpb(base)
-            gain = f"  {change:+.2%} vs baseline"
-        lines.append(f"best:     {_bpb(best)}  (experiment {best.get('experiment')}, "
+        gain = f"  {(score(best) - base) / base:+.2%} vs baseline" if base else ""
+        lines.append(f"best:     val_bpb {score(best):.6f}  (experiment {best.get('experiment')}, "
                      f"{str(best.get('commit', ''))[:7]}) {best.get('description', '')!r}{gain}")
     return lines
 

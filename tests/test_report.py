@@ -28,7 +28,7 @@ def commit_train(repo, lr, message):
 
 
 def row(experiment, commit, status, val_bpb, description, hour, **extra):
-    base = {"experiment": experiment, "commit": commit, "status": status,
+    base = {"experiment": experiment, "commit": commit, "status": status, "role": "candidate",
             "description": description, "kept": status == "keep", "seed": 0,
             "started": f"2025-11-26T{hour:02d}:00:00+00:00",
             "finished": f"2025-11-26T{hour:02d}:30:00+00:00", "val_bpb": val_bpb,
@@ -51,14 +51,18 @@ def loop_repo(tmp_path, monkeypatch):
     first = commit_train(repo, 0.9, "lower lr")
     git(repo, "reset", "-q", "--hard", first)
     second = commit_train(repo, 0.8, "lower lr again")
-    rows = [row(0, base, "keep", 2.0, "baseline", 1),
-            row(1, first, "keep", 1.9, "lower lr", 2),
-            row(2, "d" * 40, "discard", 2.3, "wider mlp", 3),
-            row(3, "e" * 40, "crash", None, "bf16 everywhere", 4),
-            row(4, "f" * 40, "discard", 9.0, "huge lr", 5),
-            row(5, "a" * 40, "timeout", None, "deeper model", 6),
-            row(6, second, "keep", 1.7, "lower lr again", 7),
-            row(7, "b" * 40, "rejected", None, "touched prepare.py", 7)]
+    # As the loop writes them: the baseline runs twice (noise), a small gain is re-run.
+    rows = [row(0, base, "keep", 2.02, "baseline", 1, role="baseline", best_after=2.02),
+            row(1, base, "keep", 1.98, "baseline (run 2 of 2)", 2, role="baseline", best_after=2.0),
+            row(2, first, "keep", 1.9, "lower lr", 3, best_after=1.9),
+            row(3, "d" * 40, "discard", 2.3, "wider mlp", 4, best_after=1.9),
+            row(4, "e" * 40, "crash", None, "bf16 everywhere", 5, best_after=1.9),
+            row(5, "f" * 40, "discard", 9.0, "huge lr", 6, best_after=1.9),
+            row(6, "a" * 40, "timeout", None, "deeper model", 7, best_after=1.9),
+            row(7, second, "discard", 1.72, "lower lr again", 8, best_after=1.9, needs_rerun=True),
+            row(8, second, "keep", 1.68, "lower lr again (re-run of #7, seed 1)", 9,
+                role="rerun", rerun_of=7, best_after=1.70),
+            row(9, None, "rejected", None, "touched prepare.py", 9, best_after=1.70)]
     run_dir = repo / "runs" / "night"
     run_dir.mkdir(parents=True)
     (run_dir / "results.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
@@ -94,35 +98,42 @@ def test_report_facts_figures_and_rates(loop_repo, capsys):
     facts = json.loads(run_report(capsys))
     assert facts["hardware"]["device"] == "TPU v5 lite x8"
     assert facts["budget"] == "time 300 s"
-    assert facts["baseline"]["val_bpb"] == 2.0 and facts["best"]["val_bpb"] == 1.7
+    # the figures the loop compared: the baseline's mean, the re-run change's mean
+    assert facts["baseline"]["val_bpb"] == 2.0 and facts["baseline"]["experiments"] == [0, 1]
+    assert facts["best"]["val_bpb"] == 1.7 and facts["best"]["experiments"] == [7, 8]
+    assert facts["best"]["description"] == "lower lr again"
     assert facts["baseline"]["test_bpb"] == pytest.approx(2.05)
     assert facts["best"]["test_bpb"] == pytest.approx(1.85)
     assert facts["gain"]["val_bpb"] == {"absolute": pytest.approx(0.3), "relative": pytest.approx(0.15)}
     assert facts["gain"]["test_bpb"]["absolute"] == pytest.approx(0.2)
-    assert facts["counts"] == {"keep": 3, "discard": 2, "crash": 1, "timeout": 1, "rejected": 1}
-    # 6 experiments after the baseline ran; 2 kept, 1 crash, 1 timeout.
-    assert facts["rates"] == {"keep": pytest.approx(2 / 6, abs=1e-4), "discard": pytest.approx(2 / 6, abs=1e-4),
-                              "crash": pytest.approx(1 / 6, abs=1e-4),
-                              "timeout": pytest.approx(1 / 6, abs=1e-4)}
-    # 7 ran between 01:00 and 07:30.
-    assert facts["experiments_per_hour"] == pytest.approx(7 / 6.5, abs=0.01)
+    assert facts["counts"] == {"keep": 4, "discard": 3, "crash": 1, "timeout": 1, "rejected": 1}
+    assert facts["counts_after_baseline"]["keep"] == 2
+    # 7 experiments after the baseline ran: 2 kept, 3 discarded, 1 crash, 1 timeout.
+    assert facts["rates"] == {"keep": pytest.approx(2 / 7, abs=1e-4), "discard": pytest.approx(3 / 7, abs=1e-4),
+                              "crash": pytest.approx(1 / 7, abs=1e-4),
+                              "timeout": pytest.approx(1 / 7, abs=1e-4)}
+    # 9 ran between 01:00 and 09:30.
+    assert facts["experiments_per_hour"] == pytest.approx(9 / 8.5, abs=0.01)
     assert [k["description"] for k in facts["kept"]] == ["lower lr", "lower lr again"]
+    assert facts["kept"][0]["val_gain"] == pytest.approx(0.1)
     assert facts["kept"][1]["val_gain"] == pytest.approx(0.2)
+    assert facts["kept"][1]["test_gain"] == pytest.approx(0.1)
     assert "-LR = 0.9" in facts["kept"][1]["diff"] and "+LR = 0.8" in facts["kept"][1]["diff"]
     assert facts["warnings"] == []
-    # test_bpb only for the baseline and the kept experiments, from their checkpoints
-    assert sorted(Path(c).parent.name for c in loop_repo.calls) == ["exp-0000", "exp-0001", "exp-0006"]
+    # test_bpb only for runs of the baseline and the kept commits, from their checkpoints
+    assert sorted(Path(c).parent.name for c in loop_repo.calls) == [
+        "exp-0000", "exp-0001", "exp-0002", "exp-0007", "exp-0008"]
 
 
 def test_report_md_and_png_are_written(loop_repo, capsys):
     out = run_report(capsys, json=False)
     md = (loop_repo.run_dir / "report.md").read_text()
     assert "TPU v5 lite x8" in md and "time 300 s" in md
-    assert "| baseline | 0" in md and "2.000000" in md and "2.050000" in md
-    assert "| best | 6" in md and "1.700000" in md and "1.850000" in md
+    assert "| baseline | 0, 1 `" in md and "2.000000" in md and "2.050000" in md
+    assert "| best | 7, 8 `" in md and "1.700000" in md and "1.850000" in md
     assert "+0.300000 (+15.00%)" in md
-    assert "### 2. experiment 6" in md and "lower lr again" in md and "+LR = 0.8" in md
-    assert "| crash | 1 | 17% |" in md and "| keep | 2 | 33% |" in md and "| rejected | 1 |  |" in md
+    assert "### 2. experiments 7, 8" in md and "lower lr again" in md and "+LR = 0.8" in md
+    assert "| crash | 1 | 14% |" in md and "| keep | 2 | 29% |" in md and "| rejected | 1 |  |" in md
     png = loop_repo.run_dir / "progress.png"
     assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n" and png.stat().st_size > 20_000
     assert "report.md" in out
@@ -130,11 +141,11 @@ def test_report_md_and_png_are_written(loop_repo, capsys):
 
 def test_second_report_uses_the_cache(loop_repo, capsys):
     run_report(capsys)
-    assert len(loop_repo.calls) == 3
+    assert len(loop_repo.calls) == 5
     run_report(capsys)
-    assert len(loop_repo.calls) == 3
+    assert len(loop_repo.calls) == 5
     cached = json.loads((loop_repo.run_dir / "heldout.json").read_text())
-    assert len(cached["entries"]) == 3
+    assert len(cached["entries"]) == 5
 
 
 def test_test_bpb_never_reaches_the_ledger(loop_repo, capsys):
@@ -154,16 +165,18 @@ def test_val_and_test_disagreement_is_flagged(loop_repo, capsys, monkeypatch):
     facts = json.loads(run_report(capsys))
     text = " ".join(facts["warnings"])
     assert "may be over-fitted" in text
-    assert "experiment 6 ('lower lr again') improved val_bpb" in text
+    assert "experiment 8 ('lower lr again') improved val_bpb" in text
     assert "over-fitted" in (loop_repo.run_dir / "report.md").read_text()
 
 
 def test_missing_checkpoint_is_a_warning_and_retried(loop_repo, capsys):
-    (loop_repo.run_dir / "exp-0006" / "checkpoint").rmdir()
+    for run in ("exp-0007", "exp-0008"):
+        (loop_repo.run_dir / run / "checkpoint").rmdir()
     facts = json.loads(run_report(capsys))
     assert facts["best"]["test_bpb"] is None
-    assert any("no test_bpb for experiment 6" in w for w in facts["warnings"])
-    (loop_repo.run_dir / "exp-0006" / "checkpoint").mkdir()
+    assert any("no test_bpb for experiment 8" in w for w in facts["warnings"])
+    for run in ("exp-0007", "exp-0008"):
+        (loop_repo.run_dir / run / "checkpoint").mkdir()
     facts = json.loads(run_report(capsys))
     assert facts["best"]["test_bpb"] == pytest.approx(1.85)
 
@@ -183,7 +196,7 @@ def test_empty_ledger_is_a_user_error(loop_repo, capsys):
 def test_crash_only_loop_still_reports(tmp_path, monkeypatch, capsys):
     run_dir = tmp_path / "runs" / "bad"
     run_dir.mkdir(parents=True)
-    rows = [row(0, "c" * 40, "crash", None, "baseline", 1)]
+    rows = [row(0, "c" * 40, "crash", None, "baseline", 1, role="baseline")]
     (run_dir / "results.jsonl").write_text(json.dumps(rows[0]) + "\n")
     monkeypatch.chdir(tmp_path)
     facts = json.loads(run_report(capsys, tag="bad"))

@@ -105,3 +105,15 @@ def test_cli_status_runs_without_jax(tmp_path):
                          text=True)
     assert out.returncode == 0, out.stderr
     assert "best:     val_bpb 1.800000" in out.stdout
+
+
+def test_baseline_runs_are_averaged_and_best_is_the_loops_figure(tmp_path):
+    rows = [ledger_row(0, "keep", 2.02, "baseline", role="baseline", best_after=2.02),
+            ledger_row(1, "keep", 1.98, "baseline (run 2 of 2)", role="baseline", best_after=2.0),
+            ledger_row(2, "discard", 1.95, "small gain", role="candidate", best_after=2.0,
+                       needs_rerun=True),
+            ledger_row(3, "keep", 1.93, "small gain (re-run of #2, seed 1)", role="rerun",
+                       best_after=1.94)]
+    text = "\n".join(status.status_lines(write_loop(tmp_path, "noise", rows)))
+    assert "baseline: val_bpb 2.000000 (mean of 2 runs)" in text
+    assert "best:     val_bpb 1.940000  (experiment 3" in text and "-3.00% vs baseline" in text
