@@ -22,12 +22,20 @@ from pathlib import Path
 from engine.agent import Proposal, ProposalRequest
 
 NAME = re.compile(r"^[A-Z][A-Z0-9_]*$")
-CHANGE = re.compile(r"\b([A-Z][A-Z0-9_]*): (-?[0-9][0-9.e+-]*) -> (-?[0-9][0-9.e+-]*)")
+CHANGE = re.compile(r"\b([A-Z][A-Z0-9_]*(?:\.[A-Za-z_][A-Za-z0-9_]*)?): (-?[0-9][0-9.e+-]*) -> (-?[0-9][0-9.e+-]*)")
+# Settings tables for one platform (CPU_SIZE = dict(depth=4, ...)) matter only on that platform.
+PLATFORM_PREFIX = re.compile(r"^(CPU|GPU|TPU)_")
 SKIP_NAMES = re.compile(r"SEED|VERSION|EVAL|LOG_EVERY|PRINT")
 # What tends to matter most within a short budget; ties are broken by the seed.
-PRIORITY = ((re.compile(r"LEARNING_RATE|(^|_)LR($|_)"), 3.0), (re.compile(r"BATCH"), 2.0),
-            (re.compile(r"DEPTH|LAYER"), 2.0), (re.compile(r"WIDTH|D_MODEL|DIM|EMBED|HIDDEN"), 1.5),
-            (re.compile(r"WARMUP|COOLDOWN|WARMDOWN|DECAY"), 1.0))
+LEARNING_RATE = re.compile(r"LEARNING_RATE$|(^|_)LR$")
+PRIORITY = ((LEARNING_RATE, 3.0), (re.compile(r"BATCH|ROWS"), 2.0), (re.compile(r"DEPTH|LAYER"), 2.0),
+            (re.compile(r"WIDTH|D_MODEL|MODEL_DIM|HIDDEN"), 1.5),
+            (re.compile(r"WARMUP|COOLDOWN|WARMDOWN|WEIGHT_DECAY"), 1.0))
+# Knobs that set the cost of a step: with few steps in the budget, cheaper steps tend to win.
+SIZE = re.compile(r"DEPTH|LAYER|MODEL_DIM|WIDTH|D_MODEL|HIDDEN|ROWS|BATCH|MLP_RATIO|SEQ_LEN")
+FEW_STEPS, MANY_STEPS = 200, 20_000
+# Fractions of something: a zero may step up inside [0, 1].
+FRACTION = re.compile(r"WARMUP|WARMDOWN|COOLDOWN|FRACTION|RATIO|DROPOUT")
 FLOAT_FACTORS = (2.0, math.sqrt(2.0))  # coarse, then fine
 COMBINE_EVERY = 4  # at most one proposal in this many is a combination
 
@@ -45,16 +53,40 @@ class Knob:
 
 
 def find_knobs(source: str) -> list[Knob]:
+    """Module-level UPPER_CASE numbers, and the numbers of UPPER_CASE settings tables
+    (`SIZE = dict(depth=4)` or `{"depth": 4}`), named `SIZE.depth`."""
     knobs = []
     for node in ast.parse(source).body:
         target, value = _simple_assignment(node)
         if target is None or not NAME.match(target) or SKIP_NAMES.search(target):
             continue
-        number = _number(value)
-        if number is not None:
-            knobs.append(Knob(target, number, (value.lineno, value.col_offset),
-                              (value.end_lineno, value.end_col_offset)))
+        for name, literal in [(target, value), *_table_entries(target, value)]:
+            number = _number(literal)
+            if number is not None:
+                knobs.append(Knob(name, number, (literal.lineno, literal.col_offset),
+                                  (literal.end_lineno, literal.end_col_offset)))
     return knobs
+
+
+def _table_entries(target: str, value) -> list[tuple[str, ast.AST]]:
+    if isinstance(value, ast.Call) and isinstance(value.func, ast.Name) and value.func.id == "dict":
+        return [(f"{target}.{kw.arg}", kw.value) for kw in value.keywords if kw.arg]
+    if isinstance(value, ast.Dict):
+        return [(f"{target}.{key.value}", item) for key, item in zip(value.keys, value.values)
+                if isinstance(key, ast.Constant) and isinstance(key.value, str) and key.value.isidentifier()]
+    return []
+
+
+def for_platform(knobs: list[Knob], platform: str | None) -> list[Knob]:
+    """Drop tables of other platforms (GPU_SIZE.depth does nothing in a CPU run)."""
+    if not platform:
+        return knobs
+    keep = []
+    for knob in knobs:
+        match = PLATFORM_PREFIX.match(knob.name)
+        if match is None or match.group(1).lower() == platform.lower():
+            keep.append(knob)
+    return keep
 
 
 def _simple_assignment(node) -> tuple[str | None, ast.AST | None]:
@@ -95,9 +127,17 @@ def apply_values(source: str, knobs: dict[str, Knob], values: dict[str, int | fl
 # --- steps ---------------------------------------------------------------------
 
 
-def step(value: int | float, direction: int, level: int, bounds: tuple[float, float] | None) -> int | float | None:
+def step(value: int | float, direction: int, level: int, bounds: tuple[float, float] | None,
+         name: str = "") -> int | float | None:
     """The value one step up (+1) or down (-1); level 0 coarse, 1 fine, -1 bold. None if none fits."""
-    new = _int_step(value, direction, level) if isinstance(value, int) else _float_step(value, direction, level, bounds)
+    key = name.upper().replace(".", "_")
+    if bounds is None and FRACTION.search(key) and isinstance(value, float):
+        bounds = (0.0, 1.0)
+    if isinstance(value, int):
+        new = _int_step(value, direction, level)
+    else:
+        new = _float_step(value, direction, level, bounds, rate=bool(LEARNING_RATE.search(key)),
+                          fraction=bool(FRACTION.search(key)))
     if new is None or new == value:
         return None
     if bounds is not None and not bounds[0] <= new <= bounds[1]:
@@ -114,14 +154,16 @@ def _int_step(value: int, direction: int, level: int) -> int | None:
     elif power_of_two and value >= 2 and level == 0:
         new = value * 2 if direction > 0 else value // 2
     else:
-        delta = max(1, value // 4)
-        new = value + direction * delta
-        if value % 8 == 0 and new > 8:
-            new = int(round(new / 8) * 8)
+        new = value + direction * max(1, value // 4)
+        if value >= 64:  # widths: stay on the multiples the value is built from (heads, tiles)
+            unit = min(128, value & -value)
+            new = int(round(new / unit)) * unit
+            new = value + direction * unit if new == value else new
     return new if new >= 1 else None
 
 
-def _float_step(value: float, direction: int, level: int, bounds) -> float | None:
+def _float_step(value: float, direction: int, level: int, bounds, rate: bool = False,
+                fraction: bool = False) -> float | None:
     factor = FLOAT_FACTORS[level] if level >= 0 else FLOAT_FACTORS[0] ** 2
     if value == 0.0:
         if direction < 0 or bounds is None:
@@ -130,14 +172,14 @@ def _float_step(value: float, direction: int, level: int, bounds) -> float | Non
         return float(f"{(low + (high - low) * 0.1 / factor):.4g}")
     if value < 0:
         return None
-    if 0.5 <= value < 1.0:  # probability-like near 1: step the distance to 1
+    if 0.5 <= value < 1.0 and not (rate or fraction):  # momentum-like, near 1: step the distance to 1
         gap = (1.0 - value) / factor if direction > 0 else (1.0 - value) * factor
         new = 1.0 - gap
         return float(f"{new:.4g}") if 0.0 < new < 1.0 else None
-    new = value * factor if direction > 0 else value / factor
-    if value < 1.0 and new >= 1.0:
+    new = float(f"{(value * factor if direction > 0 else value / factor):.4g}")
+    if (fraction and new > 1.0) or (value < 1.0 and new >= 1.0 and not rate and not fraction):
         return None
-    return float(f"{new:.4g}")
+    return new
 
 
 # --- what the ledger says ----------------------------------------------------------
@@ -160,6 +202,23 @@ class History:
     score: dict = dataclasses.field(default_factory=dict)  # (name, direction) -> float
     winners: list = dataclasses.field(default_factory=list)  # (gain, {name: new})
     times_tried: dict = dataclasses.field(default_factory=dict)
+    steps: int | None = None  # training steps the best run took
+
+
+def _steps_of_best(ledger: list[dict]) -> int | None:
+    kept = [row for row in ledger if row.get("kept") and isinstance(row.get("num_steps"), int)]
+    return kept[-1]["num_steps"] if kept else None
+
+
+def _budget_prior(name: str, direction: int, steps: int | None) -> float:
+    """Few steps in the budget: smaller/cheaper steps first; very many: bigger ones."""
+    if steps is None or not SIZE.search(name.upper().replace(".", "_")):
+        return 0.0
+    if steps < FEW_STEPS:
+        return 3.0 if direction < 0 else -1.0
+    if steps > MANY_STEPS:
+        return 1.0 if direction > 0 else 0.0
+    return 0.0
 
 
 def read_history(ledger: list[dict]) -> History:
@@ -213,11 +272,13 @@ class OfflineAgent:
     def propose(self, request: ProposalRequest) -> Proposal | None:
         path = Path(request.repo_root) / self.train_file
         source = path.read_text()
-        knobs = {knob.name: knob for knob in find_knobs(source)}
+        platform = next((row["platform"] for row in reversed(request.ledger) if row.get("platform")), None)
+        knobs = {knob.name: knob for knob in for_platform(find_knobs(source), platform)}
         if not knobs:
             return None
         rng = random.Random(f"{self.seed}:{request.experiment}")
         history = read_history(request.ledger)
+        history.steps = _steps_of_best(request.ledger)
         values, why = self._choose(knobs, history, rng, request)
         if not values:
             return None
@@ -243,10 +304,11 @@ class OfflineAgent:
         for name, knob in knobs.items():
             for direction in (1, -1):
                 for level in levels:
-                    value = step(knob.value, direction, level, self.bounds.get(name))
+                    value = step(knob.value, direction, level, self.bounds.get(name), name)
                     if value is None or (name, float(value)) in history.tried:
                         continue
                     score = (_priority(name) + history.score.get((name, direction), 0.0)
+                             + _budget_prior(name, direction, history.steps)
                              - 0.5 * history.times_tried.get(name, 0) - 1.0 * max(level, 0)
                              + (1.0 if bold and level == -1 else 0.0)
                              + (1.0 if history.score.get((name, -direction), 0.0) < 0 else 0.0)
@@ -271,7 +333,8 @@ class OfflineAgent:
 
 
 def _priority(name: str) -> float:
-    return max((weight for pattern, weight in PRIORITY if pattern.search(name)), default=0.0)
+    key = name.upper().replace(".", "_")
+    return max((weight for pattern, weight in PRIORITY if pattern.search(key)), default=0.0)
 
 
 def _reason(name: str, direction: int, history: History) -> str:

@@ -1,0 +1,101 @@
+"""The offline agent: knobs by ast, sensible steps, learning from the ledger, deterministic."""
+from pathlib import Path
+
+from engine import agent_offline as offline
+from engine.agent import ProposalRequest
+
+SOURCE = '''"""doc"""
+import math
+LEARNING_RATE = 0.04  # peak
+DEPTH = 4
+BETA = 0.95
+WARMUP = 0.0
+SEED = 3
+SIZE = dict(rows=16, name="x")
+lowercase = 5
+NAMES = ("a",)
+'''
+
+
+def request(tmp_path, ledger, experiment=None, source=SOURCE):
+    (tmp_path / "train.py").write_text(source)
+    return ProposalRequest(repo_root=tmp_path, editable=["train.py"], program_text="", ledger=ledger,
+                           experiment=len(ledger) if experiment is None else experiment, run_dir=tmp_path,
+                           hardware="cpu", budget="time 1 s")
+
+
+def test_finds_upper_case_numbers_and_table_entries():
+    knobs = {k.name: k.value for k in offline.find_knobs(SOURCE)}
+    assert knobs == {"LEARNING_RATE": 0.04, "DEPTH": 4, "BETA": 0.95, "WARMUP": 0.0, "SIZE.rows": 16}
+
+
+def test_apply_values_changes_only_the_literals():
+    knobs = {k.name: k for k in offline.find_knobs(SOURCE)}
+    out = offline.apply_values(SOURCE, knobs, {"LEARNING_RATE": 0.08, "SIZE.rows": 8})
+    assert "LEARNING_RATE = 0.08  # peak" in out and 'SIZE = dict(rows=8, name="x")' in out
+    assert out.replace("0.08", "0.04").replace("rows=8", "rows=16") == SOURCE
+
+
+def test_steps():
+    assert offline.step(0.04, 1, 0, None, "LEARNING_RATE") == 0.08
+    assert offline.step(0.95, 1, 0, None, "BETA") == 0.975  # towards 1, never past it
+    assert offline.step(0.95, -1, 0, None, "BETA") == 0.9
+    assert offline.step(4, -1, 1, None, "DEPTH") == 3
+    assert offline.step(256, 1, 1, None, "MODEL_DIM") == 384  # stays on multiples of 128
+    assert offline.step(0.0, 1, 0, None, "WARMUP") == 0.05  # a fraction may start from zero
+    assert offline.step(0.0, 1, 0, None, "WEIGHT_DECAY") is None
+    assert offline.step(0.04, 1, 0, (0.0, 0.05), "LEARNING_RATE") is None  # bounds hold
+
+
+def test_deterministic_and_never_repeats(tmp_path):
+    agent = offline.OfflineAgent(seed=1)
+    first = agent.propose(request(tmp_path, []))
+    again = offline.OfflineAgent(seed=1).propose(request(tmp_path, []))
+    assert first.description == again.description
+    ledger, seen = [], set()
+    for n in range(12):
+        proposal = agent.propose(request(tmp_path, ledger, experiment=n + 1))
+        if proposal is None:
+            break
+        assert proposal.description not in seen
+        seen.add(proposal.description)
+        ledger.append({"experiment": n, "description": proposal.description, "status": "discard",
+                       "kept": False, "val_bpb": 2.0, "best_before": 1.0})
+    assert len(seen) >= 8
+
+
+def test_prefers_a_direction_that_helped(tmp_path):
+    ledger = [{"experiment": 0, "role": "baseline", "kept": True, "status": "keep", "val_bpb": 2.0},
+              {"experiment": 1, "description": "DEPTH: 4 -> 5", "kept": False, "status": "discard",
+               "val_bpb": 2.2, "best_before": 2.0},
+              {"experiment": 2, "description": "LEARNING_RATE: 0.02 -> 0.04", "kept": True, "status": "keep",
+               "val_bpb": 1.8, "best_before": 2.0}]
+    proposal = offline.OfflineAgent(seed=0).propose(request(tmp_path, ledger, experiment=5))
+    assert proposal.description == "LEARNING_RATE: 0.04 -> 0.08"
+    assert "helped" in proposal.hypothesis
+
+
+def test_combines_two_near_winners(tmp_path):
+    base = {"kept": False, "status": "discard", "best_before": 2.0}
+    ledger = [{"experiment": 0, "role": "baseline", "kept": True, "status": "keep", "val_bpb": 2.0},
+              {**base, "experiment": 1, "description": "DEPTH: 4 -> 3", "val_bpb": 1.99},
+              {**base, "experiment": 2, "description": "BETA: 0.95 -> 0.9", "val_bpb": 1.995}]
+    proposal = offline.OfflineAgent(seed=0).propose(request(tmp_path, ledger, experiment=3))
+    assert proposal.description.startswith("combine ")
+    assert "DEPTH: 4 -> 3" in proposal.description and "BETA: 0.95 -> 0.9" in proposal.description
+    assert "DEPTH = 3" in (tmp_path / "train.py").read_text()
+
+
+def test_few_steps_in_the_budget_shrinks_the_step_first(tmp_path):
+    ledger = [{"experiment": 0, "role": "baseline", "kept": True, "status": "keep", "val_bpb": 3.0,
+               "num_steps": 2, "platform": "cpu"}]
+    proposal = offline.OfflineAgent(seed=0).propose(request(tmp_path, ledger, experiment=1))
+    assert proposal.description in ("DEPTH: 4 -> 2", "SIZE.rows: 16 -> 8")
+
+
+def test_other_platform_tables_are_skipped(tmp_path):
+    source = "CPU_SIZE = dict(depth=4)\nGPU_SIZE = dict(depth=8)\n"
+    ledger = [{"experiment": 0, "kept": True, "status": "keep", "val_bpb": 3.0, "platform": "cpu"}]
+    for n in range(1, 4):
+        proposal = offline.OfflineAgent(seed=n).propose(request(tmp_path, ledger, experiment=n, source=source))
+        assert proposal.description.startswith("CPU_SIZE.depth")

@@ -1,0 +1,81 @@
+"""The runner: result from the JSON file, secrets scrubbed, whole process group killed at the timeout."""
+import json
+import os
+import sys
+import textwrap
+import time
+
+from engine import runner
+
+
+def script(tmp_path, body: str):
+    path = tmp_path / "child.py"
+    path.write_text(textwrap.dedent(body))
+    return [sys.executable, str(path)]
+
+
+def test_result_comes_from_the_json_not_the_output(tmp_path):
+    command = script(tmp_path, """
+        import json, sys
+        print("val_bpb: 0.001")  # a printed figure must not count
+        json.dump({"status": "ok", "error": None, "val_bpb": 1.5}, open(sys.argv[1], "w"))
+    """) + [str(tmp_path / "exp" / "result.json")]
+    outcome = runner.run(command, tmp_path / "exp", timeout=60, cwd=tmp_path)
+    assert outcome.status == "ok" and outcome.result["val_bpb"] == 1.5
+    assert "val_bpb: 0.001" in outcome.log_path.read_text()
+
+
+def test_crash_nan_and_missing_result(tmp_path):
+    exp = tmp_path / "exp"
+    crash = runner.run(script(tmp_path, "raise SystemExit(3)"), exp, timeout=60, cwd=tmp_path)
+    assert crash.status == "crash" and "exit status 3" in crash.error
+    nan = runner.run(script(tmp_path, f"""
+        import json; json.dump({{"status": "nan", "error": "loss is nan at step 7"}}, open({str(exp / 'result.json')!r}, "w"))
+        raise SystemExit(1)
+    """), exp, timeout=60, cwd=tmp_path)
+    assert nan.status == "crash" and "loss is nan" in nan.error
+    silent = runner.run(script(tmp_path, "pass"), exp, timeout=60, cwd=tmp_path)
+    assert silent.status == "crash" and "val_bpb" in silent.error
+
+
+def test_secrets_never_reach_the_child(tmp_path, monkeypatch):
+    for name in ("GEMINI_API_KEY", "GOOGLE_API_KEY", "GITHUB_TOKEN", "DB_PASSWORD", "AWS_SECRET_ACCESS_KEY",
+                 "GOOGLE_APPLICATION_CREDENTIALS", "GOOGLE_GENAI_USE_VERTEXAI"):
+        monkeypatch.setenv(name, "s3cret")
+    monkeypatch.setenv("AUTORESEARCH_CACHE", "/cache")
+    out = tmp_path / "env.json"
+    runner.run(script(tmp_path, f"import json, os; json.dump(dict(os.environ), open({str(out)!r}, 'w'))"),
+               tmp_path / "exp", timeout=60, cwd=tmp_path)
+    env = json.loads(out.read_text())
+    assert "s3cret" not in env.values()
+    assert env["AUTORESEARCH_CACHE"] == "/cache"
+
+
+def test_timeout_kills_the_whole_group(tmp_path):
+    pid_file = tmp_path / "grandchild.pid"
+    command = script(tmp_path, f"""
+        import subprocess, sys, time
+        child = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(600)"])
+        open({str(pid_file)!r}, "w").write(str(child.pid))
+        time.sleep(600)
+    """)
+    record = tmp_path / "child.json"
+    ticks = []
+    start = time.monotonic()
+    outcome = runner.run(command, tmp_path / "exp", timeout=2, cwd=tmp_path, child_record=record,
+                         on_tick=ticks.append)
+    assert outcome.status == "timeout" and time.monotonic() - start < 30
+    assert ticks and not record.exists()
+    grandchild = int(pid_file.read_text())
+    deadline = time.monotonic() + 10
+    while runner.process_start_time(grandchild) is not None and time.monotonic() < deadline:
+        time.sleep(0.1)
+    assert runner.process_start_time(grandchild) is None
+
+
+def test_build_command_passes_budget_seed_and_paths(tmp_path, monkeypatch):
+    monkeypatch.delenv("AUTORESEARCH_TRAIN_COMMAND", raising=False)
+    command = runner.build_command("train.py", tmp_path, 3, ["--budget-seconds", "15"], "/data")
+    assert command[1:4] == ["-m", "engine.cli", "train"]
+    assert command[4:] == ["train.py", "--json", str(tmp_path / "result.json"), "--run-dir", str(tmp_path),
+                           "--seed", "3", "--budget-seconds", "15", "--data", "/data"]
