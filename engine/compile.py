@@ -153,14 +153,27 @@ def _check_step_output(step_fn, state, tokens, progress, abstract_state) -> None
 
 def _check_same_state(before, after) -> None:
     if jax.tree.structure(before) != jax.tree.structure(after):
-        raise UserError("Experiment.train_step changed the state's structure: init gives "
-                        f"{jax.tree.structure(before)}, the step returns {jax.tree.structure(after)}")
+        raise UserError(f"Experiment.train_step changed the state's structure: {_tree_diff(before, after)}; "
+                        "a step must return a state shaped exactly like init's")
     paths_before = jax.tree_util.tree_flatten_with_path(before)[0]
     for (path, old), new in zip(paths_before, jax.tree.leaves(after)):
         if (old.shape, old.dtype) != (new.shape, new.dtype):
             raise UserError(f"Experiment.train_step changed state{jax.tree_util.keystr(path)} from "
                             f"{old.dtype}{list(old.shape)} to {new.dtype}{list(new.shape)}: a step must "
                             "keep every shape and dtype (cast back, or change init)")
+
+
+def _tree_diff(before, after, shown: int = 3) -> str:
+    paths_of = lambda tree: {jax.tree_util.keystr(p) for p, _ in jax.tree_util.tree_flatten_with_path(tree)[0]}
+    old, new = paths_of(before), paths_of(after)
+    parts = [f"{word} {_listed(sorted(paths), shown)}"
+             for word, paths in (("missing", old - new), ("new", new - old)) if paths]
+    return ", ".join(parts) or f"same leaves in other containers ({jax.tree.structure(after)})"
+
+
+def _listed(paths: list, shown: int) -> str:
+    more = f" and {len(paths) - shown} more" if len(paths) > shown else ""
+    return ", ".join(f"state{p}" for p in paths[:shown]) + more
 
 
 def _check_token_loss(token_loss, state, rows: int, seq_len: int) -> None:

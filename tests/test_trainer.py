@@ -1,0 +1,170 @@
+"""`autoresearch train` end to end on the tiny train.py: result, summary, failures, checkpoint."""
+import json
+import subprocess
+import sys
+import textwrap
+from pathlib import Path
+
+import pytest
+
+from engine import cli, summary
+
+FIXTURES = Path(__file__).parent / "fixtures"
+TINY_TRAIN = FIXTURES / "tiny_train.py"
+TOKENS = "4096"  # 8 steps of 8 rows x 64 tokens: seconds on CPU
+
+
+def train(data_dir, tmp_path, path=TINY_TRAIN, *flags, json_name="result.json"):
+    result = tmp_path / json_name
+    code = cli.main(["train", str(path), "--data", str(data_dir), "--json", str(result), *flags])
+    return code, (json.loads(result.read_text()) if result.exists() else None)
+
+
+def variant(tmp_path, body: str, name: str = "train_variant.py") -> Path:
+    """A train.py built on the tiny one, changed as a test needs."""
+    path = tmp_path / name
+    path.write_text(f"import sys\nsys.path.insert(0, {str(FIXTURES)!r})\n"
+                    "import dataclasses\nimport jax\nimport jax.numpy as jnp\nimport engine\n"
+                    "import tiny_train\n" + textwrap.dedent(body))
+    return path
+
+
+def test_success_prints_summary_last_and_writes_json(prepared_data, tmp_path, capsys):
+    code, result = train(prepared_data, tmp_path, TINY_TRAIN, "--budget-tokens", TOKENS,
+                         "--run-dir", str(tmp_path / "run"))
+    assert code == 0
+    out = capsys.readouterr().out.rstrip().splitlines()
+    block = out[out.index("---"):]
+    assert len(block) == 1 + len(summary.SUMMARY_FIELDS)
+    parsed = summary.parse_block("\n".join(out))
+    assert float(parsed["val_bpb"]) == pytest.approx(result["val_bpb"], abs=1e-6)
+    assert result["status"] == "ok" and result["error"] is None
+    assert result["num_steps"] == 8 and result["total_tokens_M"] == pytest.approx(4096 / 1e6)
+    assert result["budget"] == "tokens 4.1e+03" and result["budget_mode"] == "tokens"
+    assert 0 < result["val_bpb"] < 20
+    assert result["manifest_fingerprint"] and result["platform"] == "cpu"
+    assert result["mfu_percent"] is None and result["peak_vram_mb"] > 0
+    assert result["num_devices"] == 1 and result["tokens_per_second"] > 0
+    assert Path(result["checkpoint"]).is_dir()
+
+
+def test_checkpoint_restores_the_same_val_bpb(prepared_data, tmp_path):
+    code, result = train(prepared_data, tmp_path, TINY_TRAIN, "--budget-tokens", TOKENS,
+                         "--run-dir", str(tmp_path / "run"))
+    assert code == 0
+    scored = tmp_path / "eval.json"
+    assert cli.main(["evaluate", str(TINY_TRAIN), "--checkpoint", result["checkpoint"],
+                     "--data", str(prepared_data), "--json", str(scored)]) == 0
+    evaluation = json.loads(scored.read_text())
+    assert evaluation["split"] == "val" and evaluation["tokens"] == 4096
+    assert evaluation["bpb"] == pytest.approx(result["val_bpb"], abs=1e-6)
+    assert cli.main(["evaluate", str(TINY_TRAIN), "--checkpoint", result["checkpoint"],
+                     "--data", str(prepared_data), "--split", "test", "--json", str(scored)]) == 0
+    assert json.loads(scored.read_text())["split"] == "test"
+
+
+def test_same_seed_same_val_bpb_other_seed_differs(prepared_data, tmp_path):
+    runs = [train(prepared_data, tmp_path, TINY_TRAIN, "--budget-tokens", TOKENS, "--no-checkpoint",
+                  "--seed", seed, json_name=f"r{i}.json")[1]["val_bpb"]
+            for i, seed in enumerate(["3", "3", "4"])]
+    assert runs[0] == runs[1]
+    assert runs[0] != runs[2]
+
+
+def test_python_train_py_is_the_same_run(prepared_data, tmp_path):
+    in_process = train(prepared_data, tmp_path, TINY_TRAIN, "--budget-tokens", TOKENS,
+                       "--no-checkpoint")[1]
+    out = tmp_path / "script.json"
+    done = subprocess.run([sys.executable, str(TINY_TRAIN), "--budget-tokens", TOKENS, "--no-checkpoint",
+                           "--data", str(prepared_data), "--json", str(out)],
+                          capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.rstrip().splitlines()[-1].startswith("device:")
+    assert json.loads(out.read_text())["val_bpb"] == pytest.approx(in_process["val_bpb"], abs=1e-6)
+
+
+CONTRACT_BREAKS = {
+    "no_experiment": ("X = 1\n", "defines no experiment(ctx)"),
+    "wrong_type": ("def experiment(ctx):\n    return {'init': None}\n", "returned dict, not engine.Experiment"),
+    "changes_shape": ("""
+        def experiment(ctx):
+            exp = tiny_train.experiment(ctx)
+            def step(state, batch, progress):
+                state, metrics = exp.train_step(state, batch, progress)
+                params = dict(state["params"], pos_LxD=state["params"]["pos_LxD"][:-1])
+                return dict(state, params=params), metrics
+            return dataclasses.replace(exp, train_step=step)
+        """, "changed state['params']['pos_LxD'] from float32[64, 32] to float32[63, 32]"),
+    "no_loss": ("""
+        def experiment(ctx):
+            exp = tiny_train.experiment(ctx)
+            return dataclasses.replace(exp, train_step=lambda s, b, p: (exp.train_step(s, b, p)[0], {}))
+        """, 'scalar "loss"'),
+    "drops_state": ("""
+        def experiment(ctx):
+            exp = tiny_train.experiment(ctx)
+            return dataclasses.replace(exp, train_step=lambda s, b, p: ({"params": exp.train_step(s, b, p)[0]["params"]}, {"loss": 0.0}))
+        """, "changed the state's structure: missing state['opt'][0].count"),
+    "bad_token_loss": ("""
+        def experiment(ctx):
+            exp = tiny_train.experiment(ctx)
+            return dataclasses.replace(exp, token_loss=lambda s, i, t: exp.token_loss(s, i, t).mean())
+        """, "token_loss must return nats per token"),
+    "bad_batch": ("""
+        def experiment(ctx):
+            return dataclasses.replace(tiny_train.experiment(ctx), batch_size=0)
+        """, "batch_size must be a positive int"),
+}
+
+
+@pytest.mark.parametrize("case", sorted(CONTRACT_BREAKS))
+def test_contract_breaks_fail_fast_naming_the_problem(prepared_data, tmp_path, capsys, case):
+    body, message = CONTRACT_BREAKS[case]
+    code, result = train(prepared_data, tmp_path, variant(tmp_path, body), "--budget-seconds", "60")
+    assert code == 2
+    assert message in capsys.readouterr().err
+    assert result["status"] == "crash" and message in result["error"]
+
+
+def test_nan_loss_stops_at_once(prepared_data, tmp_path, capsys):
+    path = variant(tmp_path, """
+        def experiment(ctx):
+            exp = tiny_train.experiment(ctx)
+            def step(state, batch, progress):
+                state, metrics = exp.train_step(state, batch, progress)
+                return state, {"loss": jnp.where(progress > 0, jnp.nan, metrics["loss"])}
+            return dataclasses.replace(exp, train_step=step)
+        """)
+    code, result = train(prepared_data, tmp_path, path, "--budget-seconds", "600")
+    assert code == 1
+    assert "nan: training loss nan at step 2" in capsys.readouterr().err
+    assert result["status"] == "nan" and "not a number" in result["error"]
+
+
+def test_out_of_memory_is_caught(prepared_data, tmp_path, capsys):
+    path = variant(tmp_path, """
+        def experiment(ctx):
+            exp = tiny_train.experiment(ctx)
+            def init(rng):  # a terabyte of state
+                return {"model": exp.init(rng), "ballast": jnp.ones((2**38,), jnp.float32)}
+            def step(state, batch, progress):
+                model, metrics = exp.train_step(state["model"], batch, progress)
+                return {"model": model, "ballast": state["ballast"]}, metrics
+            return dataclasses.replace(exp, init=init, train_step=step,
+                                       token_loss=lambda s, i, t: exp.token_loss(s["model"], i, t))
+        """)
+    code, result = train(prepared_data, tmp_path, path, "--budget-seconds", "60", "--no-checkpoint")
+    assert code == 1
+    assert "oom:" in capsys.readouterr().err
+    assert result["status"] == "oom"
+
+
+def test_crash_in_experiment_code_reports_crash(prepared_data, tmp_path, capsys):
+    path = variant(tmp_path, """
+        def experiment(ctx):
+            raise RuntimeError("my model is broken")
+        """)
+    code, result = train(prepared_data, tmp_path, path, "--budget-seconds", "60")
+    assert code == 1
+    assert "my model is broken" in capsys.readouterr().err
+    assert result == {"status": "crash", "error": "RuntimeError: my model is broken"}
