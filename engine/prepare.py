@@ -175,7 +175,7 @@ class DocumentStore:
         self.sample_keys: list[float] = []  # per document, in [0, 1): picks the tokenizer's sample
 
     def add(self, text: str, sample_key: float) -> None:
-        encoded = text.encode("utf-8", "surrogatepass")
+        encoded = text.encode("utf-8")
         self._file.write(encoded)
         self.offsets.append(self.offsets[-1] + len(encoded))
         self.chars += len(text)
@@ -196,7 +196,7 @@ class DocumentStore:
         batch, size = [], 0
         with open(self.path, "rb") as stream:
             for i in range(self.documents):
-                text = stream.read(self.offsets[i + 1] - self.offsets[i]).decode("utf-8", "surrogatepass")
+                text = stream.read(self.offsets[i + 1] - self.offsets[i]).decode("utf-8")
                 if chosen is not None and not chosen(i):
                     continue
                 batch.append(text)
@@ -218,7 +218,7 @@ def spool_documents(work: Path, spec: dict, constants_: dict) -> dict[str, Docum
     documents = sources.limit_chars(sources.read_documents(source, spec["data_dir"], spec["text_key"]),
                                     spec["max_chars"])
     count = chars = 0
-    for text in documents:
+    for text in map(encodable, documents):
         digest = splits.document_hash(text)
         split = splits.split_of_digest(digest, constants_["val_fraction"], constants_["test_fraction"])
         stores[split].add(text, splits.unit_interval(digest, part=1))
@@ -232,6 +232,15 @@ def spool_documents(work: Path, spec: dict, constants_: dict) -> dict[str, Docum
         raise UserError(f"{spec['dataset']} gave no training documents: check the source"
                         + (" or raise --max-chars" if spec["max_chars"] else ""))
     return stores
+
+
+def encodable(text: str) -> str:
+    """Lone surrogates (e.g. from a JSON escape) have no UTF-8 form: they become '?'."""
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError:
+        return text.encode("utf-8", "replace").decode("utf-8")
+    return text
 
 
 def check_held_out_sizes_by_bytes(stores: dict[str, DocumentStore], eval_tokens: int, spec: dict) -> None:
@@ -280,7 +289,7 @@ def tokenize_split(work: Path, split: str, store: DocumentStore, tokenizer: Toke
     done_bytes = 0
     for batch in store.batches(ENCODE_BATCH_CHARS):
         ids = tokenizer.encode_batch(batch)
-        expected = sum(len(text.encode("utf-8", "surrogatepass")) for text in batch)
+        expected = sum(len(text.encode("utf-8")) for text in batch)
         writer.add_documents(ids, tokenizer.bos_id)
         counted = int(token_bytes[writer.last_chunk].sum())
         if counted != expected:

@@ -13,7 +13,7 @@ TRAIN, VAL, TEST = "train", "val", "test"
 
 
 def document_hash(text: str) -> bytes:
-    return hashlib.sha256(text.encode("utf-8", "surrogatepass")).digest()
+    return hashlib.sha256(text.encode("utf-8")).digest()
 
 
 def unit_interval(digest: bytes, part: int = 0) -> float:

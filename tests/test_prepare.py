@@ -114,6 +114,14 @@ def test_changed_files_prepare_anew_and_force_rebuilds(cache, tmp_path):
     assert data.load_manifest(latest(cache))["created"] != created
 
 
+def test_lone_surrogates_from_json_escapes_are_replaced(cache, tmp_path):
+    dataset = write_corpus(tmp_path)
+    with open(tmp_path / "corpus.jsonl", "a") as corpus:
+        corpus.write('{"text": "broken \\ud800 escape"}\n')
+    assert run_prepare(dataset) == 0
+    assert prepare.encodable("a\ud800b") == "a?b"
+
+
 def test_eval_tokens_are_rounded_to_whole_rows(cache, tmp_path):
     assert run_prepare(write_corpus(tmp_path), "--eval-tokens", "70") == 0
     assert data.load_manifest(latest(cache))["constants"]["eval_tokens"] == 64
