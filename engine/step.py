@@ -129,11 +129,13 @@ def propose(session: Session, agent, experiment: int, crash_log_tail: str | None
 
 def guard(session: Session) -> guards.Verdict:
     """Only editable files changed and they parse; the fixed files are as they were at start."""
-    session.fixed.check("before a run")
     changed = session.repo.changed_paths()
     if not changed:
         return guards.Verdict(False, [], "nothing changed")
-    return guards.check_proposal(changed, session.program.editable, session.repo.root)
+    verdict = guards.check_proposal(changed, session.program.editable, session.repo.root)
+    if verdict.ok:  # a rejected proposal is undone by git; what git cannot undo stops the loop
+        session.fixed.check("before a run")
+    return verdict
 
 
 def commit(session: Session, experiment: int, proposal: Proposal, changed: list[str],

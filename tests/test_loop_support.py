@@ -26,7 +26,7 @@ FAKE_TRAIN = textwrap.dedent('''
         if isinstance(node, ast.Assign) and isinstance(node.value, ast.Constant):
             consts[node.targets[0].id] = node.value.value
     print("training", consts, "secrets:", sorted(k for k in os.environ if "KEY" in k), flush=True)
-    time.sleep(consts.get("SLEEP", 0))
+    time.sleep(consts.get("SLEEP", 0) + float(os.environ.get("FAKE_TRAIN_SLEEP", 0)))
     if consts.get("CRASH"):
         sys.exit("crashed on purpose")
     lr, depth = consts.get("LEARNING_RATE", 0.01), consts.get("DEPTH", 3)

@@ -1,0 +1,138 @@
+"""The research loop end to end, against a stand-in for `autoresearch train` (see test_loop_support)."""
+import json
+import re
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from engine import cli, loop
+from engine.agent import Proposal
+from test_loop_support import git, ledger_rows, loop_env, run_cli  # noqa: F401  (loop_env is a fixture)
+
+
+class ScriptedAgent:
+    """Writes the given constant values into train.py, one proposal per entry."""
+    name = "scripted"
+
+    def __init__(self, proposals):
+        self.proposals = list(proposals)
+
+    def propose(self, request):
+        if not self.proposals:
+            return None
+        edit = self.proposals.pop(0)
+        if callable(edit):
+            return edit(request.repo_root)
+        path = request.repo_root / "train.py"
+        text = path.read_text()
+        for name, value in edit.items():
+            text = re.sub(rf"^{name} = .*$", f"{name} = {value}", text, flags=re.M)
+        path.write_text(text)
+        return Proposal(description=", ".join(f"{k}={v}" for k, v in edit.items()))
+
+
+def use_agent(monkeypatch, agent):
+    monkeypatch.setattr(loop, "make_agent", lambda *a, **k: agent)
+
+
+def test_offline_loop_keeps_gains_and_leaves_a_clean_branch(loop_env):
+    assert cli.main(["loop", "--tag", "demo", "--agent", "offline", "--max-experiments", "6"]) == 0
+    rows = ledger_rows(loop_env, "demo")
+    assert [r["experiment"] for r in rows] == list(range(6))
+    assert [r["role"] for r in rows[:2]] == ["baseline", "baseline"] and rows[1]["seed"] == 1
+    best = min(r["val_bpb"] for r in rows if r["kept"])
+    assert best < rows[0]["val_bpb"] - 0.05  # the offline agent found a real gain
+    assert git(loop_env, "rev-parse", "--abbrev-ref", "HEAD") == "autoresearch/demo"
+    assert git(loop_env, "rev-parse", "HEAD") == [r for r in rows if r["kept"]][-1]["commit"]
+    assert git(loop_env, "status", "--porcelain") == ""
+    assert git(loop_env, "ls-files", "runs") == ""
+    for row in rows[2:]:
+        assert row["description"] in git(loop_env, "log", "--format=%B", "-n1", row["commit"])
+    tsv = (loop_env / "runs" / "demo" / "results.tsv").read_text().splitlines()
+    assert tsv[0] == "commit\tval_bpb\tmemory_gb\tstatus\tdescription" and len(tsv) == 7
+    discarded = [r for r in rows if r["status"] == "discard"]
+    assert all(not (loop_env / "runs" / "demo" / f"exp-{r['experiment']:04d}" / "checkpoint").exists()
+               for r in discarded)
+
+
+def test_gain_within_noise_is_rerun_and_kept_on_average(loop_env, monkeypatch):
+    # Baseline: 1.2 (seed 0), 1.201 (seed 1): noise 0.001. 0.03995 gains 0.00086 at seed 0.
+    use_agent(monkeypatch, ScriptedAgent([{"LEARNING_RATE": 0.03995}, {"LEARNING_RATE": 0.0399}]))
+    assert cli.main(["loop", "--tag", "noise", "--max-experiments", "5"]) == 0
+    rows = ledger_rows(loop_env, "noise")
+    assert rows[2]["needs_rerun"] and rows[2]["status"] == "discard" and "within noise" in rows[2]["decision"]
+    assert rows[3]["role"] == "rerun" and rows[3]["rerun_of"] == 2 and rows[3]["seed"] == 1
+    assert rows[3]["commit"] == rows[2]["commit"] and rows[3]["kept"]
+    assert rows[3]["best_after"] == pytest.approx(rows[3]["mean_val_bpb"])
+    assert rows[4]["status"] == "discard"  # 0.0399 beats the base but not the new best by more than noise
+
+
+def test_rejected_crash_and_fixed_files(loop_env, monkeypatch):
+    def touch_prepare(root):
+        (root / "prepare.py").write_text("# changed\n")
+        (root / "train.py").write_text((root / "train.py").read_text() + "\nZ = 1\n")
+        return Proposal(description="edits prepare.py")
+
+    def break_syntax(root):
+        (root / "train.py").write_text("def (:\n")
+        return Proposal(description="does not parse")
+
+    use_agent(monkeypatch, ScriptedAgent([touch_prepare, break_syntax, {"CRASH": 1}, {"LEARNING_RATE": 0.02}]))
+    assert cli.main(["loop", "--tag", "guards", "--max-experiments", "6"]) == 0
+    rows = ledger_rows(loop_env, "guards")
+    assert [r["status"] for r in rows] == ["keep", "keep", "rejected", "rejected", "crash", "keep"]
+    assert "prepare.py" in rows[2]["decision"] and rows[2]["commit"] is None
+    assert "does not parse" in rows[3]["decision"]
+    assert "exit status" in rows[4]["error"] and rows[4]["log"].endswith("train.log")
+    assert (loop_env / "prepare.py").read_text() == "# fixed\n"
+    assert git(loop_env, "status", "--porcelain") == ""
+
+    def poison_data(root):
+        manifest = Path(__import__("os").environ["AUTORESEARCH_CACHE"]) / "fake-v512-00000000" / "manifest.json"
+        manifest.write_text("{}")
+        (root / "train.py").write_text((root / "train.py").read_text().replace("DEPTH = 3", "DEPTH = 2"))
+        return Proposal(description="and edits the data")
+
+    use_agent(monkeypatch, ScriptedAgent([poison_data]))
+    assert cli.main(["loop", "--tag", "guards", "--max-experiments", "9"]) == 2
+    assert len(ledger_rows(loop_env, "guards")) == 6
+
+
+def test_stopping_criteria(loop_env, monkeypatch):
+    use_agent(monkeypatch, ScriptedAgent([{"DEPTH": 5}, {"DEPTH": 6}, {"DEPTH": 7}, {"DEPTH": 8}]))
+    (loop_env / "program.md").write_text((loop_env / "program.md").read_text()
+                                          + "\n## Stopping criteria\n- patience: 2\n")
+    git(loop_env, "commit", "-qam", "patience")
+    assert cli.main(["loop", "--tag", "patient"]) == 0
+    assert len(ledger_rows(loop_env, "patient")) == 4
+    use_agent(monkeypatch, ScriptedAgent([]))
+    assert cli.main(["loop", "--tag", "empty"]) == 0  # an agent with nothing to try ends the loop
+    assert len(ledger_rows(loop_env, "empty")) == 2
+
+
+def test_experiment_command_for_an_external_agent(loop_env):
+    train = loop_env / "train.py"
+    train.write_text(train.read_text().replace("LEARNING_RATE = 0.04", "LEARNING_RATE = 0.02"))
+    done = run_cli(loop_env, "experiment", "halve the learning rate", "--tag", "ext")
+    assert done.returncode == 0, done.stderr
+    assert "experiment 2: keep" in done.stdout
+    rows = ledger_rows(loop_env, "ext")
+    assert [r["status"] for r in rows] == ["keep", "keep", "keep"] and rows[0]["val_bpb"] == 1.2
+    assert "LEARNING_RATE = 0.02" in git(loop_env, "show", "HEAD:train.py")
+    train.write_text(train.read_text().replace("DEPTH = 3", "DEPTH = 1"))
+    done = run_cli(loop_env, "experiment", "shallower", "--tag", "ext")
+    assert "experiment 3: discard" in done.stdout and git(loop_env, "status", "--porcelain") == ""
+    assert "nothing changed" in run_cli(loop_env, "experiment", "again", "--tag", "ext").stderr
+
+
+def test_loop_never_imports_jax(loop_env):
+    code = ("import sys; from engine import cli; rc = cli.main(['loop', '--tag', 'nojax', '--agent', 'offline', "
+            "'--max-experiments', '3']); assert rc == 0, rc; "
+            "import engine.runner, engine.ledger, engine.guard, engine.protocol, engine.repo, engine.lock, "
+            "engine.live, engine.agents, engine.agent_offline, engine.step, engine.loop; "
+            "bad = sorted(m for m in sys.modules if m.split('.')[0] in ('jax', 'jaxlib', 'flax', 'optax', 'orbax')); "
+            "print('IMPORTED', bad); sys.exit(1 if bad else 0)")
+    done = subprocess.run([sys.executable, "-c", code], cwd=loop_env, capture_output=True, text=True, timeout=120)
+    assert done.returncode == 0, done.stdout + done.stderr

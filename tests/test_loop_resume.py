@@ -1,0 +1,95 @@
+"""Kill -9 at any moment, start again: no experiment lost or counted twice, tree clean.
+One loop per repository; no training child outlives its loop."""
+import json
+import os
+import random
+import subprocess
+import sys
+import time
+
+import pytest
+
+from engine import lock as locks
+from engine import runner
+from engine.errors import UserError
+from test_loop_support import git, ledger_rows, loop_env  # noqa: F401
+
+LOOP = ["-m", "engine.cli", "loop", "--tag", "k", "--agent", "offline", "--max-experiments", "9"]
+
+
+def start_loop(root, sleep="0.4"):
+    return subprocess.Popen([sys.executable, *LOOP], cwd=root, stdout=subprocess.DEVNULL,
+                            stderr=subprocess.PIPE, env={**os.environ, "FAKE_TRAIN_SLEEP": sleep})
+
+
+def check_consistent(root, rows):
+    assert [r["experiment"] for r in rows] == list(range(len(rows)))
+    candidates = [r["commit"] for r in rows if r["role"] not in ("baseline", "rerun") and r["commit"]]
+    assert len(candidates) == len(set(candidates)), "an experiment was counted twice"
+    for r in rows:
+        if r["commit"]:
+            git(root, "cat-file", "-e", r["commit"])
+
+
+def test_kill_minus_9_then_resume(loop_env):
+    rng = random.Random(7)
+    kills = 0
+    for _ in range(6):
+        process = start_loop(loop_env)
+        time.sleep(rng.uniform(0.8, 2.5))
+        if process.poll() is not None:
+            break
+        process.kill()  # SIGKILL: no cleanup in the loop at all
+        process.wait()
+        kills += 1
+        record = loop_env / "runs" / "k" / "child.json"
+        if record.exists():  # the training child went with its loop (PDEATHSIG) or is ended on restart
+            pid = json.loads(record.read_text())["pid"]
+            deadline = time.monotonic() + 5
+            while runner.process_start_time(pid) is not None and time.monotonic() < deadline:
+                time.sleep(0.05)
+            assert runner.process_start_time(pid) is None
+        check_consistent(loop_env, ledger_rows(loop_env, "k"))
+    assert kills >= 2
+    final = start_loop(loop_env, sleep="0")
+    _, err = final.communicate(timeout=120)
+    assert final.returncode == 0, err.decode()
+    rows = ledger_rows(loop_env, "k")
+    assert len(rows) == 9
+    check_consistent(loop_env, rows)
+    assert git(loop_env, "status", "--porcelain") == ""
+    assert git(loop_env, "rev-parse", "HEAD") == [r for r in rows if r["kept"]][-1]["commit"]
+    tsv = (loop_env / "runs" / "k" / "results.tsv").read_text().splitlines()
+    assert len(tsv) == 10
+
+
+def test_second_loop_is_refused_and_a_dead_holder_is_taken_over(loop_env, tmp_path):
+    runs = loop_env / "runs"
+    held = locks.LoopLock(runs, "first").acquire()
+    try:
+        with pytest.raises(UserError, match="another loop is running.*first"):
+            locks.LoopLock(runs, "second").acquire()
+    finally:
+        held.release()
+    holder = subprocess.Popen([sys.executable, "-c", "import sys, time; from engine.lock import LoopLock; "
+                               f"LoopLock(__import__('pathlib').Path({str(runs)!r}), 'dead').acquire(); "
+                               "print('held', flush=True); time.sleep(60)"], stdout=subprocess.PIPE)
+    assert holder.stdout.readline().strip() == b"held"
+    with pytest.raises(UserError):
+        locks.LoopLock(runs, "x").acquire()
+    holder.kill()
+    holder.wait()
+    locks.LoopLock(runs, "x").acquire().release()
+
+
+def test_restarted_loop_ends_an_orphaned_child(tmp_path):
+    orphan = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(120)"], start_new_session=True)
+    record = tmp_path / "child.json"
+    record.write_text(json.dumps({"pid": orphan.pid, "pgid": orphan.pid,
+                                  "start_time": runner.process_start_time(orphan.pid)}))
+    assert locks.end_orphan(record) == orphan.pid
+    orphan.wait(timeout=10)  # end_orphan may already have reaped it
+    assert runner.process_start_time(orphan.pid) is None
+    assert not record.exists()
+    record.write_text(json.dumps({"pid": os.getpid(), "pgid": os.getpid(), "start_time": "0"}))
+    assert locks.end_orphan(record) is None  # a reused pid is not ours to kill
