@@ -1,7 +1,6 @@
 """Shared fixtures. `prepared_data` builds one tiny real cache per test session."""
 from __future__ import annotations
 
-import os
 from pathlib import Path
 
 import pytest
