@@ -69,6 +69,7 @@ def run(args, started: float) -> dict:
     compiled = compiling.compile_experiment(exp, mesh, rng, eval_batch, ctx.eval_sequence_length,
                                             ctx.vocab_size)
     state = jax.block_until_ready(compiled.init(rng))
+    _warm_up_hosts(compiled.eval_step, state, mesh, eval_batch, ctx)
     batches = _train_batches(data_dir, exp, mesh, args.seed, ctx.bos_id)
     watch = compiling.compile_watch()
     budget_clock = clock.BudgetClock(budget, exp.batch_size * exp.sequence_length, compiled.step_flops)
@@ -161,6 +162,7 @@ def train(step, state, batches, budget_clock: clock.BudgetClock, watch) -> tuple
     the watch and taken off the clock.
     """
     agree = _agreement(budget_clock)
+    agree(False, 0.0)  # compiles the agreement and opens its channels before the clock
     progress, pending, loss = 0.0, None, math.nan
     watch.count, watch.seconds, watch.active = 0, 0.0, True
     budget_clock.start()
@@ -180,6 +182,17 @@ def train(step, state, batches, budget_clock: clock.BudgetClock, watch) -> tuple
     finally:
         watch.active = False
     return state, loss
+
+
+def _warm_up_hosts(eval_step, state, mesh, eval_batch: int, ctx: Context) -> None:
+    """Across hosts, the first collective sets up connections (seconds with gloo): not training time."""
+    if jax.process_count() == 1:
+        return
+    from jax.experimental import multihost_utils
+    rows = np.full((eval_batch, ctx.eval_sequence_length + 1), ctx.bos_id, np.int32)
+    batch = sharding.global_batch(sharding.process_share(rows), mesh, eval_batch)
+    jax.block_until_ready(eval_step(state, batch, np.zeros(ctx.vocab_size, np.int32)))
+    multihost_utils.sync_global_devices("autoresearch: start the clock")
 
 
 def _complete(metrics: dict, budget_clock: clock.BudgetClock, watch) -> float:
