@@ -88,6 +88,8 @@ def open_session(args, live: LiveView | None = None) -> Session:
     program = protocol.apply_flags(protocol.load(program_path), args)
     data_dir = paths.resolve_data_dir(getattr(args, "data", None))
     _check_tag(args.tag)
+    if not (repo.root / TRAIN_FILE).exists():
+        raise UserError(f"no {TRAIN_FILE} at the repository root {repo.root}: the loop runs experiments on it")
     run_dir = repo.root / "runs" / args.tag
     lock = locks.LoopLock(repo.root / "runs", args.tag).acquire()
     try:

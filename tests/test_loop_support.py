@@ -68,10 +68,13 @@ def git(root: Path, *args: str) -> str:
     return subprocess.run(["git", *args], cwd=root, check=True, capture_output=True, text=True).stdout.strip()
 
 
-def make_repo(tmp: Path, train_py: str = TRAIN_PY, program_md: str = PROGRAM_MD) -> Path:
+def make_repo(tmp: Path, train_py: str = TRAIN_PY, program_md: str = PROGRAM_MD, fixed_engine: bool = True) -> Path:
+    """fixed_engine: a stand-in engine/ directory (it would shadow the real one for a real run)."""
     root = tmp / "repo"
-    (root / "engine").mkdir(parents=True)
-    (root / "engine" / "fixed.py").write_text("X = 1\n")
+    root.mkdir(parents=True)
+    if fixed_engine:
+        (root / "engine").mkdir()
+        (root / "engine" / "fixed.py").write_text("X = 1\n")
     (root / "prepare.py").write_text("# fixed\n")
     (root / "train.py").write_text(train_py)
     (root / "program.md").write_text(program_md)
