@@ -136,3 +136,49 @@ def test_loop_never_imports_jax(loop_env):
             "print('IMPORTED', bad); sys.exit(1 if bad else 0)")
     done = subprocess.run([sys.executable, "-c", code], cwd=loop_env, capture_output=True, text=True, timeout=120)
     assert done.returncode == 0, done.stdout + done.stderr
+
+
+class FixingAgent(ScriptedAgent):
+    """Crashes once, then fixes the crash when shown the log."""
+    fixes_crashes = True
+
+    def __init__(self):
+        super().__init__([{"CRASH": 1, "LEARNING_RATE": 0.02}])
+        self.tails = []
+
+    def propose(self, request):
+        if request.crash_log_tail is None:
+            return super().propose(request)
+        self.tails.append(request.crash_log_tail)
+        path = request.repo_root / "train.py"
+        assert "CRASH = 1" in path.read_text()  # the crashed idea is back in the tree
+        path.write_text(path.read_text().replace("CRASH = 1", "CRASH = 0"))
+        return Proposal(description="fix: CRASH=0")
+
+
+def test_crash_fix_ups_are_their_own_rows(loop_env, monkeypatch):
+    agent = FixingAgent()
+    use_agent(monkeypatch, agent)
+    assert cli.main(["loop", "--tag", "fix", "--max-experiments", "4"]) == 0
+    rows = ledger_rows(loop_env, "fix")
+    assert [r["status"] for r in rows] == ["keep", "keep", "crash", "keep"]
+    assert rows[3]["role"] == "fix" and rows[3]["fix_of"] == 2 and rows[3]["fix_attempt"] == 1
+    assert "crashed on purpose" in agent.tails[0]
+    assert "LEARNING_RATE = 0.02" in git(loop_env, "show", "HEAD:train.py")
+
+
+def test_make_agent_picks_by_environment(monkeypatch):
+    from argparse import Namespace
+    from engine import agents
+    from engine.errors import UserError
+    for name in ("GEMINI_API_KEY", "GOOGLE_API_KEY", "GOOGLE_GENAI_USE_VERTEXAI"):
+        monkeypatch.delenv(name, raising=False)
+    args = Namespace(seed=0, model=None, agent_cmd=None)
+    assert agents.make_agent(None, args).name == "offline"
+    with pytest.raises(UserError, match="GEMINI_API_KEY"):
+        agents.make_agent("gemini", args)
+    with pytest.raises(UserError, match="--agent-cmd"):
+        agents.make_agent("command", args)
+    monkeypatch.setenv("GEMINI_API_KEY", "k")
+    assert agents.default_agent() == "gemini"
+    assert agents.make_agent("command", Namespace(seed=0, model=None, agent_cmd="true")).name == "command"
