@@ -367,7 +367,9 @@ def render_markdown(facts: dict) -> str:
 def _setup_lines(facts: dict) -> list[str]:
     hw = facts["hardware"]
     device = hw.get("device") or "unknown device"
-    extra = f" ({hw['platform']}, {hw['num_devices']} devices)" if hw.get("platform") else ""
+    count = hw.get("num_devices")
+    devices = f", {count} device{'s' if count != 1 else ''}" if count else ""
+    extra = f" ({hw['platform']}{devices})" if hw.get("platform") else ""
     lines = [f"- Hardware: {device}{extra}",
              f"- Budget per experiment: {facts['budget'] or 'unknown'}",
              f"- Data: manifest {_fingerprint(facts['manifest_fingerprint'])}"]

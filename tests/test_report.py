@@ -1,8 +1,10 @@
 """`autoresearch report`: hand-written ledgers over a real git history, held-out scoring
 faked at the subprocess boundary; and (slow) the report of a real short loop on CPU."""
 import json
+import os
 import re
 import subprocess
+import sys
 import time
 from pathlib import Path
 from types import SimpleNamespace
@@ -227,3 +229,82 @@ def test_overnight_script_runs_the_loop_then_the_report(tmp_path):
     assert "autoresearch loop --tag night --agent offline --max-hours 8" in text
     assert "loop exited with 0" in text
     assert text.index("loop --tag") < text.index("autoresearch report --tag night")
+
+
+# ---------------------------------------------------------------- a real loop, end to end
+
+FIXTURE_TRAIN = Path(__file__).parent / "fixtures" / "tiny_train.py"
+TINY_PROGRAM = """# tiny program
+
+## Editable files
+- train.py
+
+## Noise
+- baseline_runs: 1
+
+## Budget
+- timeout_seconds: 300
+"""
+DOUBLE_LR = ("sed -i 's/^LEARNING_RATE = 3e-3/LEARNING_RATE = 6e-3/' train.py && "
+             "echo 'double the learning rate'")
+
+
+def cli(repo, *argv, timeout=300):
+    env = {k: v for k, v in os.environ.items() if k != "AUTORESEARCH_TRAIN_COMMAND"}
+    env.update(GIT_AUTHOR_NAME="t", GIT_AUTHOR_EMAIL="t@example.com",
+               GIT_COMMITTER_NAME="t", GIT_COMMITTER_EMAIL="t@example.com")
+    done = subprocess.run([sys.executable, "-m", "engine.cli", *argv], cwd=repo, env=env,
+                          capture_output=True, text=True, timeout=timeout)
+    assert done.returncode == 0, done.stdout[-2000:] + done.stderr[-4000:]
+    return done.stdout
+
+
+@pytest.fixture(scope="module")
+def real_loop(prepared_data, tmp_path_factory):
+    """Baseline + one kept change of the tiny fixture model, under a token budget so the
+    result does not depend on how loaded the machine is."""
+    repo = tmp_path_factory.mktemp("real") / "repo"
+    repo.mkdir()
+    (repo / "train.py").write_text(FIXTURE_TRAIN.read_text())
+    (repo / "program.md").write_text(TINY_PROGRAM)
+    (repo / ".gitignore").write_text("runs/\n__pycache__/\n")
+    git(repo, "init", "-q", "-b", "main")
+    git(repo, "add", "-A")
+    git(repo, "-c", "user.email=t@example.com", "-c", "user.name=t", "commit", "-q", "-m", "start")
+    cli(repo, "loop", "--tag", "real", "--agent", "command", "--agent-cmd", DOUBLE_LR,
+        "--max-experiments", "2", "--budget-tokens", "30720")
+    return repo
+
+
+@pytest.mark.slow
+def test_report_of_a_real_loop(real_loop):
+    run_dir = real_loop / "runs" / "real"
+    ledger_text = (run_dir / "results.jsonl").read_text()
+    rows = [json.loads(line) for line in ledger_text.splitlines()]
+    assert [r["status"] for r in rows] == ["keep", "keep"], rows
+    facts = json.loads(cli(real_loop, "report", "--tag", "real", "--json"))
+    assert facts["baseline"]["val_bpb"] == pytest.approx(rows[0]["val_bpb"])
+    assert facts["best"]["val_bpb"] == pytest.approx(rows[1]["val_bpb"])
+    assert facts["hardware"]["platform"] == "cpu" and facts["budget"].startswith("tokens")
+    # test_bpb from the saved checkpoints: a real, different figure for each model
+    base_test, best_test = facts["baseline"]["test_bpb"], facts["best"]["test_bpb"]
+    assert 0.5 < base_test / facts["baseline"]["val_bpb"] < 2
+    assert base_test != best_test
+    assert facts["kept"][0]["description"] == "double the learning rate"
+    assert "+LEARNING_RATE = 6e-3" in facts["kept"][0]["diff"]
+    md = (run_dir / "report.md").read_text()
+    assert f"{base_test:.6f}" in md and f"{facts['best']['val_bpb']:.6f}" in md
+    png = run_dir / "progress.png"
+    assert png.read_bytes()[:4] == b"\x89PNG" and png.stat().st_size > 20_000
+    cached = json.loads((run_dir / "heldout.json").read_text())["entries"]
+    assert sorted(e["test_bpb"] for e in cached.values()) == pytest.approx(sorted([base_test, best_test]), abs=1e-6)
+    # never written where the loop or an agent reads
+    assert (run_dir / "results.jsonl").read_text() == ledger_text
+    assert "test_bpb" not in ledger_text and "test_bpb" not in (run_dir / "results.tsv").read_text()
+
+
+@pytest.mark.slow
+def test_status_of_a_real_loop(real_loop):
+    status = cli(real_loop, "status", "--tag", "real")
+    assert "done:     2 experiments (keep 2" in status
+    assert "'double the learning rate'" in status
