@@ -70,6 +70,14 @@ class Repo:
     def diff(self, old: str, new: str) -> str:
         return self.git.diff(old, new)
 
+    def clear_stale_index_lock(self) -> bool:
+        """A loop killed inside `git commit` leaves .git/index.lock; only call this holding the loop lock."""
+        stale = Path(self.git_repo.git_dir) / "index.lock"
+        if stale.exists():
+            stale.unlink()
+            return True
+        return False
+
     # --- changes -----------------------------------------------------------------
 
     def ensure_ignored(self, relative: str) -> None:

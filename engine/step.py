@@ -94,8 +94,10 @@ def open_session(args, live: LiveView | None = None) -> Session:
     lock = locks.LoopLock(repo.root / "runs", args.tag).acquire()
     try:
         repo.ensure_ignored("runs")
-        orphan = locks.end_orphan(run_dir / "child.json")
         live = live or LiveView()
+        if repo.clear_stale_index_lock():
+            live.say("removed .git/index.lock left by an interrupted git command")
+        orphan = locks.end_orphan(run_dir / "child.json")
         if orphan:
             live.say(f"ended training process {orphan} left running by an interrupted loop")
         return Session(repo, program, program_path, args.tag, run_dir, Ledger(run_dir),
