@@ -22,14 +22,20 @@ EVALUATE_TIMEOUT_SECONDS = 3600
 
 
 def test_figures(run_dir: Path, rows: list[dict], repo_root: Path,
-                 log=lambda message: None) -> dict[int, dict]:
-    """{experiment: {"test_bpb": float | None, "error": str | None, ...}} for the given rows."""
+                 log=lambda message: None, busy: str | None = None) -> dict[int, dict]:
+    """{experiment: {"test_bpb": float | None, "error": str | None, ...}} for the given rows.
+
+    `busy` names why the accelerator is taken (a running loop): then only cached
+    figures are used and the rest wait for a later report.
+    """
     cache = _load_cache(run_dir)
     figures = {}
     for row in rows:
         key = _cache_key(row)
         entry = cache.get(key)
-        if entry is None:
+        if entry is None and busy:
+            entry = _failure(f"not evaluated yet: {busy}; run the report again when it stops")
+        elif entry is None:
             log(f"held-out test: experiment {row.get('experiment')} ({str(row.get('commit'))[:7]})")
             entry = _evaluate(run_dir, row, repo_root)
             if entry["error"] is None:  # failures are retried: they may be transient

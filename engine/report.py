@@ -14,7 +14,7 @@ from pathlib import Path
 from engine import heldout
 from engine.errors import UserError
 from engine.status import (baseline_rows, count_statuses, finite_bpb, is_baseline, is_kept,
-                           read_ledger, resolve_run_dir, score)
+                           read_ledger, resolve_run_dir, running_loops, score)
 
 MAX_DIFF_LINES = 200
 # A kept change is suspect when test_bpb moves against val_bpb by more than this.
@@ -47,7 +47,8 @@ def gather_facts(run_dir: Path, rows: list[dict], repo_root: Path, log=None) -> 
     groups = kept_commits(rows)
     base_group = groups[0] if groups and is_baseline(groups[0]["kept_row"]) else None
     runs = [r for g in groups for r in g["runs"]]
-    tests = heldout.test_figures(run_dir, runs, repo_root, log=log or (lambda m: None))
+    tests = heldout.test_figures(run_dir, runs, repo_root, log=log or (lambda m: None),
+                                 busy=_accelerator_busy(run_dir))
     entries = [_group_entry(g, tests) for g in groups]
     baseline = entries[0] if base_group else _failed_baseline(rows)
     changes = entries[1:] if base_group else entries
@@ -70,6 +71,14 @@ def gather_facts(run_dir: Path, rows: list[dict], repo_root: Path, log=None) -> 
     facts["kept"] = _with_gains(changes, baseline, repo_root)
     facts["warnings"] = _warnings(facts)
     return facts
+
+
+def _accelerator_busy(run_dir: Path) -> str | None:
+    """A running loop holds the accelerator (a TPU admits one process)."""
+    loops = running_loops(run_dir.parent)
+    if not loops:
+        return None
+    return "a loop is running (" + ", ".join(f"tag {t}, pid {p}" for t, p in loops) + ")"
 
 
 def kept_commits(rows: list[dict]) -> list[dict]:

@@ -132,6 +132,16 @@ def lock_holder(run_dir: Path) -> tuple[int | None, bool]:
     return pid, _process_alive(pid)
 
 
+def running_loops(root: Path) -> list[tuple[str, int]]:
+    """(tag, pid) of every loop under root whose process is alive."""
+    found = []
+    for tag in loop_tags(root):
+        pid, alive = lock_holder(root / tag)
+        if alive:
+            found.append((tag, pid))
+    return found
+
+
 def experiment_in_progress(run_dir: Path, rows: list[dict]) -> Path | None:
     """The newest exp-NNNN directory that has no ledger row yet."""
     recorded = {r.get("experiment") for r in rows}

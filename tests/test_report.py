@@ -308,3 +308,21 @@ def test_status_of_a_real_loop(real_loop):
     status = cli(real_loop, "status", "--tag", "real")
     assert "done:     2 experiments (keep 2" in status
     assert "'double the learning rate'" in status
+
+
+def test_no_held_out_evaluation_while_a_loop_holds_the_accelerator(loop_repo, capsys):
+    run_report(capsys)  # caches the baseline's and the kept runs' figures
+    cache = loop_repo.run_dir / "heldout.json"
+    entries = json.loads(cache.read_text())["entries"]
+    dropped = next(k for k in entries if k.startswith("8:"))
+    del entries[dropped]
+    cache.write_text(json.dumps({"entries": entries}))
+    (loop_repo.run_dir / "loop.lock").write_text(json.dumps({"pid": os.getpid(), "tag": "night"}))
+    calls = len(loop_repo.calls)
+    facts = json.loads(run_report(capsys))
+    assert len(loop_repo.calls) == calls  # nothing evaluated while the loop runs
+    assert facts["baseline"]["test_bpb"] == pytest.approx(2.05)  # from the cache
+    assert facts["best"]["test_bpb"] == pytest.approx(1.85)  # run 7 cached, run 8 deferred
+    (loop_repo.run_dir / "loop.lock").unlink()
+    run_report(capsys)
+    assert len(loop_repo.calls) == calls + 1
