@@ -73,8 +73,11 @@ def initialize_distributed() -> None:
 
 
 def _already_initialized() -> bool:
-    from jax._src import distributed  # the only public check differs across versions
-    return distributed.global_state.client is not None
+    try:
+        from jax._src import distributed  # no public check that holds across JAX versions
+        return distributed.global_state.client is not None
+    except (ImportError, AttributeError):
+        return False
 
 
 def _use_gloo_on_cpu() -> None:

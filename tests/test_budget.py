@@ -127,3 +127,20 @@ def test_flops_budget_end_to_end(prepared_data, tmp_path):
     assert code == 0
     assert result["step_flops"] > 0
     assert result["num_steps"] == math.ceil(1e9 / result["step_flops"])
+
+
+def test_compile_inside_the_window_is_counted_and_taken_off_the_clock():
+    """A step that compiles anew (here: a lazily jitted one meeting a new shape) is flagged."""
+    from engine import trainer
+
+    @jax.jit
+    def step(state, batch, progress):
+        return state + batch.sum() * 0 + 1, {"loss": jnp.float32(1.0)}
+
+    batches = (jnp.ones((4, 3 if n < 3 else 5)) for n in range(1000))
+    clock = BudgetClock(Budget("tokens", 6), tokens_per_step=1, flops_per_step=None)
+    watch = compiling.compile_watch()
+    state, loss = trainer.train(step, jnp.float32(0), batches, clock, watch)
+    assert float(state) == 6 and loss == 1.0 and clock.completed == 6
+    assert watch.count >= 1 and watch.seconds > 0 and not watch.active
+    assert clock.seconds >= 0
