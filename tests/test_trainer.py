@@ -168,3 +168,37 @@ def test_crash_in_experiment_code_reports_crash(prepared_data, tmp_path, capsys)
     assert code == 1
     assert "my model is broken" in capsys.readouterr().err
     assert result == {"status": "crash", "error": "RuntimeError: my model is broken"}
+
+
+def test_missing_data_is_a_user_error_with_a_result(tmp_path, capsys):
+    out = tmp_path / "r.json"
+    code = cli.main(["train", str(TINY_TRAIN), "--data", str(tmp_path / "nowhere"), "--json", str(out)])
+    assert code == 2
+    assert "autoresearch prepare" in capsys.readouterr().err
+    assert json.loads(out.read_text())["status"] == "crash"
+
+
+@pytest.mark.parametrize("kind, peak", [
+    ("TPU v4", 275e12), ("TPU v5 lite", 197e12), ("TPU v5p", 459e12), ("TPU v6 lite", 918e12),
+    ("NVIDIA H100 80GB HBM3", 989e12), ("NVIDIA H100 PCIe", 756e12), ("NVIDIA H200", 989e12),
+    ("NVIDIA A100-SXM4-40GB", 312e12), ("cpu", None)])
+def test_peak_flops_table(kind, peak):
+    from engine import devices
+    assert devices.peak_flops_per_device(kind) == peak
+
+
+def test_out_of_memory_recognised():
+    from engine import devices
+    assert devices.is_out_of_memory(RuntimeError("RESOURCE_EXHAUSTED: Out of memory allocating 5 bytes"))
+    assert devices.is_out_of_memory(MemoryError())
+    assert not devices.is_out_of_memory(ValueError("shapes do not match"))
+
+
+def test_summary_block_round_trips_and_json_has_no_nan(tmp_path):
+    result = {key: None for key, _ in summary.SUMMARY_FIELDS}
+    result.update(val_bpb=1.2345678, num_steps=12, budget="time 300 s", device="cpu x1")
+    parsed = summary.parse_block("log line\n" + summary.format_block(result))
+    assert parsed["val_bpb"] == "1.234568" and parsed["num_steps"] == "12"
+    assert parsed["mfu_percent"] == "n/a" and parsed["device"] == "cpu x1"
+    summary.write_json(tmp_path / "r.json", {"status": "nan", "final_loss": float("nan")})
+    assert json.loads((tmp_path / "r.json").read_text())["final_loss"] is None
