@@ -257,6 +257,7 @@ def plot_progress(facts: dict, path: Path) -> None:
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
+    from matplotlib.ticker import MaxNLocator
 
     points = [dict(p, _x=_x(p, i)) for i, p in enumerate(facts["experiments"])]
     scored = [p for p in points if p["val_bpb"] is not None]
@@ -271,8 +272,10 @@ def plot_progress(facts: dict, path: Path) -> None:
     xs = [p["_x"] for p in points]
     ax.set_xlim(min(xs) - 0.5, max(max(xs) + 0.5, 1))
     improvements = len(facts["kept"])
-    ax.set_title(f"{facts['tag']}: {len(points)} experiments, {improvements} kept improvements"
+    ax.set_title(f"{facts['tag']}: {len(points)} experiments, {improvements} kept "
+                 f"improvement{'s' if improvements != 1 else ''}"
                  f"{_title_gain(facts)}", fontsize=13)
+    ax.xaxis.set_major_locator(MaxNLocator(integer=True))
     ax.set_xlabel("experiment #")
     ax.set_ylabel("validation bits per byte (lower is better)")
     ax.grid(alpha=0.25)
@@ -287,11 +290,12 @@ def _y_range(scored: list[dict], baseline: dict | None) -> tuple[float, float]:
     if not scored:
         return 0.0, 1.0
     values = sorted(p["val_bpb"] for p in scored)
-    top = (baseline or {}).get("val_bpb") or values[len(values) // 2]
-    top = max(top, values[int(0.75 * (len(values) - 1))])
     bottom = values[0]
-    margin = max(top - bottom, 1e-3 * abs(top), 1e-6)
-    return bottom - 0.12 * margin, top + 0.25 * margin
+    top = (baseline or {}).get("val_bpb") or values[len(values) // 2]
+    span = max(top - bottom, 1e-3 * abs(top), 1e-6)
+    shown_top = max([top] + [v for v in values if v <= top + 1.5 * span])
+    height = shown_top - bottom
+    return bottom - 0.08 * height, shown_top + 0.12 * height
 
 
 def _x(point: dict, index: int) -> int:
