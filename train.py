@@ -1,0 +1,206 @@
+"""Baseline experiment: a small modern GPT in Flax NNX, trained with Muon and Adam.
+
+The engine calls `experiment(ctx)`, compiles what it returns, and owns the clock,
+the data and the metric (val_bpb). Everything in this file is yours to change.
+Run it with `python train.py` (same as `autoresearch train train.py`).
+"""
+from __future__ import annotations
+
+import math
+import sys
+
+import jax
+import jax.numpy as jnp
+import optax
+from flax import nnx
+
+from engine.experiment import Context, Experiment
+from model.attention import causal_attention
+from model.flops import count_params, transformer_flops_per_token
+
+# Model size per platform. CPU: learns visibly in a 60 s budget on 2 cores.
+# One GPU or TPU chip: about the reference baseline (depth 8, ~50M parameters).
+CPU_SIZE = dict(depth=4, model_dim=256, seq_len=None, rows_per_device=16)  # seq_len None: eval length
+GPU_SIZE = dict(depth=8, model_dim=640, seq_len=2048, rows_per_device=32)
+TPU_SIZE = dict(depth=8, model_dim=640, seq_len=2048, rows_per_device=16)
+HEAD_DIM = 128  # width of one attention head
+MLP_RATIO = 4  # MLP hidden width / model width
+ROPE_BASE = 10_000.0  # rotary embedding base frequency
+LOGIT_SOFTCAP = 15.0  # output logits -> cap * tanh(logits / cap)
+EMBED_INIT_STD = 1.0  # input embedding init (it is RMS-normed right after)
+HEAD_INIT_STD = 0.001  # output head init: start near the uniform prediction
+# Optimizer: Muon (orthogonalized momentum) on the block matrices, Adam on embedding and head.
+MATRIX_LR = 0.04  # Muon step size; updates have RMS ~ 1/sqrt(fan_in) * this
+MUON_MOMENTUM = 0.95  # Nesterov momentum before orthogonalization
+NS_STEPS = 5  # Newton-Schulz iterations per orthogonalization
+NS_COEFFS = (3.4445, -4.7750, 2.0315)  # quintic coefficients: fast, approximate orthogonalization
+EMBED_LR = 0.6  # Adam on the input embedding
+HEAD_LR = 0.008  # Adam on the output head
+ADAM_BETAS = (0.8, 0.95)  # short memory suits short budgets
+WEIGHT_DECAY = 0.0  # decoupled decay on the block matrices, scaled by the learning rate
+# Schedule, as fractions of the budget (the engine's `progress`).
+WARMUP = 0.0  # linear ramp from 0 at the start
+WARMDOWN = 0.5  # linear decay to FINAL_LR_FRACTION over the last part
+FINAL_LR_FRACTION = 0.0
+
+
+# ------------------------------------------------------------------ model
+def rms_norm(x):
+    """Parameter-free RMSNorm, reduced in float32."""
+    x32 = x.astype(jnp.float32)
+    return (x32 * jax.lax.rsqrt(jnp.mean(x32 * x32, axis=-1, keepdims=True) + 1e-6)).astype(x.dtype)
+
+
+def rotary_tables(seq_len: int, head_dim: int):
+    """cos and sin of position * frequency, [T, head_dim / 2], for any length (eval may be longer)."""
+    inv_freq = ROPE_BASE ** (-jnp.arange(0, head_dim, 2, dtype=jnp.float32) / head_dim)
+    angles_TF = jnp.arange(seq_len, dtype=jnp.float32)[:, None] * inv_freq[None, :]
+    return jnp.cos(angles_TF), jnp.sin(angles_TF)
+
+
+def apply_rotary(x_BTNH, cos_TF, sin_TF):
+    x1, x2 = jnp.split(x_BTNH, 2, axis=-1)
+    cos, sin = cos_TF[:, None, :].astype(x_BTNH.dtype), sin_TF[:, None, :].astype(x_BTNH.dtype)
+    return jnp.concatenate([x1 * cos + x2 * sin, x2 * cos - x1 * sin], axis=-1)
+
+
+def normal(rngs: nnx.Rngs, shape, std: float):
+    return nnx.Param(std * jax.random.normal(rngs.params(), shape, jnp.float32))
+
+
+class Block(nnx.Module):
+    """Pre-norm attention (QK-norm, rotary) and ReLU^2 MLP; output projections start at zero."""
+
+    def __init__(self, dim: int, dtype, rngs: nnx.Rngs):
+        std = dim ** -0.5
+        self.qkv = normal(rngs, (3, dim, dim), std)  # q, k, v stacked: one matmul, three Muon matrices
+        self.attn_out = nnx.Param(jnp.zeros((dim, dim)))
+        self.mlp_in = normal(rngs, (dim, MLP_RATIO * dim), std)
+        self.mlp_out = nnx.Param(jnp.zeros((MLP_RATIO * dim, dim)))
+        self.dtype = dtype
+
+    def __call__(self, x_MD, cos_TF, sin_TF, batch: int):
+        """x_MD: the M = batch * T token rows, flattened so every matmul is one 2-D GEMM."""
+        M, D = x_MD.shape
+        shape_BTNH = (batch, M // batch, D // HEAD_DIM, HEAD_DIM)
+        qkv_MSD = jnp.einsum("md,sde->mse", rms_norm(x_MD), self.qkv[...].astype(self.dtype))
+        q_BTNH, k_BTNH, v_BTNH = (qkv_MSD[:, i].reshape(shape_BTNH) for i in range(3))
+        q_BTNH = apply_rotary(rms_norm(q_BTNH), cos_TF, sin_TF)
+        k_BTNH = apply_rotary(rms_norm(k_BTNH), cos_TF, sin_TF)
+        y_MD = causal_attention(q_BTNH, k_BTNH, v_BTNH).reshape(M, D)
+        x_MD = x_MD + y_MD @ self.attn_out[...].astype(self.dtype)
+        h_MF = jnp.square(jax.nn.relu(rms_norm(x_MD) @ self.mlp_in[...].astype(self.dtype)))
+        return x_MD + h_MF @ self.mlp_out[...].astype(self.dtype)
+
+
+class GPT(nnx.Module):
+    def __init__(self, vocab_size: int, depth: int, dim: int, dtype, rngs: nnx.Rngs):
+        self.embed = normal(rngs, (vocab_size, dim), EMBED_INIT_STD)
+        self.blocks = nnx.List([Block(dim, dtype, rngs) for _ in range(depth)])
+        self.head = normal(rngs, (dim, vocab_size), HEAD_INIT_STD)
+        self.dtype = dtype
+
+    def __call__(self, inputs_BT):
+        """Next-token logits in float32, soft-capped."""
+        B, T = inputs_BT.shape
+        cos_TF, sin_TF = rotary_tables(T, HEAD_DIM)
+        x_MD = rms_norm(jnp.take(self.embed[...], inputs_BT.reshape(B * T), axis=0).astype(self.dtype))
+        for block in self.blocks:
+            x_MD = block(x_MD, cos_TF, sin_TF, B)
+        logits_MV = jnp.dot(rms_norm(x_MD), self.head[...].astype(self.dtype),
+                            preferred_element_type=jnp.float32)
+        return (LOGIT_SOFTCAP * jnp.tanh(logits_MV / LOGIT_SOFTCAP)).reshape(B, T, -1)
+
+
+# ------------------------------------------------------------------ optimizer
+def orthogonalize(g):
+    """Newton-Schulz iteration towards U V^T of g's SVD, over the last two axes (f32)."""
+    a, b, c = NS_COEFFS
+    x = g.astype(jnp.float32)
+    wide = x.shape[-2] <= x.shape[-1]
+    if not wide:  # iterate on the smaller Gram matrix
+        x = jnp.swapaxes(x, -1, -2)
+    x = x / (jnp.linalg.norm(x, axis=(-2, -1), keepdims=True) + 1e-7)
+    for _ in range(NS_STEPS):
+        gram = x @ jnp.swapaxes(x, -1, -2)
+        x = a * x + (b * gram + c * gram @ gram) @ x
+    return x if wide else jnp.swapaxes(x, -1, -2)
+
+
+def muon_step(param, update):
+    """Orthogonalized step, scaled so tall and wide matrices move their outputs alike."""
+    fan_in, fan_out = param.shape[-2], param.shape[-1]
+    return math.sqrt(max(1.0, fan_out / fan_in)) * orthogonalize(update)
+
+
+ADAM = optax.scale_by_adam(b1=ADAM_BETAS[0], b2=ADAM_BETAS[1], eps=1e-10)
+
+
+def learning_rate_multiplier(progress):
+    """Warmup, flat, then linear warmdown, as a function of the elapsed budget fraction."""
+    warmup = jnp.minimum(1.0, progress / WARMUP) if WARMUP > 0 else 1.0
+    into_warmdown = jnp.clip((progress - (1.0 - WARMDOWN)) / WARMDOWN, 0.0, 1.0) if WARMDOWN > 0 else 0.0
+    return warmup * (1.0 - into_warmdown * (1.0 - FINAL_LR_FRACTION))
+
+
+def init_optimizer(params):
+    return {"momentum": jax.tree.map(jnp.zeros_like, params["blocks"]),
+            "adam": ADAM.init({"embed": params["embed"], "head": params["head"]})}
+
+
+def apply_updates(params, grads, opt_state, progress):
+    lr = learning_rate_multiplier(progress)
+    momentum = jax.tree.map(lambda m, g: MUON_MOMENTUM * m + g, opt_state["momentum"], grads["blocks"])
+    nesterov = jax.tree.map(lambda m, g: MUON_MOMENTUM * m + g, momentum, grads["blocks"])
+    blocks = jax.tree.map(
+        lambda p, u: p * (1.0 - lr * MATRIX_LR * WEIGHT_DECAY) - lr * MATRIX_LR * muon_step(p, u),
+        params["blocks"], nesterov)
+    adam_updates, adam_state = ADAM.update({"embed": grads["embed"], "head": grads["head"]}, opt_state["adam"])
+    new_params = {"embed": params["embed"] - lr * EMBED_LR * adam_updates["embed"],
+                  "head": params["head"] - lr * HEAD_LR * adam_updates["head"],
+                  "blocks": blocks}
+    return new_params, {"momentum": momentum, "adam": adam_state}
+
+
+# ------------------------------------------------------------------ experiment
+def experiment(ctx: Context) -> Experiment:
+    size = {"cpu": CPU_SIZE, "gpu": GPU_SIZE, "tpu": TPU_SIZE}.get(ctx.platform, CPU_SIZE)
+    dtype = jnp.float32 if ctx.platform == "cpu" else jnp.bfloat16
+    seq_len = size["seq_len"] or ctx.eval_sequence_length
+    build = lambda rng: GPT(ctx.vocab_size, size["depth"], size["model_dim"], dtype, nnx.Rngs(params=rng))
+    graphdef, abstract = nnx.split(nnx.eval_shape(lambda: build(jax.random.key(0))))
+
+    def forward(params, inputs_BT):
+        return nnx.merge(graphdef, params)(inputs_BT)
+
+    def token_loss(params, inputs_BT, targets_BT):
+        return optax.softmax_cross_entropy_with_integer_labels(forward(params, inputs_BT), targets_BT)
+
+    def init(rng):
+        params = nnx.to_pure_dict(nnx.state(build(rng)))
+        return {"params": params, "opt": init_optimizer(params)}
+
+    def train_step(state, batch, progress):
+        mean_loss = lambda p: jnp.mean(token_loss(p, batch["inputs"], batch["targets"]))
+        loss, grads = jax.value_and_grad(mean_loss)(state["params"])
+        params, opt = apply_updates(state["params"], grads, state["opt"], progress)
+        return {"params": params, "opt": opt}, {"loss": loss}
+
+    params = nnx.to_pure_dict(abstract)
+    return Experiment(
+        init=init,
+        train_step=train_step,
+        token_loss=lambda state, x, y: token_loss(state["params"], x, y),
+        logits=lambda state, x: forward(state["params"], x),
+        batch_size=size["rows_per_device"] * ctx.num_devices,
+        sequence_length=seq_len,
+        sharding="replicated",
+        flops_per_token=transformer_flops_per_token(
+            count_params(params, exclude=["embed"]), size["depth"], size["model_dim"], seq_len),
+    )
+
+
+if __name__ == "__main__":
+    from engine.cli import main
+
+    sys.exit(main(["train", __file__, *sys.argv[1:]]))
