@@ -206,9 +206,42 @@ def _complete(metrics: dict, budget_clock: clock.BudgetClock, watch) -> float:
 
 
 def _agreement(budget_clock: clock.BudgetClock):
-    """With several hosts and a time budget, all follow host 0's clock, or they would deadlock."""
+    """With several hosts and a time budget, all follow host 0's clock, or they would deadlock.
+
+    Host 0 posts each decision in the coordinator's key-value store: host-to-host only, so
+    no host waits for the device to drain a step.
+    """
     if jax.process_count() == 1 or budget_clock.budget.mode != "time":
         return lambda stop, progress: (stop, progress)
+    client = _coordinator_client()
+    if client is None:
+        return _agreement_by_broadcast()
+    decisions = iter(range(2**62))
+
+    def agree(stop: bool, progress: float):
+        key = f"autoresearch/clock/{next(decisions)}"
+        if jax.process_index() == 0:
+            client.key_value_set(key, f"{int(stop)} {progress!r}")
+        else:
+            stop_text, progress_text = client.blocking_key_value_get(key, AGREE_TIMEOUT_MS).split()
+            stop, progress = stop_text == "1", float(progress_text)
+        return stop, progress
+    return agree
+
+
+AGREE_TIMEOUT_MS = 10 * 60 * 1000  # host 0 may be inside a long step
+
+
+def _coordinator_client():
+    try:
+        from jax._src import distributed  # the key-value store has no public handle
+        client = distributed.global_state.client
+        return client if hasattr(client, "blocking_key_value_get") else None
+    except (ImportError, AttributeError):
+        return None
+
+
+def _agreement_by_broadcast():
     from jax.experimental import multihost_utils
 
     def agree(stop: bool, progress: float):
