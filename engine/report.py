@@ -63,6 +63,7 @@ def gather_facts(run_dir: Path, rows: list[dict], repo_root: Path, log=None) -> 
         "counts_after_baseline": count_statuses(_after_baseline(rows)),
         "rates": _rates(rows),
         "agent_cost_usd": round(sum(float(r.get("cost_usd") or 0) for r in rows), 4),
+        "noise": _number(rows[-1].get("noise")),
         "baseline": baseline,
         "best": min(entries, key=lambda e: e["val_bpb"]) if entries else None,
         "experiments": [_point(r) for r in rows],
@@ -390,6 +391,9 @@ def _setup_lines(facts: dict) -> list[str]:
         lines.append(f"- Ran {facts['started'][:16].replace('T', ' ')} to "
                      f"{facts['finished'][:16].replace('T', ' ')}: {facts['hours']:.2f} h, "
                      f"{facts['experiments_per_hour']:.1f} experiments per hour")
+    if facts["noise"]:
+        lines.append(f"- Run-to-run noise (spread of the baseline runs): {facts['noise']:.6f} bpb; "
+                     "a smaller gain had to hold up in a re-run with another seed")
     if facts["agent_cost_usd"]:
         lines.append(f"- Agent cost: ${facts['agent_cost_usd']:.2f}")
     return lines

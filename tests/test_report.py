@@ -36,7 +36,8 @@ def row(experiment, commit, status, val_bpb, description, hour, **extra):
             "finished": f"2025-11-26T{hour:02d}:30:00+00:00", "val_bpb": val_bpb,
             "peak_vram_mb": 2048.0, "device": "TPU v5 lite x8", "platform": "tpu",
             "num_devices": 8, "num_processes": 1, "budget": "time 300 s",
-            "manifest_fingerprint": FINGERPRINT, "cost_usd": 0.01}
+            "manifest_fingerprint": FINGERPRINT, "cost_usd": 0.01,
+            "noise": 0.0 if experiment < 2 else 0.04}
     base.update(extra)
     return base
 
@@ -100,6 +101,7 @@ def test_report_facts_figures_and_rates(loop_repo, capsys):
     facts = json.loads(run_report(capsys))
     assert facts["hardware"]["device"] == "TPU v5 lite x8"
     assert facts["budget"] == "time 300 s"
+    assert facts["noise"] == pytest.approx(0.04)
     # the figures the loop compared: the baseline's mean, the re-run change's mean
     assert facts["baseline"]["val_bpb"] == 2.0 and facts["baseline"]["experiments"] == [0, 1]
     assert facts["best"]["val_bpb"] == 1.7 and facts["best"]["experiments"] == [7, 8]
@@ -130,7 +132,7 @@ def test_report_facts_figures_and_rates(loop_repo, capsys):
 def test_report_md_and_png_are_written(loop_repo, capsys):
     out = run_report(capsys, json=False)
     md = (loop_repo.run_dir / "report.md").read_text()
-    assert "TPU v5 lite x8" in md and "time 300 s" in md
+    assert "TPU v5 lite x8" in md and "time 300 s" in md and "noise" in md
     assert "| baseline | 0, 1 `" in md and "2.000000" in md and "2.050000" in md
     assert "| best | 7, 8 `" in md and "1.700000" in md and "1.850000" in md
     assert "+0.300000 (+15.00%)" in md
