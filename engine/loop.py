@@ -8,6 +8,7 @@ import time
 
 from engine import step as steps
 from engine.agents import make_agent
+from engine.errors import UserError
 from engine.live import format_val, keep_rate
 from engine.repo import branch_name
 
@@ -69,6 +70,9 @@ def steps_left(session: steps.Session) -> bool:
 
 
 def main(args) -> int:
+    if getattr(args, "remote", None) or getattr(args, "worker", None):
+        raise UserError("--remote/--worker (a swarm sharing a git remote) is not built yet: "
+                        "run one loop per repository without them")
     session = steps.open_session(args)
     try:
         session.repo.checkout_branch(args.tag)
