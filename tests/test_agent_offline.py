@@ -1,5 +1,4 @@
 """The offline agent: knobs by ast, sensible steps, learning from the ledger, deterministic."""
-from pathlib import Path
 
 from engine import agent_offline as offline
 from engine.agent import ProposalRequest

@@ -1,6 +1,5 @@
 """The ledger: atomic appends, a torn tail cut off, the TSV rebuilt from the JSONL."""
 import json
-import math
 
 import pytest
 

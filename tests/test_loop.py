@@ -1,5 +1,5 @@
 """The research loop end to end, against a stand-in for `autoresearch train` (see test_loop_support)."""
-import json
+import os
 import re
 import subprocess
 import sys
@@ -90,7 +90,7 @@ def test_rejected_crash_and_fixed_files(loop_env, monkeypatch):
     assert git(loop_env, "status", "--porcelain") == ""
 
     def poison_data(root):
-        manifest = Path(__import__("os").environ["AUTORESEARCH_CACHE"]) / "fake-v512-00000000" / "manifest.json"
+        manifest = Path(os.environ["AUTORESEARCH_CACHE"]) / "fake-v512-00000000" / "manifest.json"
         manifest.write_text("{}")
         (root / "train.py").write_text((root / "train.py").read_text().replace("DEPTH = 3", "DEPTH = 2"))
         return Proposal(description="and edits the data")

@@ -1,5 +1,4 @@
 """The loop with the real engine: `autoresearch train` on tests/fixtures/tiny_train.py, tiny budgets."""
-import shutil
 import subprocess
 import sys
 from pathlib import Path
