@@ -406,10 +406,24 @@ def main(args) -> int:
         experiment = session.ledger.next_experiment()
         row = try_candidate(session, Proposal(description=args.description), experiment,
                             extra={"agent": "external"})
+        if row["status"] in ("crash", "timeout") and row.get("commit"):
+            _put_back(session, row["commit"])
         print_outcome(session, row)
         return 0 if row["status"] in ("keep", "discard") else 1
     finally:
         session.close()
+
+
+def _put_back(session: Session, crashed: str) -> None:
+    """Leave a crashed idea in the working tree (uncommitted) so the agent can fix it and run again."""
+    repo = session.repo
+    for path in repo.git.diff("--name-only", f"{crashed}~1", crashed).splitlines():
+        try:
+            (repo.root / path).write_text(repo.file_at(crashed, path))
+        except Exception:  # deleted in that commit: nothing to put back
+            continue
+    session.live.say("the crashed version is back in the working tree, uncommitted: fix it and run "
+                     "`autoresearch experiment` again, or edit it back")
 
 
 def _set_aside_edits(session: Session) -> bool:

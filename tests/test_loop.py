@@ -125,6 +125,11 @@ def test_experiment_command_for_an_external_agent(loop_env):
     done = run_cli(loop_env, "experiment", "shallower", "--tag", "ext")
     assert "experiment 3: discard" in done.stdout and git(loop_env, "status", "--porcelain") == ""
     assert "nothing changed" in run_cli(loop_env, "experiment", "again", "--tag", "ext").stderr
+    train.write_text(train.read_text().replace("CRASH = 0", "CRASH = 1"))
+    done = run_cli(loop_env, "experiment", "crash", "--tag", "ext")
+    assert done.returncode == 1 and "experiment 4: crash" in done.stdout
+    assert "CRASH = 1" in train.read_text()  # left in the tree for the agent to fix
+    assert "CRASH = 0" in git(loop_env, "show", "HEAD:train.py")
 
 
 def test_loop_never_imports_jax(loop_env):
