@@ -158,7 +158,7 @@ def _rates(rows: list[dict]) -> dict:
 
 def _point(row: dict) -> dict:
     return {"experiment": row.get("experiment"), "status": row.get("status"),
-            "kept": is_kept(row), "val_bpb": finite_bpb(row), "score": score(row) if is_kept(row) else None,
+            "baseline": is_baseline(row), "kept": is_kept(row), "val_bpb": finite_bpb(row), "score": score(row) if is_kept(row) else None,
             "best_after": _number(row.get("best_after")),
             "description": row.get("description", "")}
 
@@ -305,7 +305,7 @@ def _x(point: dict, index: int) -> int:
 
 
 def _plot_discarded(ax, scored: list[dict], high: float) -> None:
-    shown = [p for p in scored if not p["kept"]]
+    shown = [p for p in scored if not p["kept"] and not p["baseline"]]
     inside = [p for p in shown if p["val_bpb"] <= high]
     above = [p for p in shown if p["val_bpb"] > high]
     if inside:
@@ -332,7 +332,14 @@ def _plot_best_line(ax, points: list[dict]) -> None:
 
 
 def _plot_kept(ax, scored: list[dict]) -> None:
-    kept = [p for p in scored if p["kept"]]
+    baseline = [p for p in scored if p["baseline"]]
+    if baseline:
+        ax.scatter([p["_x"] for p in baseline], [p["val_bpb"] for p in baseline], s=60, marker="s",
+                   color="#1f77b4", edgecolors="black", linewidths=0.8,
+                   label=f"baseline ({len(baseline)} run{'s' if len(baseline) > 1 else ''})", zorder=4)
+        ax.annotate("baseline", (baseline[0]["_x"], baseline[0]["val_bpb"]), xytext=(6, 10),
+                    textcoords="offset points", fontsize=8, rotation=25, color="#0d3c61", zorder=5)
+    kept = [p for p in scored if p["kept"] and not p["baseline"]]
     if not kept:
         return
     ax.scatter([p["_x"] for p in kept], [p["val_bpb"] for p in kept], s=70, color="#2ca02c",
