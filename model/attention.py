@@ -6,6 +6,8 @@
 
 Arrays are `[batch, time, heads, head_dim]`; keys and values may have fewer heads
 than queries (grouped-query attention) as long as they divide the query heads.
+`window=W` limits each query to itself and the W - 1 keys before it (sliding window):
+a model trained on length W then sees no longer distances when evaluated on longer text.
 """
 from __future__ import annotations
 
@@ -23,18 +25,21 @@ MASK_VALUE = -0.7 * float(jnp.finfo(jnp.float32).max)
 
 
 def causal_attention(q_BTNH, k_BTKH, v_BTKH, *, implementation: str | None = None,
-                     scale: float | None = None):
-    """softmax(q k^T * scale, causal) v, computed by the best kernel for this backend."""
+                     scale: float | None = None, window: int | None = None):
+    """softmax(q k^T * scale, causal [, sliding window]) v, by the best kernel for this backend."""
     scale = 1.0 / math.sqrt(q_BTNH.shape[-1]) if scale is None else scale
+    if window is not None and window >= q_BTNH.shape[1]:
+        window = None  # the window covers the whole sequence: plain causal, cheapest everywhere
     implementation = implementation or default_implementation(q_BTNH)
     if implementation not in IMPLEMENTATIONS:
         raise ValueError(f"attention implementation {implementation!r}: choose one of {IMPLEMENTATIONS}")
     if implementation == "cudnn":
+        local = None if window is None else (window - 1, 0)
         return jax.nn.dot_product_attention(q_BTNH, k_BTKH, v_BTKH, scale=scale, is_causal=True,
-                                            implementation="cudnn")
+                                            local_window_size=local, implementation="cudnn")
     if implementation == "splash":
-        return splash_attention(q_BTNH, k_BTKH, v_BTKH, scale=scale)
-    return xla_attention(q_BTNH, k_BTKH, v_BTKH, scale=scale)
+        return splash_attention(q_BTNH, k_BTKH, v_BTKH, scale=scale, window=window)
+    return xla_attention(q_BTNH, k_BTKH, v_BTKH, scale=scale, window=window)
 
 
 def default_implementation(q_BTNH) -> str:
@@ -53,18 +58,25 @@ def cudnn_accepts(q_BTNH) -> bool:
     return q_BTNH.dtype in (jnp.bfloat16, jnp.float16) and head_dim % 8 == 0 and head_dim <= 128
 
 
-def xla_attention(q_BTNH, k_BTKH, v_BTKH, *, scale: float):
-    """Plain einsums with a causal mask: softmax in float32, matmuls in the input dtype."""
+def visible_TS(seq_len: int, window: int | None):
+    """mask[t, s]: may query t attend key s."""
+    t, s = jnp.arange(seq_len)[:, None], jnp.arange(seq_len)[None, :]
+    return (s <= t) if window is None else (s <= t) & (s > t - window)
+
+
+def xla_attention(q_BTNH, k_BTKH, v_BTKH, *, scale: float, window: int | None = None):
+    """Plain batched matmuls with a mask: softmax in float32, matmuls in the input dtype."""
     B, T, N, H = q_BTNH.shape
     K = k_BTKH.shape[2]
-    q_BTKGH = q_BTNH.reshape(B, T, K, N // K, H)
-    logits_BKGTS = jnp.einsum("btkgh,bskh->bkgts", q_BTKGH * jnp.asarray(scale, q_BTNH.dtype), k_BTKH,
-                              preferred_element_type=jnp.float32)
-    causal_TS = jnp.tril(jnp.ones((T, T), dtype=bool))
-    logits_BKGTS = jnp.where(causal_TS, logits_BKGTS, MASK_VALUE)
-    probs_BKGTS = jax.nn.softmax(logits_BKGTS, axis=-1).astype(v_BTKH.dtype)
-    out_BTKGH = jnp.einsum("bkgts,bskh->btkgh", probs_BKGTS, v_BTKH)
-    return out_BTKGH.reshape(B, T, N, H)
+    if K != N:  # grouped heads: share each key/value head among N // K query heads
+        k_BTKH, v_BTKH = jnp.repeat(k_BTKH, N // K, axis=2), jnp.repeat(v_BTKH, N // K, axis=2)
+    # heads-major layout: each einsum is a batched GEMM with one contracting axis (fast on CPU)
+    q_BNTH, k_BNSH, v_BNSH = (jnp.swapaxes(a, 1, 2) for a in (q_BTNH, k_BTKH, v_BTKH))
+    logits_BNTS = jnp.einsum("bnth,bnsh->bnts", q_BNTH * jnp.asarray(scale, q_BTNH.dtype), k_BNSH,
+                             preferred_element_type=jnp.float32)
+    logits_BNTS = jnp.where(visible_TS(T, window), logits_BNTS, MASK_VALUE)
+    probs_BNTS = jax.nn.softmax(logits_BNTS, axis=-1).astype(v_BNSH.dtype)
+    return jnp.swapaxes(jnp.einsum("bnts,bnsh->bnth", probs_BNTS, v_BNSH), 1, 2)
 
 
 @functools.cache
@@ -79,9 +91,11 @@ def _splash_module():
 
 
 @functools.cache
-def _splash_kernel(num_heads: int, seq_len: int, grouped: bool, interpret: bool):
+def _splash_kernel(num_heads: int, seq_len: int, window: int | None, grouped: bool, interpret: bool):
     kernel, mask = _splash_module()
-    causal = mask.MultiHeadMask([mask.CausalMask((seq_len, seq_len)) for _ in range(num_heads)])
+    shape = (seq_len, seq_len)
+    one = mask.CausalMask(shape) if window is None else mask.LocalMask(shape, (window - 1, 0), offset=0)
+    causal = mask.MultiHeadMask([one for _ in range(num_heads)])
     block = min(SPLASH_BLOCK, seq_len)
     sizes = kernel.BlockSizes(block_q=block, block_kv=block, block_kv_compute=block,
                               block_q_dkv=block, block_kv_dkv=block, block_kv_dkv_compute=block,
@@ -90,7 +104,8 @@ def _splash_kernel(num_heads: int, seq_len: int, grouped: bool, interpret: bool)
     return make(causal, block_sizes=sizes, head_shards=1, q_seq_shards=1, interpret=interpret)
 
 
-def splash_attention(q_BTNH, k_BTKH, v_BTKH, *, scale: float, interpret: bool = False):
+def splash_attention(q_BTNH, k_BTKH, v_BTKH, *, scale: float, window: int | None = None,
+                     interpret: bool = False):
     """Pallas splash attention (TPU; `interpret=True` runs it, slowly, anywhere)."""
     if _splash_module() is None:
         raise ValueError("this JAX has no Pallas splash-attention kernel: use implementation='xla'")
@@ -101,7 +116,7 @@ def splash_attention(q_BTNH, k_BTKH, v_BTKH, *, scale: float, interpret: bool = 
         v_BTKH = jnp.repeat(v_BTKH, N // K, axis=2)
         K = N
     grouped = K == 1 and N > 1
-    run = _splash_kernel(N, T, grouped, interpret)
+    run = _splash_kernel(N, T, window, grouped, interpret)
     q_BNTH = jnp.swapaxes(q_BTNH * jnp.asarray(scale, q_BTNH.dtype), 1, 2)
     if grouped:
         k_in, v_in = k_BTKH[:, :, 0], v_BTKH[:, :, 0]  # [B, T, H]

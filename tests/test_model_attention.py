@@ -9,18 +9,20 @@ import pytest
 from model import attention
 
 
-def reference_attention(q, k, v):
-    """Loop over query positions: softmax over keys 0..t, with numpy in float64."""
+def reference_attention(q, k, v, window=None):
+    """Loop over query positions: softmax over keys 0..t (or the last `window` of them), float64."""
     q, k, v = (np.asarray(a, np.float64) for a in (q, k, v))
     B, T, N, H = q.shape
     group = N // k.shape[2]
     out = np.zeros_like(q)
     for t in range(T):
         for n in range(N):
-            scores = np.einsum("bh,bsh->bs", q[:, t, n], k[:, : t + 1, n // group]) / math.sqrt(H)
+            first = 0 if window is None else max(0, t - window + 1)
+            keys = slice(first, t + 1)
+            scores = np.einsum("bh,bsh->bs", q[:, t, n], k[:, keys, n // group]) / math.sqrt(H)
             weights = np.exp(scores - scores.max(-1, keepdims=True))
             weights /= weights.sum(-1, keepdims=True)
-            out[:, t, n] = np.einsum("bs,bsh->bh", weights, v[:, : t + 1, n // group])
+            out[:, t, n] = np.einsum("bs,bsh->bh", weights, v[:, keys, n // group])
     return out
 
 
@@ -35,6 +37,13 @@ def test_xla_matches_reference(heads, kv_heads):
     q, k, v = qkv(N=heads, K=kv_heads)
     out = attention.causal_attention(q, k, v, implementation="xla")
     np.testing.assert_allclose(out, reference_attention(q, k, v), atol=2e-5, rtol=2e-5)
+
+
+@pytest.mark.parametrize("window", [1, 5, 16, 100])
+def test_sliding_window_matches_reference(window):
+    q, k, v = qkv(N=4, K=2)
+    out = attention.causal_attention(q, k, v, implementation="xla", window=window)
+    np.testing.assert_allclose(out, reference_attention(q, k, v, window=window), atol=2e-5, rtol=2e-5)
 
 
 def test_first_position_sees_only_itself():
@@ -75,13 +84,13 @@ def test_unknown_implementation_is_refused():
 
 
 @pytest.mark.skipif(attention._splash_module() is None, reason="this JAX ships no splash kernel")
-@pytest.mark.parametrize("kv_heads", [2, 1])
-def test_tpu_splash_kernel_in_interpret_mode_matches_xla(kv_heads):
+@pytest.mark.parametrize("kv_heads,window", [(2, None), (1, None), (2, 100)])
+def test_tpu_splash_kernel_in_interpret_mode_matches_xla(kv_heads, window):
     """The TPU path's own Pallas kernel, run by the Pallas interpreter: values and gradients."""
     q, k, v = qkv(B=1, T=256, N=2, K=kv_heads, H=128)
     scale = 128 ** -0.5
-    splash = lambda q, k, v: attention.splash_attention(q, k, v, scale=scale, interpret=True)
-    xla = lambda q, k, v: attention.xla_attention(q, k, v, scale=scale)
+    splash = lambda q, k, v: attention.splash_attention(q, k, v, scale=scale, window=window, interpret=True)
+    xla = lambda q, k, v: attention.xla_attention(q, k, v, scale=scale, window=window)
     np.testing.assert_allclose(splash(q, k, v), xla(q, k, v), atol=1e-5, rtol=1e-5)
     loss = lambda f: lambda *a: jnp.sum(f(*a) ** 2)
     grads_splash = jax.grad(loss(splash), argnums=(0, 1, 2))(q, k, v)
