@@ -128,27 +128,48 @@ def _add_experiment(sub) -> None:
 
 
 def _add_report(sub) -> None:
-    p = sub.add_parser("report", help="write progress.png and report.md for a loop",
-                       epilog="example:  autoresearch report --tag demo")
+    p = sub.add_parser(
+        "report",
+        help="write progress.png and report.md for a loop",
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+        epilog="examples:\n"
+        "  autoresearch report --tag demo              # runs/demo/progress.png and report.md\n"
+        "  autoresearch report --tag nov26 --out ~/morning\n"
+        "  autoresearch report --json | jq .best       # the same facts for programs\n"
+        "held-out test_bpb is computed here only (cached in runs/TAG/heldout.json).\n",
+    )
     p.add_argument("--tag", default=None, help="default: the most recent loop")
     p.add_argument("--out", default=None, help="default: the loop's run directory")
     p.add_argument("--json", action="store_true", help="print the facts as JSON")
 
 
 def _add_status(sub) -> None:
-    p = sub.add_parser("status", help="what is running, the best so far, counts",
-                       epilog="example:  autoresearch status --tag demo")
-    p.add_argument("--tag", default=None)
+    p = sub.add_parser(
+        "status",
+        help="what is running, the best so far, counts",
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+        epilog="examples:\n"
+        "  autoresearch status                 # the most recent loop; safe while it runs\n"
+        "  watch -n 60 autoresearch status --tag nov26\n",
+    )
+    p.add_argument("--tag", default=None, help="default: the most recent loop")
 
 
 def _add_sample(sub) -> None:
-    p = sub.add_parser("sample", help="generate text from the best kept checkpoint",
-                       epilog='example:  autoresearch sample --tag demo --prompt "def "')
-    p.add_argument("--tag", default=None)
+    p = sub.add_parser(
+        "sample",
+        help="generate text from the best kept checkpoint",
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+        epilog="examples:\n"
+        '  autoresearch sample --tag demo --prompt "def "\n'
+        '  autoresearch sample --tag nov26 --prompt "The history of" --temperature 0   # greedy\n'
+        "  autoresearch sample --max-tokens 500 --top-k 0 --seed 3\n",
+    )
+    p.add_argument("--tag", default=None, help="default: the most recent loop")
     p.add_argument("--prompt", default="")
     p.add_argument("--max-tokens", type=int, default=200)
-    p.add_argument("--temperature", type=float, default=0.8)
-    p.add_argument("--top-k", type=int, default=50)
+    p.add_argument("--temperature", type=float, default=0.8, help="0 for greedy decoding")
+    p.add_argument("--top-k", type=int, default=50, help="0 for no limit")
     p.add_argument("--seed", type=int, default=0)
 
 
