@@ -125,11 +125,21 @@ def lock_holder(run_dir: Path) -> tuple[int | None, bool]:
         text = path.read_text()
     except OSError:
         return None, False
-    match = re.search(r"\d+", text)
-    if not match:
-        return None, False
-    pid = int(match.group())
-    return pid, _process_alive(pid)
+    pid = _pid_in(text)
+    return (pid, _process_alive(pid)) if pid is not None else (None, False)
+
+
+def _pid_in(text: str) -> int | None:
+    """loop.lock holds JSON with a "pid" (engine/lock.py); a bare number is read too."""
+    try:
+        pid = json.loads(text).get("pid")
+    except (ValueError, AttributeError):
+        match = re.fullmatch(r"\s*(\d+)\s*", text)
+        pid = match and match.group(1)
+    try:
+        return int(pid) if pid is not None else None
+    except (TypeError, ValueError):
+        return None
 
 
 def running_loops(root: Path) -> list[tuple[str, int]]:

@@ -29,8 +29,9 @@ def write_loop(root, tag, rows, lock_pid=None, partial_line=False):
     if partial_line:
         text += '{"experiment": 9, "stat'
     (run_dir / "results.jsonl").write_text(text)
-    if lock_pid is not None:
-        (run_dir / "loop.lock").write_text(f"{lock_pid}\n")
+    if lock_pid is not None:  # as engine/lock.py writes it
+        (run_dir / "loop.lock").write_text(json.dumps({"tag": f"{tag}26", "pid": lock_pid,
+                                                        "since": time.time()}))
     return run_dir
 
 
