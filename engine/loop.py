@@ -13,6 +13,11 @@ from engine.live import format_val, keep_rate
 from engine.repo import branch_name
 
 MAX_EMPTY_PROPOSALS = 3  # an agent that proposes nothing this many times in a row is done
+# An agent whose service is down (its own retries spent) is waited for, not counted as empty:
+# an outage of an hour must not end an overnight run.
+OUTAGE_FIRST_WAIT_SECONDS = 60.0
+OUTAGE_MAX_WAIT_SECONDS = 600.0
+sleep = time.sleep  # tests replace it
 
 
 def stop_reason(session: steps.Session, empty_proposals: int) -> str | None:
@@ -33,16 +38,22 @@ def stop_reason(session: steps.Session, empty_proposals: int) -> str | None:
     return None
 
 
-def one_experiment(session: steps.Session, agent) -> bool:
-    """Propose and try one idea (with crash fix-ups); False when the agent proposed nothing."""
+def one_experiment(session: steps.Session, agent) -> str:
+    """Propose and try one idea (with crash fix-ups): "tried", "empty" or "unavailable"."""
     experiment = session.ledger.next_experiment()
     proposal = steps.propose(session, agent, experiment)
     if proposal is None or not session.repo.changed_paths():
         session.repo.restore()
-        return False
+        return "unavailable" if getattr(agent, "last_outcome", "") == "unavailable" else "empty"
     row = steps.try_candidate(session, proposal, experiment, extra={"agent": agent.name})
     fix_crashes(session, agent, row)
-    return True
+    return "tried"
+
+
+def wait_for_agent(session: steps.Session, outages: int) -> None:
+    seconds = min(OUTAGE_FIRST_WAIT_SECONDS * 2 ** (outages - 1), OUTAGE_MAX_WAIT_SECONDS)
+    session.live.say(f"the agent's service is unavailable ({outages} in a row): waiting {seconds:.0f} s")
+    sleep(seconds)
 
 
 def fix_crashes(session: steps.Session, agent, row: dict) -> None:
@@ -80,9 +91,13 @@ def main(args) -> int:
         say_start(session, agent)
         steps.resume(session)
         steps.run_baseline(session)
-        empty = 0
+        empty = outages = 0
         while (reason := stop_reason(session, empty)) is None:
-            empty = 0 if one_experiment(session, agent) else empty + 1
+            outcome = one_experiment(session, agent)
+            empty = empty + 1 if outcome == "empty" else 0
+            outages = outages + 1 if outcome == "unavailable" else 0
+            if outages:
+                wait_for_agent(session, outages)
         say_end(session, reason)
         return 0
     finally:

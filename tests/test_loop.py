@@ -112,6 +112,35 @@ def test_stopping_criteria(loop_env, monkeypatch):
     assert len(ledger_rows(loop_env, "empty")) == 2
 
 
+class FlakyServiceAgent(ScriptedAgent):
+    """Its service is down for the first few calls, then it proposes."""
+
+    def __init__(self, outages, proposals):
+        super().__init__(proposals)
+        self.outages = outages
+        self.last_outcome = ""
+
+    def propose(self, request):
+        if self.outages:
+            self.outages -= 1
+            self.last_outcome = "unavailable"
+            return None
+        self.last_outcome = "proposed"
+        return super().propose(request)
+
+
+def test_an_agent_outage_is_waited_out_not_counted_as_empty(loop_env, monkeypatch):
+    waits = []
+    monkeypatch.setattr(loop, "sleep", waits.append)
+    use_agent(monkeypatch, FlakyServiceAgent(outages=loop.MAX_EMPTY_PROPOSALS + 2,
+                                             proposals=[{"LEARNING_RATE": 0.02}]))
+    assert cli.main(["loop", "--tag", "outage", "--max-experiments", "3"]) == 0
+    rows = ledger_rows(loop_env, "outage")
+    assert len(rows) == 3 and rows[-1]["description"] == "LEARNING_RATE=0.02"
+    assert len(waits) == loop.MAX_EMPTY_PROPOSALS + 2
+    assert waits == sorted(waits) and waits[-1] <= loop.OUTAGE_MAX_WAIT_SECONDS
+
+
 def test_experiment_command_for_an_external_agent(loop_env):
     train = loop_env / "train.py"
     train.write_text(train.read_text().replace("LEARNING_RATE = 0.04", "LEARNING_RATE = 0.02"))
