@@ -11,22 +11,27 @@ import sys
 
 import jax
 import jax.numpy as jnp
+import numpy as np
 import optax
 from flax import nnx
 
 from engine.experiment import Context, Experiment
 from model.attention import causal_attention
 from model.flops import count_params, transformer_flops_per_token
+from model.loss import fused_head_cross_entropy_mean, head_cross_entropy, head_logits
 
 # Model size per platform. CPU: learns visibly in a 60 s budget on 2 cores.
 # One GPU or TPU chip: about the reference baseline (depth 8, ~50M parameters).
-CPU_SIZE = dict(depth=4, model_dim=256, seq_len=None, rows_per_device=16)  # seq_len None: eval length
-GPU_SIZE = dict(depth=8, model_dim=640, seq_len=2048, rows_per_device=32)
-TPU_SIZE = dict(depth=8, model_dim=640, seq_len=2048, rows_per_device=16)
+# window: attention span (None: all earlier tokens); training on seq_len = window keeps
+# evaluation on longer text within distances the model has seen.
+CPU_SIZE = dict(depth=4, model_dim=256, seq_len=128, window=128, rows_per_device=64)
+GPU_SIZE = dict(depth=8, model_dim=640, seq_len=2048, window=None, rows_per_device=32)
+TPU_SIZE = dict(depth=8, model_dim=640, seq_len=2048, window=None, rows_per_device=16)
 HEAD_DIM = 128  # width of one attention head
 MLP_RATIO = 4  # MLP hidden width / model width
 ROPE_BASE = 10_000.0  # rotary embedding base frequency
 LOGIT_SOFTCAP = 15.0  # output logits -> cap * tanh(logits / cap)
+LOSS_CHUNK = 1024  # tokens per chunk of the fused head + cross-entropy
 EMBED_INIT_STD = 1.0  # input embedding init (it is RMS-normed right after)
 HEAD_INIT_STD = 0.001  # output head init: start near the uniform prediction
 # Optimizer: Muon (orthogonalized momentum) on the block matrices, Adam on embedding and head.
@@ -52,10 +57,12 @@ def rms_norm(x):
 
 
 def rotary_tables(seq_len: int, head_dim: int):
-    """cos and sin of position * frequency, [T, head_dim / 2], for any length (eval may be longer)."""
-    inv_freq = ROPE_BASE ** (-jnp.arange(0, head_dim, 2, dtype=jnp.float32) / head_dim)
-    angles_TF = jnp.arange(seq_len, dtype=jnp.float32)[:, None] * inv_freq[None, :]
-    return jnp.cos(angles_TF), jnp.sin(angles_TF)
+    """cos and sin of position * frequency, [T, head_dim / 2], for any length (eval may be longer).
+    Built in numpy so they enter the program as constants: computed in the graph, XLA fuses
+    cos and sin into every use and evaluates them per element."""
+    inv_freq = ROPE_BASE ** (-np.arange(0, head_dim, 2, dtype=np.float64) / head_dim)
+    angles_TF = np.arange(seq_len, dtype=np.float64)[:, None] * inv_freq[None, :]
+    return jnp.asarray(np.cos(angles_TF), jnp.float32), jnp.asarray(np.sin(angles_TF), jnp.float32)
 
 
 def apply_rotary(x_BTNH, cos_TF, sin_TF):
@@ -71,45 +78,61 @@ def normal(rngs: nnx.Rngs, shape, std: float):
 class Block(nnx.Module):
     """Pre-norm attention (QK-norm, rotary) and ReLU^2 MLP; output projections start at zero."""
 
-    def __init__(self, dim: int, dtype, rngs: nnx.Rngs):
+    def __init__(self, dim: int, window: int | None, dtype, rngs: nnx.Rngs):
         std = dim ** -0.5
         self.qkv = normal(rngs, (3, dim, dim), std)  # q, k, v stacked: one matmul, three Muon matrices
         self.attn_out = nnx.Param(jnp.zeros((dim, dim)))
         self.mlp_in = normal(rngs, (dim, MLP_RATIO * dim), std)
         self.mlp_out = nnx.Param(jnp.zeros((MLP_RATIO * dim, dim)))
+        self.window = window
         self.dtype = dtype
 
     def __call__(self, x_MD, cos_TF, sin_TF, batch: int):
         """x_MD: the M = batch * T token rows, flattened so every matmul is one 2-D GEMM."""
         M, D = x_MD.shape
         shape_BTNH = (batch, M // batch, D // HEAD_DIM, HEAD_DIM)
-        qkv_MSD = jnp.einsum("md,sde->mse", rms_norm(x_MD), self.qkv[...].astype(self.dtype))
-        q_BTNH, k_BTNH, v_BTNH = (qkv_MSD[:, i].reshape(shape_BTNH) for i in range(3))
+        h_MD = rms_norm(x_MD)
+        # three matmuls, not one sliced three ways: slicing's gradient pads and adds
+        q_BTNH, k_BTNH, v_BTNH = (
+            (h_MD @ w_DD.astype(self.dtype)).reshape(shape_BTNH) for w_DD in self.qkv[...])
         q_BTNH = apply_rotary(rms_norm(q_BTNH), cos_TF, sin_TF)
         k_BTNH = apply_rotary(rms_norm(k_BTNH), cos_TF, sin_TF)
-        y_MD = causal_attention(q_BTNH, k_BTNH, v_BTNH).reshape(M, D)
+        y_MD = causal_attention(q_BTNH, k_BTNH, v_BTNH, window=self.window).reshape(M, D)
         x_MD = x_MD + y_MD @ self.attn_out[...].astype(self.dtype)
         h_MF = jnp.square(jax.nn.relu(rms_norm(x_MD) @ self.mlp_in[...].astype(self.dtype)))
         return x_MD + h_MF @ self.mlp_out[...].astype(self.dtype)
 
 
 class GPT(nnx.Module):
-    def __init__(self, vocab_size: int, depth: int, dim: int, dtype, rngs: nnx.Rngs):
+    def __init__(self, vocab_size: int, depth: int, dim: int, window: int | None, dtype, rngs: nnx.Rngs):
         self.embed = normal(rngs, (vocab_size, dim), EMBED_INIT_STD)
-        self.blocks = nnx.List([Block(dim, dtype, rngs) for _ in range(depth)])
+        self.blocks = nnx.List([Block(dim, window, dtype, rngs) for _ in range(depth)])
         self.head = normal(rngs, (dim, vocab_size), HEAD_INIT_STD)
         self.dtype = dtype
 
-    def __call__(self, inputs_BT):
-        """Next-token logits in float32, soft-capped."""
+    def hidden(self, inputs_BT):
+        """Final normalized hidden state of each of the B * T tokens, [M, D]."""
         B, T = inputs_BT.shape
         cos_TF, sin_TF = rotary_tables(T, HEAD_DIM)
         x_MD = rms_norm(jnp.take(self.embed[...], inputs_BT.reshape(B * T), axis=0).astype(self.dtype))
         for block in self.blocks:
             x_MD = block(x_MD, cos_TF, sin_TF, B)
-        logits_MV = jnp.dot(rms_norm(x_MD), self.head[...].astype(self.dtype),
-                            preferred_element_type=jnp.float32)
-        return (LOGIT_SOFTCAP * jnp.tanh(logits_MV / LOGIT_SOFTCAP)).reshape(B, T, -1)
+        return rms_norm(x_MD)
+
+    def token_loss(self, inputs_BT, targets_BT):
+        nats_M = head_cross_entropy(self.hidden(inputs_BT), self.head[...].astype(self.dtype),
+                                    targets_BT.reshape(-1), LOGIT_SOFTCAP)
+        return nats_M.reshape(targets_BT.shape)
+
+    def mean_loss(self, inputs_BT, targets_BT):
+        """The training loss: fused head + cross-entropy, gradients computed in chunks."""
+        return fused_head_cross_entropy_mean(self.hidden(inputs_BT), self.head[...].astype(self.dtype),
+                                             targets_BT.reshape(-1), LOGIT_SOFTCAP, LOSS_CHUNK)
+
+    def __call__(self, inputs_BT):
+        """Next-token logits in float32, soft-capped, [B, T, V]."""
+        logits_MV = head_logits(self.hidden(inputs_BT), self.head[...].astype(self.dtype), LOGIT_SOFTCAP)
+        return logits_MV.reshape(*inputs_BT.shape, -1)
 
 
 # ------------------------------------------------------------------ optimizer
@@ -166,22 +189,19 @@ def apply_updates(params, grads, opt_state, progress):
 def experiment(ctx: Context) -> Experiment:
     size = {"cpu": CPU_SIZE, "gpu": GPU_SIZE, "tpu": TPU_SIZE}.get(ctx.platform, CPU_SIZE)
     dtype = jnp.float32 if ctx.platform == "cpu" else jnp.bfloat16
-    seq_len = size["seq_len"] or ctx.eval_sequence_length
-    build = lambda rng: GPT(ctx.vocab_size, size["depth"], size["model_dim"], dtype, nnx.Rngs(params=rng))
+    seq_len = size["seq_len"]
+    build = lambda rng: GPT(ctx.vocab_size, size["depth"], size["model_dim"], size["window"], dtype,
+                            nnx.Rngs(params=rng))
     graphdef, abstract = nnx.split(nnx.eval_shape(lambda: build(jax.random.key(0))))
 
-    def forward(params, inputs_BT):
-        return nnx.merge(graphdef, params)(inputs_BT)
-
-    def token_loss(params, inputs_BT, targets_BT):
-        return optax.softmax_cross_entropy_with_integer_labels(forward(params, inputs_BT), targets_BT)
+    model = lambda params: nnx.merge(graphdef, params)
 
     def init(rng):
         params = nnx.to_pure_dict(nnx.state(build(rng)))
         return {"params": params, "opt": init_optimizer(params)}
 
     def train_step(state, batch, progress):
-        mean_loss = lambda p: jnp.mean(token_loss(p, batch["inputs"], batch["targets"]))
+        mean_loss = lambda p: model(p).mean_loss(batch["inputs"], batch["targets"])
         loss, grads = jax.value_and_grad(mean_loss)(state["params"])
         params, opt = apply_updates(state["params"], grads, state["opt"], progress)
         return {"params": params, "opt": opt}, {"loss": loss}
@@ -190,8 +210,8 @@ def experiment(ctx: Context) -> Experiment:
     return Experiment(
         init=init,
         train_step=train_step,
-        token_loss=lambda state, x, y: token_loss(state["params"], x, y),
-        logits=lambda state, x: forward(state["params"], x),
+        token_loss=lambda state, x, y: model(state["params"]).token_loss(x, y),
+        logits=lambda state, x: model(state["params"])(x),
         batch_size=size["rows_per_device"] * ctx.num_devices,
         sequence_length=seq_len,
         sharding="replicated",
