@@ -423,7 +423,7 @@ def _put_back(session: Session, crashed: str) -> None:
         except Exception:  # deleted in that commit: nothing to put back
             continue
     session.live.say("the crashed version is back in the working tree, uncommitted: fix it and run "
-                     "`autoresearch experiment` again, or edit it back")
+                     "`autoresearch experiment` again, or drop it with `git checkout -- train.py`")
 
 
 def _set_aside_edits(session: Session) -> bool:

@@ -138,7 +138,7 @@ def test_description_falls_back_when_nothing_is_printed(repo):
 
 # ---------------------------------------------------------------- through the real loop
 
-from test_loop_support import ledger_rows, loop_env, run_cli  # noqa: E402,F401 (loop_env is a fixture)
+from test_loop_support import git, ledger_rows, loop_env, run_cli  # noqa: E402,F401 (loop_env is a fixture)
 
 
 def test_the_loop_runs_a_command_agent(loop_env, tmp_path):
@@ -169,7 +169,9 @@ def test_an_external_agent_driving_autoresearch_experiment(loop_env):
     train.write_text(train.read_text().replace("CRASH = 0", "CRASH = 1"))
     crashed = run_cli(loop_env, "experiment", "a crashing idea", "--tag", "x")
     assert crashed.returncode == 1 and "experiment 3: crash" in crashed.stdout
-    assert "CRASH = 0" in train.read_text() and "LEARNING_RATE = 0.02" in train.read_text()  # back at the best
+    assert "CRASH = 1" in train.read_text()  # the crashed idea is handed back to fix or drop
+    git(loop_env, "checkout", "--", "train.py")  # the agent drops it: back at the best
+    assert "CRASH = 0" in train.read_text() and "LEARNING_RATE = 0.02" in train.read_text()
 
     nothing = run_cli(loop_env, "experiment", "no edit", "--tag", "x")
     assert nothing.returncode == 2 and "nothing changed" in nothing.stderr
