@@ -24,14 +24,14 @@ from model.loss import fused_head_cross_entropy_mean, head_cross_entropy, head_l
 # One GPU or TPU chip: about the reference baseline (depth 8, ~50M parameters).
 # window: attention span (None: all earlier tokens); training on seq_len = window keeps
 # evaluation on longer text within distances the model has seen.
-CPU_SIZE = dict(depth=4, model_dim=256, seq_len=128, window=128, rows_per_device=64)
-GPU_SIZE = dict(depth=8, model_dim=640, seq_len=2048, window=None, rows_per_device=32)
-TPU_SIZE = dict(depth=8, model_dim=640, seq_len=2048, window=None, rows_per_device=16)
+# loss_chunk: tokens per chunk of the fused head + cross-entropy (cache-sized on CPU).
+CPU_SIZE = dict(depth=4, model_dim=256, seq_len=128, window=128, rows_per_device=64, loss_chunk=1024)
+GPU_SIZE = dict(depth=8, model_dim=640, seq_len=2048, window=None, rows_per_device=32, loss_chunk=16384)
+TPU_SIZE = dict(depth=8, model_dim=640, seq_len=2048, window=None, rows_per_device=16, loss_chunk=16384)
 HEAD_DIM = 128  # width of one attention head
 MLP_RATIO = 4  # MLP hidden width / model width
 ROPE_BASE = 10_000.0  # rotary embedding base frequency
 LOGIT_SOFTCAP = 15.0  # output logits -> cap * tanh(logits / cap)
-LOSS_CHUNK = 1024  # tokens per chunk of the fused head + cross-entropy
 EMBED_INIT_STD = 1.0  # input embedding init (it is RMS-normed right after)
 HEAD_INIT_STD = 0.001  # output head init: start near the uniform prediction
 # Optimizer: Muon (orthogonalized momentum) on the block matrices, Adam on embedding and head.
@@ -104,10 +104,12 @@ class Block(nnx.Module):
 
 
 class GPT(nnx.Module):
-    def __init__(self, vocab_size: int, depth: int, dim: int, window: int | None, dtype, rngs: nnx.Rngs):
+    def __init__(self, vocab_size: int, size: dict, dtype, rngs: nnx.Rngs):
+        dim = size["model_dim"]
         self.embed = normal(rngs, (vocab_size, dim), EMBED_INIT_STD)
-        self.blocks = nnx.List([Block(dim, window, dtype, rngs) for _ in range(depth)])
+        self.blocks = nnx.List([Block(dim, size["window"], dtype, rngs) for _ in range(size["depth"])])
         self.head = normal(rngs, (dim, vocab_size), HEAD_INIT_STD)
+        self.loss_chunk = size["loss_chunk"]
         self.dtype = dtype
 
     def hidden(self, inputs_BT):
@@ -127,7 +129,7 @@ class GPT(nnx.Module):
     def mean_loss(self, inputs_BT, targets_BT):
         """The training loss: fused head + cross-entropy, gradients computed in chunks."""
         return fused_head_cross_entropy_mean(self.hidden(inputs_BT), self.head[...].astype(self.dtype),
-                                             targets_BT.reshape(-1), LOGIT_SOFTCAP, LOSS_CHUNK)
+                                             targets_BT.reshape(-1), LOGIT_SOFTCAP, self.loss_chunk)
 
     def __call__(self, inputs_BT):
         """Next-token logits in float32, soft-capped, [B, T, V]."""
@@ -190,8 +192,7 @@ def experiment(ctx: Context) -> Experiment:
     size = {"cpu": CPU_SIZE, "gpu": GPU_SIZE, "tpu": TPU_SIZE}.get(ctx.platform, CPU_SIZE)
     dtype = jnp.float32 if ctx.platform == "cpu" else jnp.bfloat16
     seq_len = size["seq_len"]
-    build = lambda rng: GPT(ctx.vocab_size, size["depth"], size["model_dim"], size["window"], dtype,
-                            nnx.Rngs(params=rng))
+    build = lambda rng: GPT(ctx.vocab_size, size, dtype, nnx.Rngs(params=rng))
     graphdef, abstract = nnx.split(nnx.eval_shape(lambda: build(jax.random.key(0))))
 
     model = lambda params: nnx.merge(graphdef, params)

@@ -37,9 +37,17 @@ def head_cross_entropy(h_MD, w_DV, targets_M, cap: float | None):
 
 
 def _chunks(h_MD, targets_M, chunk: int):
+    """[count, size, D] chunks, chunk i holding tokens i, i + count, i + 2 count, ...: strided,
+    so each chunk keeps a share of every device's rows when the batch is sharded."""
     M = h_MD.shape[0]
     size = chunk if M % chunk == 0 else M  # uneven: one chunk
-    return h_MD.reshape(M // size, size, -1), targets_M.reshape(M // size, size)
+    count = M // size
+    return (jnp.swapaxes(h_MD.reshape(size, count, -1), 0, 1),
+            jnp.swapaxes(targets_M.reshape(size, count), 0, 1))
+
+
+def _unchunk(x_CKD):
+    return jnp.swapaxes(x_CKD, 0, 1).reshape(-1, x_CKD.shape[-1])
 
 
 @functools.partial(jax.custom_vjp, nondiff_argnums=(3, 4))
@@ -74,7 +82,7 @@ def _forward_with_gradients(h_MD, w_DV, targets_M, cap, chunk):
         return dw_DV, (loss, dh_KD)
 
     dw_DV, (losses, dh_CKD) = jax.lax.scan(one_chunk, jnp.zeros(w_DV.shape, jnp.float32), (h_CKD, targets_CK))
-    return jnp.sum(losses) / M, (dh_CKD.reshape(h_MD.shape), dw_DV.astype(w_DV.dtype))
+    return jnp.sum(losses) / M, (_unchunk(dh_CKD), dw_DV.astype(w_DV.dtype))
 
 
 def _fused_fwd(h_MD, w_DV, targets_M, cap, chunk):
