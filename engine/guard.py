@@ -10,11 +10,11 @@ from __future__ import annotations
 import ast
 import dataclasses
 import fnmatch
-import hashlib
 import os
 from pathlib import Path
 
 from engine.errors import UserError
+from engine.hashing import sha256_file
 
 FIXED_IN_REPO = ("prepare.py", "engine", "model")
 SKIP_PARTS = {"__pycache__", ".pytest_cache"}
@@ -82,12 +82,6 @@ def _stat_key(path: Path) -> tuple:
     return (st.st_size, st.st_mtime_ns, st.st_ctime_ns, st.st_ino)
 
 
-def _sha256(path: Path) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as f:
-        for chunk in iter(lambda: f.read(1 << 20), b""):
-            digest.update(chunk)
-    return digest.hexdigest()
 
 
 class FixedFiles:
@@ -99,7 +93,7 @@ class FixedFiles:
         self.stats: dict[Path, tuple] = {}
         for path in _fixed_files(self.root, data_dir):
             self.stats[path] = _stat_key(path)
-            self.hashes[path] = _sha256(path)
+            self.hashes[path] = sha256_file(path)
 
     def differences(self) -> list[str]:
         now = set(_fixed_files(self.root, self.data_dir))
@@ -109,7 +103,7 @@ class FixedFiles:
         for path in sorted(now & before):
             key = _stat_key(path)
             if key != self.stats[path]:
-                if _sha256(path) != self.hashes[path]:
+                if sha256_file(path) != self.hashes[path]:
                     changes.append(f"{self._show(path)} modified")
                 else:
                     self.stats[path] = key

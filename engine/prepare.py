@@ -24,6 +24,8 @@ import numpy as np
 
 from engine import constants, data, paths, sources, splits
 from engine.errors import UserError
+from engine.hashing import sha256_file, sha256_json
+from engine.processes import process_alive
 from engine.tokenizer import TRAINER_OPTIONS, Tokenizer, train_tokenizer
 
 FORMAT = 1
@@ -122,16 +124,6 @@ def remove_abandoned(root: Path, name: str) -> None:
         pid = work.name.rsplit("-", 1)[-1]
         if pid.isdigit() and not process_alive(int(pid)):
             shutil.rmtree(work, ignore_errors=True)
-
-
-def process_alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    return True
 
 
 def publish(work: Path, final: Path) -> None:
@@ -362,16 +354,6 @@ def print_summary(manifest: dict, path: Path, seconds: float) -> None:
 
 # helpers --------------------------------------------------------------------
 
-def sha256_json(value) -> str:
-    return hashlib.sha256(json.dumps(value, sort_keys=True).encode()).hexdigest()
-
-
-def sha256_file(path: Path) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as stream:
-        for block in iter(lambda: stream.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
 
 
 def write_atomically(path: Path, text: str) -> None:

@@ -15,6 +15,7 @@ import time
 from pathlib import Path
 
 from engine.errors import UserError
+from engine.processes import process_alive
 
 LEDGER = "results.jsonl"
 LOCK = "loop.lock"
@@ -126,7 +127,7 @@ def lock_holder(run_dir: Path) -> tuple[int | None, bool]:
     except OSError:
         return None, False
     pid = _pid_in(text)
-    return (pid, _process_alive(pid)) if pid is not None else (None, False)
+    return (pid, process_alive(pid)) if pid is not None else (None, False)
 
 
 def _pid_in(text: str) -> int | None:
@@ -244,16 +245,6 @@ def _last_activity(path: Path) -> float:
 
 def _experiment_number(path: Path) -> int:
     return int(path.name.split("-", 1)[1])
-
-
-def _process_alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    return True
 
 
 def _last_log_line(path: Path, max_bytes: int = 4096) -> str:

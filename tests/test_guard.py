@@ -1,6 +1,5 @@
 """Guards: editable files only, train.py parses, fixed files fingerprinted."""
 import os
-import time
 
 import pytest
 

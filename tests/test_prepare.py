@@ -11,7 +11,7 @@ import numpy as np
 import pytest
 
 from conftest import TINY_PREPARE
-from engine import cli, data, paths, prepare, splits
+from engine import cli, data, hashing, paths, prepare, splits
 from engine.errors import UserError
 from engine.tokenizer import Tokenizer
 
@@ -56,7 +56,7 @@ def test_stdlib_cache_matches_its_manifest(prepared_data):
     assert len(manifest["fingerprint"]) == 64 and manifest["spec"]["max_chars"] == 3_000_000
     token_bytes = data.load_token_bytes(prepared_data)
     assert len(token_bytes) == 512
-    assert prepare.sha256_file(prepared_data / "tokenizer.model") == manifest["tokenizer_sha256"]
+    assert hashing.sha256_file(prepared_data / "tokenizer.model") == manifest["tokenizer_sha256"]
     for split in data.SPLITS:
         facts = manifest["splits"][split]
         tokens, doc_starts = data.load_split(prepared_data, split)

@@ -1,6 +1,5 @@
 """The runner: result from the JSON file, secrets scrubbed, whole process group killed at the timeout."""
 import json
-import os
 import sys
 import textwrap
 import time
