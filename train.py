@@ -25,7 +25,7 @@ from model.loss import fused_head_cross_entropy_mean, head_cross_entropy, head_l
 # window: attention span (None: all earlier tokens); training on seq_len = window keeps
 # evaluation on longer text within distances the model has seen.
 # loss_chunk: tokens per chunk of the fused head + cross-entropy (cache-sized on CPU).
-CPU_SIZE = dict(depth=4, model_dim=256, seq_len=128, window=128, rows_per_device=64, loss_chunk=1024)
+CPU_SIZE = dict(depth=2, model_dim=256, seq_len=128, window=128, rows_per_device=64, loss_chunk=1024)
 GPU_SIZE = dict(depth=8, model_dim=640, seq_len=2048, window=None, rows_per_device=32, loss_chunk=16384)
 TPU_SIZE = dict(depth=8, model_dim=640, seq_len=2048, window=None, rows_per_device=16, loss_chunk=16384)
 HEAD_DIM = 128  # width of one attention head
@@ -35,12 +35,12 @@ LOGIT_SOFTCAP = 15.0  # output logits -> cap * tanh(logits / cap)
 EMBED_INIT_STD = 1.0  # input embedding init (it is RMS-normed right after)
 HEAD_INIT_STD = 0.001  # output head init: start near the uniform prediction
 # Optimizer: Muon (orthogonalized momentum) on the block matrices, Adam on embedding and head.
-MATRIX_LR = 0.04  # Muon step size; updates have RMS ~ 1/sqrt(fan_in) * this
+MATRIX_LR = 0.06  # Muon step size; updates have RMS ~ 1/sqrt(fan_in) * this
 MUON_MOMENTUM = 0.95  # Nesterov momentum before orthogonalization
 NS_STEPS = 5  # Newton-Schulz iterations per orthogonalization
 NS_COEFFS = (3.4445, -4.7750, 2.0315)  # quintic coefficients: fast, approximate orthogonalization
-EMBED_LR = 0.6  # Adam on the input embedding
-HEAD_LR = 0.008  # Adam on the output head
+EMBED_LR = 0.3  # Adam on the input embedding
+HEAD_LR = 0.02  # Adam on the output head
 ADAM_BETAS = (0.8, 0.95)  # short memory suits short budgets
 WEIGHT_DECAY = 0.0  # decoupled decay on the block matrices, scaled by the learning rate
 # Schedule, as fractions of the budget (the engine's `progress`).
