@@ -2,6 +2,8 @@
 import importlib.util
 import json
 import math
+import os
+import subprocess
 import sys
 from pathlib import Path
 
@@ -126,3 +128,20 @@ def test_runs_through_the_engine(prepared_data, tmp_path):
     assert result["num_steps"] >= 2
     assert math.isfinite(result["val_bpb"]) and result["val_bpb"] > 0
     assert result["final_loss"] < math.log(512) - 0.5  # below uniform over the tiny vocab: it learned
+
+
+def test_runs_data_parallel_on_eight_devices(prepared_data, tmp_path):
+    """The same file under the engine's 8-way data parallelism (forced host devices, in a subprocess)."""
+    small = TRAIN_PY.read_text().replace("rows_per_device=64", "rows_per_device=2")
+    assert small != TRAIN_PY.read_text(), "CPU_SIZE no longer has rows_per_device=64: update this test"
+    path = tmp_path / "train.py"
+    path.write_text(small)
+    env = {**os.environ, "XLA_FLAGS": "--xla_force_host_platform_device_count=8", "JAX_PLATFORMS": "cpu"}
+    result_path = tmp_path / "result.json"
+    run = subprocess.run([sys.executable, str(path), "--budget-seconds", "3", "--json", str(result_path),
+                          "--no-checkpoint", "--run-dir", str(tmp_path / "run")],
+                         env=env, capture_output=True, text=True, timeout=300)
+    assert run.returncode == 0, run.stderr[-3000:]
+    result = json.loads(result_path.read_text())
+    assert result["num_devices"] == 8 and result["status"] == "ok"
+    assert math.isfinite(result["val_bpb"]) and result["final_loss"] < math.log(512)
