@@ -16,6 +16,7 @@ import math
 
 import jax
 import jax.numpy as jnp
+import numpy as np
 
 IMPLEMENTATIONS = ("xla", "cudnn", "splash")
 # Splash tiles the sequence in blocks of this many positions on both axes.
@@ -122,5 +123,19 @@ def splash_attention(q_BTNH, k_BTKH, v_BTKH, *, scale: float, window: int | None
         k_in, v_in = k_BTKH[:, :, 0], v_BTKH[:, :, 0]  # [B, T, H]
     else:
         k_in, v_in = jnp.swapaxes(k_BTKH, 1, 2), jnp.swapaxes(v_BTKH, 1, 2)
-    out_BNTH = jax.vmap(run)(q_BNTH, k_in, v_in)
+    out_BNTH = _rows_per_device(jax.vmap(run), B)(q_BNTH, k_in, v_in)
     return jnp.swapaxes(out_BNTH, 1, 2)
+
+
+def _rows_per_device(fn, rows: int):
+    """Run fn on each device's rows. A Pallas kernel has no rule for splitting its work
+    across devices: under a data-parallel jit, XLA would gather the whole batch onto every
+    device. This maps it over the engine's mesh layout: one "data" axis of all devices."""
+    devices = jax.devices()
+    if len(devices) == 1 or rows % len(devices):
+        return fn
+    from jax.sharding import Mesh, PartitionSpec
+
+    mesh = Mesh(np.asarray(devices), ("data",))
+    rows_spec = PartitionSpec("data")
+    return jax.shard_map(fn, mesh=mesh, in_specs=rows_spec, out_specs=rows_spec, check_vma=False)
