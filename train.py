@@ -80,7 +80,7 @@ class Block(nnx.Module):
 
     def __init__(self, dim: int, window: int | None, dtype, rngs: nnx.Rngs):
         std = dim ** -0.5
-        self.qkv = normal(rngs, (3, dim, dim), std)  # q, k, v stacked: one matmul, three Muon matrices
+        self.qkv = normal(rngs, (3, dim, dim), std)  # q, k, v: three Muon matrices in one array
         self.attn_out = nnx.Param(jnp.zeros((dim, dim)))
         self.mlp_in = normal(rngs, (dim, MLP_RATIO * dim), std)
         self.mlp_out = nnx.Param(jnp.zeros((MLP_RATIO * dim, dim)))
