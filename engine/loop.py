@@ -114,7 +114,8 @@ def say_start(session: steps.Session, agent) -> None:
 
 def say_end(session: steps.Session, reason: str) -> None:
     rows = session.ledger.rows
-    baseline = next((r for r in rows if r.get("role") == "baseline"), {})
+    baselines = [r for r in rows if r.get("role") == "baseline"]
+    baseline_mean = baselines[-1].get("best_after") if baselines else None  # mean of its runs
     session.live.say(f"stopped: {reason}. {len(rows)} experiments, {keep_rate(rows)}; baseline "
-                     f"{format_val(baseline.get('val_bpb'))} -> best {format_val(session.best_val)}. "
+                     f"{format_val(baseline_mean)} -> best {format_val(session.best_val)}. "
                      f"Ledger: {session.run_dir / 'results.tsv'}")
