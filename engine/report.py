@@ -317,9 +317,13 @@ def _plot_discarded(ax, scored: list[dict], high: float) -> None:
 
 
 def _plot_best_line(ax, points: list[dict]) -> None:
-    """The loop's own best after each experiment (a mean where it averaged runs)."""
+    """The loop's own best after each experiment (a mean where it averaged runs).
+
+    It starts at the last baseline run, where the baseline's mean is known: drawn from
+    the first run, it would rise as the mean came in and read as a regression."""
+    baseline_runs = [i for i, p in enumerate(points) if p["baseline"]]
     xs, ys, best = [], [], None
-    for p in points:
+    for p in points[baseline_runs[-1] if baseline_runs else 0:]:
         if p["score"] is not None and (best is None or p["score"] < best):
             best = p["score"]
         best = p["best_after"] if p["best_after"] is not None else best
