@@ -55,6 +55,16 @@ def test_counts_best_and_last_from_the_ledger(tmp_path):
     assert "last:     experiment 4 timeout val_bpb -" in text
 
 
+def test_best_is_the_last_kept_row_not_the_lowest_single_run(tmp_path):
+    """The first baseline run came in below the baseline's mean; the kept change beat the mean."""
+    rows = [ledger_row(0, "keep", 2.2446, "baseline", role="baseline", best_after=2.2446),
+            ledger_row(1, "keep", 2.2580, "baseline", role="baseline", best_after=2.2513),
+            ledger_row(2, "keep", 2.2487, "halve the batch", best_after=2.2487)]
+    text = "\n".join(status.status_lines(write_loop(tmp_path, "noisy", rows)))
+    assert "best:     val_bpb 2.248700  (experiment 2" in text
+    assert status.best_kept(rows)["experiment"] == 2
+
+
 def test_running_loop_shows_the_experiment_in_progress(tmp_path):
     run_dir = write_loop(tmp_path, "live", ROWS, lock_pid=os.getpid(), partial_line=True)
     exp = run_dir / "exp-0005"
