@@ -15,6 +15,7 @@ import jax.numpy as jnp
 
 from engine import metric, paths, sharding
 from engine.errors import UserError
+from engine.flop_count import count_flops
 
 # JAX reports each XLA compile under this event (jax._src.dispatch.BACKEND_COMPILE_EVENT);
 # a persistent-cache hit reports the retrieval instead.
@@ -67,6 +68,7 @@ class Compiled:
     state_shardings: Any
     abstract_state: Any
     step_flops: float | None
+    flops_uncounted: tuple[str, ...]  # operations whose FLOPs step_flops is missing
     seconds: float
 
 
@@ -80,9 +82,9 @@ def compile_experiment(exp, mesh, rng, eval_rows: int, eval_seq_len: int, vocab_
     abstract_state, state_sh = plan_state(exp, mesh, rng)
     init = jax.jit(exp.init, in_shardings=sharding.replicated(mesh), out_shardings=state_sh
                    ).lower(rng).compile()
-    train_step, step_flops = compile_train_step(exp, mesh, abstract_state, state_sh)
+    train_step, flops = compile_train_step(exp, mesh, abstract_state, state_sh)
     eval_step = compile_eval_step(exp, mesh, abstract_state, state_sh, eval_rows, eval_seq_len, vocab_size)
-    return Compiled(init, train_step, eval_step, state_sh, abstract_state, step_flops,
+    return Compiled(init, train_step, eval_step, state_sh, abstract_state, flops.flops, flops.uncounted,
                     time.perf_counter() - start)
 
 
@@ -93,7 +95,8 @@ def plan_state(exp, mesh, rng):
 
 
 def compile_train_step(exp, mesh, abstract_state, state_sh):
-    """The step with its state donated, and its FLOPs as the unpartitioned program counts them."""
+    """The step with its state donated, and its FLOPs as the unpartitioned program counts them
+    (loop bodies once per iteration: engine/flop_count.py)."""
     replicated = sharding.replicated(mesh)
     batch_sh = sharding.batch_sharding(mesh)
     tokens = jax.ShapeDtypeStruct((exp.batch_size, exp.sequence_length + 1), jnp.int32, sharding=batch_sh)
@@ -104,7 +107,7 @@ def compile_train_step(exp, mesh, abstract_state, state_sh):
     lowered = jax.jit(step_fn, in_shardings=(state_sh, batch_sh, replicated),
                       out_shardings=(state_sh, replicated), donate_argnums=0
                       ).lower(state_in, tokens, progress)
-    return lowered.compile(), lowered_flops(lowered)
+    return lowered.compile(), count_flops(step_fn, state_in, tokens, progress, xla_flops=lowered_flops)
 
 
 def compile_eval_step(exp, mesh, abstract_state, state_sh, rows: int, seq_len: int, vocab_size: int):

@@ -68,6 +68,7 @@ def run(args, started: float) -> dict:
     rng = jax.random.key(args.seed)
     compiled = compiling.compile_experiment(exp, mesh, rng, eval_batch, ctx.eval_sequence_length,
                                             ctx.vocab_size)
+    check_flops_countable(compiled, budget)
     state = jax.block_until_ready(compiled.init(rng))
     _warm_up_hosts(compiled.eval_step, state, mesh, eval_batch, ctx)
     batches = _train_batches(data_dir, exp, mesh, args.seed, ctx.bos_id)
@@ -78,6 +79,17 @@ def run(args, started: float) -> dict:
     saved = None if args.no_checkpoint else _save(args, state, manifest, budget_clock)
     return _result(exp, ctx, manifest, compiled, budget_clock, watch, score, final_loss, saved,
                    time.perf_counter() - started)
+
+
+def check_flops_countable(compiled, budget: Budget) -> None:
+    if not compiled.flops_uncounted:
+        return
+    what = ", ".join(compiled.flops_uncounted)
+    if budget.mode == "flops":
+        raise UserError(f"train_step contains {what}, whose FLOPs the engine cannot count, so a flops "
+                        "budget would not hold: use lax.scan or fori_loop with static bounds and the "
+                        "model/ kernels, or a time or tokens budget")
+    print(f"note: step FLOPs leave out {what} (MFU may read low)", file=sys.stderr)
 
 
 def make_context(manifest: dict, budget: Budget, seed: int) -> Context:
@@ -300,7 +312,7 @@ def _result(exp, ctx, manifest, compiled, budget_clock, watch, score, final_loss
         "recompiles": watch.count, "recompile_seconds": watch.seconds,
         "manifest_fingerprint": manifest.get("fingerprint"), "seed": ctx.seed,
         "final_loss": final_loss, "checkpoint": saved, "step_flops": compiled.step_flops,
-        "flops_per_token": flops_per_token,
+        "flops_per_token": flops_per_token, "flops_uncounted": list(compiled.flops_uncounted),
     }
 
 

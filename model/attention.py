@@ -11,6 +11,7 @@ a model trained on length W then sees no longer distances when evaluated on long
 """
 from __future__ import annotations
 
+import contextlib
 import functools
 import math
 
@@ -43,8 +44,25 @@ def causal_attention(q_BTNH, k_BTKH, v_BTKH, *, implementation: str | None = Non
     return xla_attention(q_BTNH, k_BTKH, v_BTKH, scale=scale, window=window)
 
 
+_reference_only = False
+
+
+@contextlib.contextmanager
+def reference_implementation():
+    """Within it, attention traces as plain XLA on every backend: the engine counts FLOPs
+    this way, since XLA sees no FLOPs inside fused kernels."""
+    global _reference_only
+    before, _reference_only = _reference_only, True
+    try:
+        yield
+    finally:
+        _reference_only = before
+
+
 def default_implementation(q_BTNH) -> str:
     """The fastest implementation that accepts these shapes on the default backend."""
+    if _reference_only:
+        return "xla"
     device = jax.devices()[0]
     _, T, _, H = q_BTNH.shape
     if device.platform == "gpu" and "nvidia" in device.device_kind.lower() and cudnn_accepts(q_BTNH):
