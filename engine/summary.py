@@ -18,9 +18,9 @@ SUMMARY_FIELDS = (
     ("total_seconds", "{:.1f}"),
     ("peak_vram_mb", "{:.1f}"),
     ("mfu_percent", "{:.2f}"),
-    ("total_tokens_M", "{:.1f}"),
+    ("total_tokens_M", "{:.4g}"),  # significant digits: CPU runs train well under 0.1M tokens
     ("num_steps", "{:d}"),
-    ("num_params_M", "{:.1f}"),
+    ("num_params_M", "{:.4g}"),
     ("budget", "{}"),
     ("device", "{}"),
 )

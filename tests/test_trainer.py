@@ -200,5 +200,7 @@ def test_summary_block_round_trips_and_json_has_no_nan(tmp_path):
     parsed = summary.parse_block("log line\n" + summary.format_block(result))
     assert parsed["val_bpb"] == "1.234568" and parsed["num_steps"] == "12"
     assert parsed["mfu_percent"] == "n/a" and parsed["device"] == "cpu x1"
+    small = summary.parse_block(summary.format_block({"total_tokens_M": 0.04096, "num_params_M": 5.767168}))
+    assert small["total_tokens_M"] == "0.04096" and small["num_params_M"] == "5.767"  # never "0.0"
     summary.write_json(tmp_path / "r.json", {"status": "nan", "final_loss": float("nan")})
     assert json.loads((tmp_path / "r.json").read_text())["final_loss"] is None
