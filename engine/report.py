@@ -6,7 +6,6 @@ rates, the kept changes with their diffs). `--json` prints the same facts.
 """
 from __future__ import annotations
 
-import datetime as dt
 import json
 import sys
 from pathlib import Path
@@ -14,7 +13,7 @@ from pathlib import Path
 from engine import heldout
 from engine.errors import UserError
 from engine.status import (baseline_rows, count_statuses, finite_bpb, is_baseline, is_kept,
-                           read_ledger, resolve_run_dir, running_loops, score)
+                           parse_time, read_ledger, resolve_run_dir, running_loops, score)
 
 MAX_DIFF_LINES = 200
 # A kept change is suspect when test_bpb moves against val_bpb by more than this.
@@ -136,8 +135,8 @@ def _common(rows: list[dict], key: str):
 
 
 def _pace(rows: list[dict]) -> dict:
-    starts = [t for t in (_time(r.get("started")) for r in rows) if t]
-    ends = [t for t in (_time(r.get("finished")) for r in rows) if t]
+    starts = [t for t in (parse_time(r.get("started")) for r in rows) if t]
+    ends = [t for t in (parse_time(r.get("finished")) for r in rows) if t]
     if not starts or not ends:
         return {"started": None, "finished": None, "hours": None, "experiments_per_hour": None}
     hours = max((max(ends) - min(starts)).total_seconds() / 3600, 1e-9)
@@ -232,16 +231,6 @@ def _warnings(facts: dict) -> list[str]:
         if entry and entry.get("test_error"):
             warnings.append(f"no test_bpb for experiment {entry['experiment']}: {entry['test_error']}")
     return warnings
-
-
-def _time(value) -> dt.datetime | None:
-    if not isinstance(value, str):
-        return None
-    try:
-        stamp = dt.datetime.fromisoformat(value.replace("Z", "+00:00"))
-    except ValueError:
-        return None
-    return stamp if stamp.tzinfo else stamp.astimezone()
 
 
 # ---------------------------------------------------------------- picture

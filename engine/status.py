@@ -224,9 +224,9 @@ def _scores_lines(rows: list[dict]) -> list[str]:
 
 def _last_line(row: dict, now: float) -> str:
     when = ""
-    finished = _parse_time(row.get("finished"))
+    finished = parse_time(row.get("finished"))
     if finished is not None:
-        when = f", finished {_ago(now - finished)} ago"
+        when = f", finished {_ago(now - finished.timestamp())} ago"
     return (f"last:     experiment {row.get('experiment')} {row.get('status')} {_bpb(row)} "
             f"{row.get('description', '')!r}{when}")
 
@@ -261,16 +261,15 @@ def _last_log_line(path: Path, max_bytes: int = 4096) -> str:
     return lines[-1][:160] if lines else ""
 
 
-def _parse_time(value) -> float | None:
+def parse_time(value) -> dt.datetime | None:
+    """A ledger's ISO time, as an aware datetime (local time when it names no zone)."""
     if not isinstance(value, str):
         return None
     try:
         stamp = dt.datetime.fromisoformat(value.replace("Z", "+00:00"))
     except ValueError:
         return None
-    if stamp.tzinfo is None:
-        stamp = stamp.astimezone()
-    return stamp.timestamp()
+    return stamp if stamp.tzinfo else stamp.astimezone()
 
 
 def _ago(seconds: float) -> str:
