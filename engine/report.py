@@ -337,11 +337,13 @@ def _plot_kept(ax, scored: list[dict]) -> None:
         return
     ax.scatter([p["_x"] for p in kept], [p["val_bpb"] for p in kept], s=70, color="#2ca02c",
                edgecolors="black", linewidths=0.8, label="kept", zorder=4)
+    middle = max(p["_x"] for p in scored) / 2
     for n, p in enumerate(kept):
         label = _short(p["description"] or f"experiment {p['experiment']}", 48)
-        ax.annotate(label, (p["_x"], p["val_bpb"]), xytext=(6, 10 if n % 2 == 0 else -14),
+        leftward = p["_x"] > middle  # labels in the right half run left, inside the axes
+        ax.annotate(label, (p["_x"], p["val_bpb"]), xytext=(-6 if leftward else 6, 10 if n % 2 == 0 else -14),
                     textcoords="offset points", fontsize=8, rotation=25, color="#1b5e20",
-                    zorder=5)
+                    ha="right" if leftward else "left", rotation_mode="anchor", zorder=5)
 
 
 def _plot_failures(ax, points: list[dict], high: float) -> None:
