@@ -33,3 +33,11 @@ ensure_git_identity() {
   git config user.email >/dev/null || git config user.email "autoresearch@$(hostname)"
   git config user.name >/dev/null || git config user.name "autoresearch"
 }
+
+install_project() {
+  # .venv with the package, the given extra (cuda or tpu) and the test tools.
+  make_venv .venv
+  .venv/bin/python -m pip install --quiet --upgrade pip
+  .venv/bin/python -m pip install --quiet -e ".[$1,test]"
+  ensure_git_identity
+}

@@ -11,10 +11,7 @@ if ! command -v nvidia-smi >/dev/null; then
 fi
 nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv,noheader
 
-make_venv .venv
-.venv/bin/python -m pip install --quiet --upgrade pip
-.venv/bin/python -m pip install --quiet -e ".[cuda,test]"
-ensure_git_identity
+install_project cuda
 
 echo "checking the GPU..."
 .venv/bin/python - <<'PY'

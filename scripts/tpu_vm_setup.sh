@@ -8,10 +8,7 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 source scripts/_python_env.sh
 
-make_venv .venv
-.venv/bin/python -m pip install --quiet --upgrade pip
-.venv/bin/python -m pip install --quiet -e ".[tpu,test]"
-ensure_git_identity
+install_project tpu
 
 echo "checking the TPU..."
 .venv/bin/python - <<'PY'
