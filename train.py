@@ -190,6 +190,8 @@ def apply_updates(params, grads, opt_state, progress):
 # ------------------------------------------------------------------ experiment
 def experiment(ctx: Context) -> Experiment:
     size = {"cpu": CPU_SIZE, "gpu": GPU_SIZE, "tpu": TPU_SIZE}.get(ctx.platform, CPU_SIZE)
+    if size["model_dim"] % HEAD_DIM:
+        raise ValueError(f"model_dim {size['model_dim']} must be a multiple of HEAD_DIM {HEAD_DIM}")
     dtype = jnp.float32 if ctx.platform == "cpu" else jnp.bfloat16
     seq_len = size["seq_len"]
     build = lambda rng: GPT(ctx.vocab_size, size, dtype, nnx.Rngs(params=rng))

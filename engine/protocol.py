@@ -116,7 +116,8 @@ SETTINGS = {
 }
 
 _SETTING = re.compile(r"^-\s+`?([A-Za-z_][A-Za-z0-9_]*)`?\s*:\s*(.*?)\s*$")
-_BOUNDS = re.compile(r"^-\s+`?([A-Z][A-Z0-9_]*)`?\s*:\s*(\S+)\s*\.\.\s*(\S+)\s*$")
+# NAME or TABLE.key (an entry of a dict constant, as the offline agent names it)
+_BOUNDS = re.compile(r"^-\s+`?([A-Z][A-Z0-9_]*(?:\.[A-Za-z_][A-Za-z0-9_]*)?)`?\s*:\s*(\S+)\s*\.\.\s*(\S+)\s*$")
 
 
 def parse(text: str, source: str = "program.md") -> Program:

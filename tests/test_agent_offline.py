@@ -44,6 +44,7 @@ def test_steps():
     assert offline.step(0.0, 1, 0, None, "WARMUP") == 0.05  # a fraction may start from zero
     assert offline.step(0.0, 1, 0, None, "WEIGHT_DECAY") is None
     assert offline.step(0.04, 1, 0, (0.0, 0.05), "LEARNING_RATE") is None  # bounds hold
+    assert offline.step(128, -1, 0, (128, 1024), "CPU_SIZE.model_dim") is None  # a table entry's too
 
 
 def test_deterministic_and_never_repeats(tmp_path):

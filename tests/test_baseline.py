@@ -67,6 +67,12 @@ def test_flops_per_token_counts_matrices_not_the_embedding(tiny):
     assert exp.flops_per_token == pytest.approx(6 * matrices + attention)
 
 
+def test_a_width_that_does_not_split_into_heads_is_named():
+    train = load_train(model_dim=64)
+    with pytest.raises(ValueError, match="model_dim 64 must be a multiple of HEAD_DIM 128"):
+        train.experiment(context())
+
+
 def test_loss_goes_down_and_progress_never_recompiles(tiny):
     _, exp, state = tiny
     step = jax.jit(exp.train_step, donate_argnums=0)

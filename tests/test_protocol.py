@@ -17,6 +17,7 @@ def test_default_program_parses_with_its_own_rules():
     assert program.baseline_runs == 2 and program.max_fix_attempts == 2 and program.bold_after == 5
     assert program.max_experiments is None and program.max_cost_usd == 20
     assert program.bounds["WEIGHT_DECAY"] == (0.0, 0.5)
+    assert program.bounds["CPU_SIZE.model_dim"] == (128.0, 1024.0)  # a dict constant's entry
     assert program.hard_timeout() == 2 * 300 + 180
 
 
