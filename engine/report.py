@@ -342,8 +342,8 @@ def _plot_kept(ax, scored: list[dict]) -> None:
         label = _short(p["description"] or f"experiment {p['experiment']}", 48)
         leftward = p["_x"] > middle  # labels in the right half run left, inside the axes
         ax.annotate(label, (p["_x"], p["val_bpb"]), xytext=(-6 if leftward else 6, 10 if n % 2 == 0 else -14),
-                    textcoords="offset points", fontsize=8, rotation=25, color="#1b5e20",
-                    ha="right" if leftward else "left", rotation_mode="anchor", zorder=5)
+                    textcoords="offset points", fontsize=8, rotation=-25 if leftward else 25,
+                    color="#1b5e20", ha="right" if leftward else "left", rotation_mode="anchor", zorder=5)
 
 
 def _plot_failures(ax, points: list[dict], high: float) -> None:
