@@ -58,6 +58,15 @@ def _add_budget(p) -> None:
     g.add_argument("--budget-tokens", type=float, default=None, help="training tokens")
 
 
+def _add_loop_step_options(p) -> None:
+    """What `loop` and `experiment` share: how each experiment runs."""
+    _add_budget(p)
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--data", default=None, help="prepared cache directory or name (default: the last prepared)")
+    p.add_argument("--program", default="program.md")
+    p.add_argument("--timeout", type=float, default=None, help="hard seconds per experiment")
+
+
 def _add_train(sub) -> None:
     p = sub.add_parser(
         "train",
@@ -103,11 +112,7 @@ def _add_loop(sub) -> None:
     p.add_argument("--model", default=None, help="Gemini model for --agent gemini")
     p.add_argument("--max-experiments", type=int, default=None)
     p.add_argument("--max-hours", type=float, default=None)
-    _add_budget(p)
-    p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--data", default=None)
-    p.add_argument("--program", default="program.md")
-    p.add_argument("--timeout", type=float, default=None, help="hard seconds per experiment")
+    _add_loop_step_options(p)
     p.add_argument("--remote", default=None, help="git remote URL shared by a swarm (not built yet)")
     p.add_argument("--worker", default=None, help="this worker's name in a swarm (not built yet)")
 
@@ -119,12 +124,8 @@ def _add_experiment(sub) -> None:
         epilog='example:  autoresearch experiment "double the learning rate" --tag mytag',
     )
     p.add_argument("description")
-    p.add_argument("--tag", required=True)
-    _add_budget(p)
-    p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--data", default=None)
-    p.add_argument("--program", default="program.md")
-    p.add_argument("--timeout", type=float, default=None)
+    p.add_argument("--tag", required=True, help="work on branch autoresearch/TAG")
+    _add_loop_step_options(p)
 
 
 def _add_report(sub) -> None:
