@@ -33,20 +33,23 @@ def count_flops(fn, *abstract_args, xla_flops) -> FlopCount:
     """`xla_flops(lowered) -> float | None` is the backend's cost analysis of a lowered program."""
     with attention.reference_implementation():
         closed = jax.make_jaxpr(fn)(*abstract_args)
-    if _xla(closed, xla_flops) is None:  # no cost analysis on this backend
+    once = _xla(closed, xla_flops)
+    if once is None:  # no cost analysis on this backend
         return FlopCount(None, ())
     uncounted: list[str] = []
-    flops = _flops(closed, xla_flops, uncounted)
+    flops = _unrolled(closed, once, xla_flops, uncounted)
     return FlopCount(flops, tuple(sorted(set(uncounted))))
 
 
-def _flops(closed, xla_flops, uncounted: list[str]) -> float:
-    total = _xla(closed, xla_flops) or 0.0
+def _unrolled(closed, once: float, xla_flops, uncounted: list[str]) -> float:
+    """FLOPs of `closed` with every loop unrolled, given XLA's count `once` of it as written."""
+    total = once
     for eqn in _nested_eqns(closed.jaxpr):
         name = eqn.primitive.name
         if name in LOOP_PRIMITIVES:
             body = eqn.params["jaxpr"]
-            total += eqn.params["length"] * _flops(body, xla_flops, uncounted) - (_xla(body, xla_flops) or 0.0)
+            body_once = _xla(body, xla_flops) or 0.0
+            total += eqn.params["length"] * _unrolled(body, body_once, xla_flops, uncounted) - body_once
         elif name in UNKNOWN_TRIP_PRIMITIVES or name in OPAQUE_PRIMITIVES:
             uncounted.append(name)
     return total
