@@ -15,7 +15,7 @@ import numpy as np
 import optax
 from flax import nnx
 
-from engine.experiment import Context, Experiment
+from engine.training.contract import Context, Experiment
 from model.attention import causal_attention
 from model.flops import count_params, transformer_flops_per_token
 from model.loss import fused_head_cross_entropy_mean, head_cross_entropy, head_logits

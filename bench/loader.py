@@ -13,8 +13,8 @@ import sys
 import time
 
 from engine import paths
-from engine.data import load_manifest, load_split
-from engine.loader import PackedLoader
+from engine.data.cache import load_manifest, load_split
+from engine.data.loader import PackedLoader
 
 TARGET_TOKENS_PER_SECOND = 5e6
 

@@ -24,9 +24,9 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
-from engine import step as steps  # noqa: E402  (the loop's own step functions)
-from engine.agent import Proposal  # noqa: E402
-from engine.live import LiveView  # noqa: E402
+from engine.loop import cycle as steps  # noqa: E402  (the loop's own step functions)
+from engine.agents.base import Proposal  # noqa: E402
+from engine.loop.live_view import LiveView  # noqa: E402
 
 PROGRAM = """# overhead bench
 ## Editable files

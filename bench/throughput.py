@@ -24,9 +24,9 @@ import numpy as np
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
-from engine import devices  # noqa: E402
-from engine.experiment import Budget, Context  # noqa: E402
-from engine.trainer import load_experiment  # noqa: E402
+from engine.training import devices  # noqa: E402
+from engine.training.contract import Budget, Context  # noqa: E402
+from engine.training.trainer import load_experiment  # noqa: E402
 from model.flops import count_params  # noqa: E402
 
 MATMUL_SIZES = (2048, 3072)  # the best of these is the machine's matmul speed
@@ -96,7 +96,8 @@ def time_training(exp, state, batch, steps: int, rounds: int, matmuls: list) -> 
 def unigram_bits_per_byte(data: str) -> float:
     """Entropy of the train split's token frequencies, in bits per UTF-8 byte: what a model
     that ignores context can reach at best."""
-    from engine import data as cache, paths
+    from engine import paths
+    from engine.data import cache
 
     directory = paths.resolve_data_dir(data)
     tokens, _ = cache.load_split(directory, "train")

@@ -2,6 +2,6 @@
 
 Importing `engine` stays light (no JAX): the research loop imports it too.
 """
-from engine.experiment import Budget, Context, Experiment
+from engine.training.contract import Budget, Context, Experiment
 
 __all__ = ["Budget", "Context", "Experiment"]

@@ -14,14 +14,14 @@ from engine import constants
 from engine.errors import UserError
 
 COMMANDS = {
-    "prepare": "engine.prepare",
-    "train": "engine.trainer",
-    "evaluate": "engine.evaluate",
-    "loop": "engine.loop",
-    "experiment": "engine.step",
-    "report": "engine.report",
-    "status": "engine.status",
-    "sample": "engine.sample",
+    "prepare": "engine.data.prepare",
+    "train": "engine.training.trainer",
+    "evaluate": "engine.scoring.evaluate",
+    "loop": "engine.loop.driver",
+    "experiment": "engine.loop.cycle",
+    "report": "engine.report.report",
+    "status": "engine.report.status",
+    "sample": "engine.scoring.sample",
 }
 
 

@@ -9,8 +9,8 @@ from pathlib import Path
 
 import pytest
 
-from engine.agent import ProposalRequest
-from engine.agent_command import CommandAgent
+from engine.agents.base import ProposalRequest
+from engine.agents.command import CommandAgent
 
 TRAIN_PY = "LEARNING_RATE = 0.01\nDEPTH = 4\n"
 

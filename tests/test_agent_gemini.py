@@ -11,9 +11,10 @@ from pathlib import Path
 
 import pytest
 
-from engine import notes, pricing
-from engine.agent import ProposalRequest
-from engine.agent_gemini import (GeminiAgent, EditError, apply_edits, build_prompt, ledger_summary,
+from engine.agents import notes
+from engine.agents import pricing
+from engine.agents.base import ProposalRequest
+from engine.agents.gemini import (GeminiAgent, EditError, apply_edits, build_prompt, ledger_summary,
                                  parse_answer)
 from engine.errors import UserError
 from fake_gemini import (FakeGemini, Reply, answer, blocked_candidate, client_error, empty_candidates,

@@ -1,7 +1,7 @@
 """The offline agent: knobs by ast, sensible steps, learning from the ledger, deterministic."""
 
-from engine import agent_offline as offline
-from engine.agent import ProposalRequest
+from engine.agents import offline
+from engine.agents.base import ProposalRequest
 
 SOURCE = '''"""doc"""
 import math

@@ -13,7 +13,7 @@ import numpy as np
 import pytest
 
 from engine import cli
-from engine.experiment import Budget, Context
+from engine.training.contract import Budget, Context
 
 TRAIN_PY = Path(__file__).resolve().parents[1] / "train.py"
 TINY = dict(depth=2, model_dim=128, seq_len=32, rows_per_device=8)

@@ -8,10 +8,10 @@ import jax.numpy as jnp
 import pytest
 
 from engine import cli
-from engine import compile as compiling
-from engine.clock import BudgetClock
+from engine.training import compile as compiling
+from engine.training.clock import BudgetClock
 from engine.errors import UserError
-from engine.experiment import Budget
+from engine.training.contract import Budget
 
 TINY_TRAIN = Path(__file__).parent / "fixtures" / "tiny_train.py"
 
@@ -131,7 +131,7 @@ def test_flops_budget_end_to_end(prepared_data, tmp_path):
 
 def test_compile_inside_the_window_is_counted_and_taken_off_the_clock():
     """A step that compiles anew (here: a lazily jitted one meeting a new shape) is flagged."""
-    from engine import trainer
+    from engine.training import trainer
 
     @jax.jit
     def step(state, batch, progress):

@@ -5,11 +5,11 @@ import jax
 import jax.numpy as jnp
 import pytest
 
-from engine import trainer
-from engine.compile import lowered_flops
+from engine.training import trainer
+from engine.training.compile import lowered_flops
 from engine.errors import UserError
-from engine.experiment import Budget
-from engine.flop_count import count_flops
+from engine.training.contract import Budget
+from engine.training.flop_count import count_flops
 from model import attention
 
 N = 64

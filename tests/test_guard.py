@@ -3,14 +3,14 @@ import os
 
 import pytest
 
-from engine import guard
+from engine.loop import guards as guard
 
 
 def test_only_editable_files_and_they_parse(tmp_path):
     (tmp_path / "train.py").write_text("X = 1\n")
     assert guard.check_proposal(["train.py"], ["train.py"], tmp_path).ok
-    verdict = guard.check_proposal(["train.py", "engine/metric.py"], ["train.py"], tmp_path)
-    assert not verdict.ok and "engine/metric.py" in verdict.reason
+    verdict = guard.check_proposal(["train.py", "engine/scoring/metric.py"], ["train.py"], tmp_path)
+    assert not verdict.ok and "engine/scoring/metric.py" in verdict.reason
     assert guard.check_proposal(["configs/a.py"], ["train.py", "configs/*.py"], tmp_path).ok
     (tmp_path / "train.py").write_text("def broken(:\n")
     verdict = guard.check_proposal(["train.py"], ["train.py"], tmp_path)

@@ -3,7 +3,7 @@ import json
 
 import pytest
 
-from engine.ledger import Ledger, read_rows
+from engine.loop.ledger import Ledger, read_rows
 
 
 def row(n, status="discard", val=1.5, **extra):

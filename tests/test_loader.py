@@ -4,9 +4,9 @@ import json
 import numpy as np
 import pytest
 
-from engine.data import load_manifest, load_split
+from engine.data.cache import load_manifest, load_split
 from engine.errors import UserError
-from engine.loader import PackedLoader, document_units
+from engine.data.loader import PackedLoader, document_units
 
 BOS = 1
 

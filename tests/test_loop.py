@@ -7,8 +7,9 @@ from pathlib import Path
 
 import pytest
 
-from engine import cli, loop
-from engine.agent import Proposal
+from engine import cli
+from engine.loop import driver as loop
+from engine.agents.base import Proposal
 from test_loop_support import git, ledger_rows, loop_env, run_cli  # noqa: F401  (loop_env is a fixture)
 
 
@@ -166,8 +167,8 @@ def test_experiment_command_for_an_external_agent(loop_env):
 def test_loop_never_imports_jax(loop_env):
     code = ("import sys; from engine import cli; rc = cli.main(['loop', '--tag', 'nojax', '--agent', 'offline', "
             "'--max-experiments', '3']); assert rc == 0, rc; "
-            "import engine.runner, engine.ledger, engine.guard, engine.protocol, engine.repo, engine.lock, "
-            "engine.live, engine.agents, engine.agent_offline, engine.step, engine.loop; "
+            "import engine.loop.runner, engine.loop.ledger, engine.loop.guards, engine.loop.protocol, engine.loop.repo, engine.loop.lock, "
+            "engine.loop.live_view, engine.agents.choose, engine.agents.offline, engine.loop.cycle, engine.loop.driver; "
             "bad = sorted(m for m in sys.modules if m.split('.')[0] in ('jax', 'jaxlib', 'flax', 'optax', 'orbax')); "
             "print('IMPORTED', bad); sys.exit(1 if bad else 0)")
     done = subprocess.run([sys.executable, "-c", code], cwd=loop_env, capture_output=True, text=True, timeout=120)
@@ -205,7 +206,7 @@ def test_crash_fix_ups_are_their_own_rows(loop_env, monkeypatch):
 
 def test_make_agent_picks_by_environment(monkeypatch):
     from argparse import Namespace
-    from engine import agents
+    from engine.agents import choose as agents
     from engine.errors import UserError
     for name in ("GEMINI_API_KEY", "GOOGLE_API_KEY", "GOOGLE_GENAI_USE_VERTEXAI"):
         monkeypatch.delenv(name, raising=False)

@@ -9,8 +9,8 @@ import time
 
 import pytest
 
-from engine import lock as locks
-from engine import runner
+from engine.loop import lock as locks
+from engine.loop import runner
 from engine.errors import UserError
 from test_loop_support import git, ledger_rows, loop_env  # noqa: F401
 
@@ -71,7 +71,7 @@ def test_second_loop_is_refused_and_a_dead_holder_is_taken_over(loop_env, tmp_pa
             locks.LoopLock(runs, "second").acquire()
     finally:
         held.release()
-    holder = subprocess.Popen([sys.executable, "-c", "import sys, time; from engine.lock import LoopLock; "
+    holder = subprocess.Popen([sys.executable, "-c", "import sys, time; from engine.loop.lock import LoopLock; "
                                f"LoopLock(__import__('pathlib').Path({str(runs)!r}), 'dead').acquire(); "
                                "print('held', flush=True); time.sleep(60)"], stdout=subprocess.PIPE)
     assert holder.stdout.readline().strip() == b"held"

@@ -6,7 +6,7 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from engine import metric
+from engine.scoring import metric
 from engine.errors import UserError
 
 VOCAB, SEQ_LEN, BOS = 37, 16, 1

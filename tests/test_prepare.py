@@ -11,9 +11,13 @@ import numpy as np
 import pytest
 
 from conftest import TINY_PREPARE
-from engine import cli, data, hashing, paths, prepare, splits
+from engine import cli, paths
+from engine.data import cache as data
+from engine import files as hashing
+from engine.data import prepare
+from engine.data import splits
 from engine.errors import UserError
-from engine.tokenizer import Tokenizer
+from engine.data.tokenizer import Tokenizer
 
 REPO = Path(__file__).resolve().parents[1]
 WORDS = ("alpha beta gamma delta epsilon zeta eta theta iota kappa lambda mu nu xi omicron pi rho "

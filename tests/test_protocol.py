@@ -4,7 +4,7 @@ from pathlib import Path
 
 import pytest
 
-from engine import protocol
+from engine.loop import protocol
 from engine.errors import UserError
 
 REPO = Path(__file__).resolve().parents[1]

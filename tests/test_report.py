@@ -11,7 +11,8 @@ from types import SimpleNamespace
 
 import pytest
 
-from engine import heldout, report
+from engine.report import heldout
+from engine.report import report
 from engine.errors import UserError
 
 FINGERPRINT = "f" * 64

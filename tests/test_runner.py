@@ -4,7 +4,7 @@ import sys
 import textwrap
 import time
 
-from engine import runner
+from engine.loop import runner
 
 
 def script(tmp_path, body: str):

@@ -8,7 +8,7 @@ from types import SimpleNamespace
 
 import pytest
 
-from engine import sample
+from engine.scoring import sample
 from engine.errors import UserError
 
 FIXTURE_TRAIN = Path(__file__).parent / "fixtures" / "tiny_train.py"

@@ -9,7 +9,7 @@ import jax
 import pytest
 from jax.sharding import PartitionSpec as P
 
-from engine import sharding
+from engine.training import sharding
 from engine.errors import UserError
 
 TINY_TRAIN = Path(__file__).parent / "fixtures" / "tiny_train.py"

@@ -7,7 +7,9 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
-from engine import cli, data, sources
+from engine import cli
+from engine.data import cache as data
+from engine.data import sources
 from engine.errors import UserError
 
 

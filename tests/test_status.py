@@ -8,7 +8,7 @@ from types import SimpleNamespace
 
 import pytest
 
-from engine import status
+from engine.report import status
 from engine.errors import UserError
 
 
@@ -29,7 +29,7 @@ def write_loop(root, tag, rows, lock_pid=None, partial_line=False):
     if partial_line:
         text += '{"experiment": 9, "stat'
     (run_dir / "results.jsonl").write_text(text)
-    if lock_pid is not None:  # as engine/lock.py writes it
+    if lock_pid is not None:  # as engine/loop/lock.py writes it
         (run_dir / "loop.lock").write_text(json.dumps({"tag": f"{tag}26", "pid": lock_pid,
                                                         "since": time.time()}))
     return run_dir

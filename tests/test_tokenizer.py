@@ -5,8 +5,8 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from engine.data import load_token_bytes, tokenizer_path
-from engine.tokenizer import BOS_ID, SPACE_MARK, Tokenizer, train_tokenizer, training_pieces
+from engine.data.cache import load_token_bytes, tokenizer_path
+from engine.data.tokenizer import BOS_ID, SPACE_MARK, Tokenizer, train_tokenizer, training_pieces
 
 WHITESPACE = [" ", "  ", "    ", "\t", "\n", "\r\n", "\r", "\n\n\n", "\u00a0", "\u3000", "\u2028", "\x0b", "\x0c"]
 ZERO_WIDTH = ["\u200b", "\u200c", "\u200d", "\u2060", "\ufeff"]

@@ -7,7 +7,8 @@ from pathlib import Path
 
 import pytest
 
-from engine import cli, summary
+from engine import cli
+from engine.training import summary
 
 FIXTURES = Path(__file__).parent / "fixtures"
 TINY_TRAIN = FIXTURES / "tiny_train.py"
@@ -183,12 +184,12 @@ def test_missing_data_is_a_user_error_with_a_result(tmp_path, capsys):
     ("NVIDIA H100 80GB HBM3", 989e12), ("NVIDIA H100 PCIe", 756e12), ("NVIDIA H200", 989e12),
     ("NVIDIA A100-SXM4-40GB", 312e12), ("cpu", None)])
 def test_peak_flops_table(kind, peak):
-    from engine import devices
+    from engine.training import devices
     assert devices.peak_flops_per_device(kind) == peak
 
 
 def test_out_of_memory_recognised():
-    from engine import devices
+    from engine.training import devices
     assert devices.is_out_of_memory(RuntimeError("RESOURCE_EXHAUSTED: Out of memory allocating 5 bytes"))
     assert devices.is_out_of_memory(MemoryError())
     assert not devices.is_out_of_memory(ValueError("shapes do not match"))

@@ -13,9 +13,11 @@ from typing import Any, Callable
 import jax
 import jax.numpy as jnp
 
-from engine import metric, paths, sharding
+from engine import paths
+from engine.scoring import metric
+from engine.training import sharding
 from engine.errors import UserError
-from engine.flop_count import count_flops
+from engine.training.flop_count import count_flops
 
 # JAX reports each XLA compile under this event (jax._src.dispatch.BACKEND_COMPILE_EVENT);
 # a persistent-cache hit reports the retrieval instead.
@@ -96,7 +98,7 @@ def plan_state(exp, mesh, rng):
 
 def compile_train_step(exp, mesh, abstract_state, state_sh):
     """The step with its state donated, and its FLOPs as the unpartitioned program counts them
-    (loop bodies once per iteration: engine/flop_count.py)."""
+    (loop bodies once per iteration: engine/training/flop_count.py)."""
     replicated = sharding.replicated(mesh)
     batch_sh = sharding.batch_sharding(mesh)
     tokens = jax.ShapeDtypeStruct((exp.batch_size, exp.sequence_length + 1), jnp.int32, sharding=batch_sh)

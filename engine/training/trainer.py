@@ -18,10 +18,16 @@ from pathlib import Path
 import jax
 import numpy as np
 
-from engine import (checkpoint, clock, compile as compiling, constants, devices, metric, paths,
-                    sharding, summary)
+from engine import constants, paths
+from engine.training import checkpoint
+from engine.training import clock
+from engine.training import compile as compiling
+from engine.training import devices
+from engine.scoring import metric
+from engine.training import sharding
+from engine.training import summary
 from engine.errors import UserError
-from engine.experiment import Budget, Context, Experiment
+from engine.training.contract import Budget, Context, Experiment
 
 # A loss above this many nats per token has diverged (the reference's threshold).
 EXPLODING_LOSS = 100.0
@@ -57,7 +63,7 @@ def main(args: argparse.Namespace | None = None) -> int:
 def run(args, started: float) -> dict:
     budget = clock.budget_from_args(args, constants.TIME_BUDGET_SECONDS)
     data_dir = paths.resolve_data_dir(args.data)
-    from engine import data
+    from engine.data import cache as data
     manifest = data.load_manifest(data_dir)
     devices.initialize_distributed()
     compiling.enable_persistent_cache()
@@ -159,8 +165,8 @@ def _train_batches(data_dir: Path, exp: Experiment, mesh, seed: int, bos_id: int
     train on identical data (packing runs at millions of tokens/s, one step ahead of
     the device).
     """
-    from engine import data
-    from engine.loader import PackedLoader
+    from engine.data import cache as data
+    from engine.data.loader import PackedLoader
     tokens, doc_starts = data.load_split(data_dir, "train")
     loader = PackedLoader(tokens, doc_starts, exp.batch_size, exp.sequence_length, seed, bos_id=bos_id)
     for rows in loader:
@@ -264,7 +270,7 @@ def _agreement_by_broadcast():
 
 def evaluate(exp: Experiment, eval_step, state, data_dir: Path, manifest: dict, eval_batch: int,
              mesh, split: str) -> metric.BpbResult:
-    from engine import data
+    from engine.data import cache as data
     tokens, _ = data.load_split(data_dir, split)
     constants_ = manifest["constants"]
     return metric.evaluate_bpb(

@@ -10,9 +10,10 @@ import sys
 import tempfile
 from pathlib import Path
 
-from engine import constants, heldout, paths
+from engine import constants, paths
+from engine.report import heldout
 from engine.errors import UserError
-from engine.status import best_kept, read_ledger, resolve_run_dir, score
+from engine.report.status import best_kept, read_ledger, resolve_run_dir, score
 
 
 def main(args) -> int:
@@ -47,9 +48,13 @@ def sample_text(train_py: Path, checkpoint: Path, data_dir: Path, prompt: str, m
     """The text that follows `prompt`, cut at the first end of document."""
     import jax
 
-    from engine import checkpoint as checkpoints, compile as compiling, data, sharding, trainer
-    from engine.experiment import Budget
-    from engine.tokenizer import Tokenizer
+    from engine.training import checkpoint as checkpoints
+    from engine.training import compile as compiling
+    from engine.data import cache as data
+    from engine.training import sharding
+    from engine.training import trainer
+    from engine.training.contract import Budget
+    from engine.data.tokenizer import Tokenizer
     from model.sampling import generate
 
     _check_settings(max_tokens, temperature, top_k)
@@ -84,7 +89,7 @@ def _check_settings(max_tokens: int, temperature: float, top_k: int) -> None:
 
 
 def _budget_of(row: dict):
-    from engine.experiment import Budget
+    from engine.training.contract import Budget
 
     mode, value = row.get("budget_mode"), row.get("budget_value")
     if mode in ("time", "flops", "tokens") and isinstance(value, (int, float)):

@@ -1,7 +1,7 @@
 """One step of the research loop, and `autoresearch experiment` (that step for an external agent).
 
 A step is: propose -> guard -> commit -> run -> record -> keep_or_reset. The loop
-(engine/loop.py) is the baseline followed by this step, repeated. Every state the
+(engine/loop/driver.py) is the baseline followed by this step, repeated. Every state the
 step leaves on disk is one a restarted loop can resume from (see `resume`): the
 ledger row is the commit point of an experiment; before it, the experiment's git
 commit names the exact code to run again.
@@ -16,14 +16,16 @@ import shutil
 import time
 from pathlib import Path
 
-from engine import guard as guards
-from engine import lock as locks
-from engine import paths, protocol, runner
-from engine.agent import Proposal, ProposalRequest
+from engine.loop import guards
+from engine.loop import lock as locks
+from engine import paths
+from engine.loop import protocol
+from engine.loop import runner
+from engine.agents.base import Proposal, ProposalRequest
 from engine.errors import UserError
-from engine.ledger import Ledger
-from engine.live import LiveView, format_val
-from engine.repo import Repo, branch_name
+from engine.loop.ledger import Ledger
+from engine.loop.live_view import LiveView, format_val
+from engine.loop.repo import Repo, branch_name
 
 TRAIN_FILE = "train.py"
 CRASH_LOG_LINES = 60

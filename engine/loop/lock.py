@@ -12,7 +12,7 @@ import os
 import time
 from pathlib import Path
 
-from engine import runner
+from engine.loop import runner
 from engine.errors import UserError
 
 

@@ -1,16 +1,16 @@
 """`autoresearch loop`: the baseline, then propose + step until a stopping criterion holds.
 
-Never imports JAX: every experiment is a `autoresearch train` subprocess (engine/runner.py).
+Never imports JAX: every experiment is a `autoresearch train` subprocess (engine/loop/runner.py).
 """
 from __future__ import annotations
 
 import time
 
-from engine import step as steps
-from engine.agents import make_agent
+from engine.loop import cycle as steps
+from engine.agents.choose import make_agent
 from engine.errors import UserError
-from engine.live import format_val, keep_rate
-from engine.repo import branch_name
+from engine.loop.live_view import format_val, keep_rate
+from engine.loop.repo import branch_name
 
 MAX_EMPTY_PROPOSALS = 3  # an agent that proposes nothing this many times in a row is done
 # An agent whose service is down (its own retries spent) is waited for, not counted as empty:

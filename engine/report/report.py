@@ -10,9 +10,9 @@ import json
 import sys
 from pathlib import Path
 
-from engine import heldout
+from engine.report import heldout
 from engine.errors import UserError
-from engine.status import (baseline_rows, count_statuses, finite_bpb, is_baseline, is_kept,
+from engine.report.status import (baseline_rows, count_statuses, finite_bpb, is_baseline, is_kept,
                            parse_time, read_ledger, resolve_run_dir, running_loops, score)
 
 MAX_DIFF_LINES = 200

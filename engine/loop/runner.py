@@ -2,7 +2,7 @@
 
 The result is read from the JSON file the engine writes, never from printed output.
 The child's environment holds no secrets. While it runs, runs/<tag>/child.json names
-it, so a loop restarted after a kill can end an orphan (see engine/lock.py).
+it, so a loop restarted after a kill can end an orphan (see engine/loop/lock.py).
 
 AUTORESEARCH_TRAIN_COMMAND (a shell-quoted prefix, default `python -m engine.cli train`)
 replaces the train command; tests and benchmarks point it at stand-ins.

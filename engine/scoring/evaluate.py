@@ -9,13 +9,19 @@ import argparse
 
 import jax
 
-from engine import checkpoint, compile as compiling, constants, devices, sharding, summary, trainer
+from engine import constants
+from engine.training import checkpoint
+from engine.training import compile as compiling
+from engine.training import devices
+from engine.training import sharding
+from engine.training import summary
+from engine.training import trainer
 from engine.errors import UserError
-from engine.experiment import Budget
+from engine.training.contract import Budget
 
 
 def main(args: argparse.Namespace) -> int:
-    from engine import data
+    from engine.data import cache as data
     data_dir = _data_dir(args)
     manifest = data.load_manifest(data_dir)
     meta = checkpoint.read_meta(args.checkpoint)

@@ -21,7 +21,7 @@ import sys
 import threading
 from pathlib import Path
 
-from engine.agent import Proposal, ProposalRequest
+from engine.agents.base import Proposal, ProposalRequest
 
 DEFAULT_TIMEOUT_S = 4 * 3600.0  # an agent that thinks for longer than this is stuck
 MAX_DESCRIPTION_CHARS = 200

@@ -22,11 +22,14 @@ from typing import Iterator
 
 import numpy as np
 
-from engine import constants, data, paths, sources, splits
+from engine import constants, paths
+from engine.data import cache as data
+from engine.data import sources
+from engine.data import splits
 from engine.errors import UserError
-from engine.hashing import sha256_file, sha256_json
-from engine.processes import process_alive
-from engine.tokenizer import TRAINER_OPTIONS, Tokenizer, train_tokenizer
+from engine.files import sha256_file, sha256_json
+from engine.loop.processes import process_alive
+from engine.data.tokenizer import TRAINER_OPTIONS, Tokenizer, train_tokenizer
 
 FORMAT = 1
 # The tokenizer learns from at most this many characters of train, sampled by document hash:

@@ -14,7 +14,7 @@ import os
 from pathlib import Path
 
 from engine.errors import UserError
-from engine.hashing import sha256_file
+from engine.files import sha256_file
 
 FIXED_IN_REPO = ("prepare.py", "engine", "model")
 SKIP_PARTS = {"__pycache__", ".pytest_cache"}

@@ -19,7 +19,7 @@ import random
 import re
 from pathlib import Path
 
-from engine.agent import Proposal, ProposalRequest
+from engine.agents.base import Proposal, ProposalRequest
 
 NAME = re.compile(r"^[A-Z][A-Z0-9_]*$")
 CHANGE = re.compile(r"\b([A-Z][A-Z0-9_]*(?:\.[A-Za-z_][A-Za-z0-9_]*)?): (-?[0-9][0-9.e+-]*) -> (-?[0-9][0-9.e+-]*)")

@@ -33,8 +33,9 @@ from google import genai
 from google.genai import errors as genai_errors
 from google.genai import types
 
-from engine import notes, pricing
-from engine.agent import Proposal, ProposalRequest
+from engine.agents import notes
+from engine.agents import pricing
+from engine.agents.base import Proposal, ProposalRequest
 from engine.errors import UserError
 
 DEFAULT_MODEL = "gemini-3.1-pro-preview"

@@ -9,7 +9,7 @@ from __future__ import annotations
 import time
 
 from engine.errors import UserError
-from engine.experiment import Budget
+from engine.training.contract import Budget
 
 
 class BudgetClock:

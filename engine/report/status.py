@@ -15,7 +15,7 @@ import time
 from pathlib import Path
 
 from engine.errors import UserError
-from engine.processes import process_alive
+from engine.loop.processes import process_alive
 
 LEDGER = "results.jsonl"
 LOCK = "loop.lock"
@@ -134,7 +134,7 @@ def lock_holder(run_dir: Path) -> tuple[int | None, bool]:
 
 
 def _pid_in(text: str) -> int | None:
-    """loop.lock holds JSON with a "pid" (engine/lock.py); a bare number is read too."""
+    """loop.lock holds JSON with a "pid" (engine/loop/lock.py); a bare number is read too."""
     try:
         pid = json.loads(text).get("pid")
     except (ValueError, AttributeError):

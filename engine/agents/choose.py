@@ -22,17 +22,17 @@ def default_agent(env=None) -> str:
 def make_agent(name: str | None, args, run_dir: Path | None = None, program=None):
     name = name or default_agent()
     if name == "offline":
-        from engine.agent_offline import OfflineAgent
+        from engine.agents.offline import OfflineAgent
         return OfflineAgent(seed=getattr(args, "seed", 0), bounds=getattr(program, "bounds", None))
     if name == "gemini":
         if not gemini_configured():
             raise UserError("--agent gemini needs GEMINI_API_KEY (or GOOGLE_API_KEY), or Vertex AI "
                             "(GOOGLE_GENAI_USE_VERTEXAI=true with GOOGLE_CLOUD_PROJECT); or use --agent offline")
-        from engine.agent_gemini import GeminiAgent
+        from engine.agents.gemini import GeminiAgent
         return GeminiAgent(model=getattr(args, "model", None), run_dir=run_dir)
     if name == "command":
         if not getattr(args, "agent_cmd", None):
             raise UserError("--agent command needs --agent-cmd CMD, e.g. --agent-cmd './my_agent.sh'")
-        from engine.agent_command import CommandAgent
+        from engine.agents.command import CommandAgent
         return CommandAgent(cmd=args.agent_cmd)
     raise UserError(f"unknown agent {name!r}: choose one of {', '.join(AGENTS)}")
