@@ -28,7 +28,7 @@ from engine.data import sources
 from engine.data import splits
 from engine.errors import UserError
 from engine.files import sha256_file, sha256_json
-from engine.loop.processes import process_alive
+from engine.processes import process_alive
 from engine.data.tokenizer import TRAINER_OPTIONS, Tokenizer, train_tokenizer
 
 FORMAT = 1

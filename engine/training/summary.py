@@ -10,6 +10,8 @@ import math
 import os
 from pathlib import Path
 
+from engine.files import write_atomic
+
 # (key, format) in the order of INTERFACE.md; None values print as "n/a".
 SUMMARY_FIELDS = (
     ("val_bpb", "{:.6f}"),
@@ -58,9 +60,7 @@ def write_json(path: str | os.PathLike, result: dict) -> None:
     """Atomically: a reader never sees half a result."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(path.name + f".tmp{os.getpid()}")
-    tmp.write_text(json.dumps(_finite(result), indent=2, sort_keys=True) + "\n")
-    os.replace(tmp, path)
+    write_atomic(path, json.dumps(_finite(result), indent=2, sort_keys=True) + "\n")
 
 
 def _finite(result: dict) -> dict:
