@@ -53,6 +53,7 @@ def check_proposal(changed: list[str], editable: list[str], root: Path) -> Verdi
 
 
 def is_editable(path: str, editable: list[str]) -> bool:
+    """Whether path matches one of program.md's editable paths or globs."""
     return any(path == pattern or fnmatch.fnmatchcase(path, pattern) for pattern in editable)
 
 
