@@ -59,3 +59,17 @@ def load_token_bytes(data_dir: str | Path) -> np.ndarray:
 
 def tokenizer_path(data_dir: str | Path) -> Path:
     return Path(data_dir) / TOKENIZER
+
+
+def find_by_fingerprint(root: Path, fingerprint: str | None) -> Path | None:
+    """The prepared cache under root whose manifest has this fingerprint."""
+    root = Path(root)
+    if not fingerprint or not root.is_dir():
+        return None
+    for manifest in sorted(root.glob(f"*/{MANIFEST}")):
+        try:
+            if json.loads(manifest.read_text()).get("fingerprint") == fingerprint:
+                return manifest.parent
+        except (OSError, json.JSONDecodeError):
+            continue
+    return None

@@ -408,7 +408,7 @@ def main(args) -> int:
         experiment = session.ledger.next_experiment()
         row = try_candidate(session, Proposal(description=args.description), experiment,
                             extra={"agent": "external"})
-        if row["status"] in ("crash", "timeout") and row.get("commit"):
+        if row["status"] in ("crash", "timeout", "invalid") and row.get("commit"):
             _put_back(session, row["commit"])
         print_outcome(session, row)
         return 0 if row["status"] in ("keep", "discard") else 1

@@ -13,7 +13,8 @@ import os
 from pathlib import Path
 
 TSV_COLUMNS = ("commit", "val_bpb", "memory_gb", "status", "description")
-STATUSES = ("keep", "discard", "crash", "timeout", "rejected")
+# invalid: the scorer refused the model (it saw later tokens or other rows, or its logits are not finite)
+STATUSES = ("keep", "discard", "crash", "timeout", "rejected", "invalid")
 
 
 def tsv_line(row: dict) -> str:

@@ -55,16 +55,8 @@ def checkpoint_of(run_dir: Path, row: dict) -> Path:
 
 def data_dir_for(fingerprint: str | None) -> Path | None:
     """The prepared cache whose manifest has this fingerprint (the loop's data)."""
-    root = paths.cache_root()
-    if not fingerprint or not root.is_dir():
-        return None
-    for manifest in sorted(root.glob("*/manifest.json")):
-        try:
-            if json.loads(manifest.read_text()).get("fingerprint") == fingerprint:
-                return manifest.parent
-        except (OSError, json.JSONDecodeError):
-            continue
-    return None
+    from engine.data import cache
+    return cache.find_by_fingerprint(paths.cache_root(), fingerprint)
 
 
 def _evaluate(run_dir: Path, row: dict, repo_root: Path) -> dict:

@@ -19,7 +19,7 @@ from engine.loop.processes import process_alive
 
 LEDGER = "results.jsonl"
 LOCK = "loop.lock"
-STATUSES = ("keep", "discard", "crash", "timeout", "rejected")
+STATUSES = ("keep", "discard", "crash", "timeout", "rejected", "invalid")
 
 
 def runs_root(start: Path | None = None) -> Path:
