@@ -4,10 +4,9 @@ train.py runs in the training process, so it could replace the engine's function
 clock's, the loader's, the exporter's) by assigning to their modules. The trainer takes
 a snapshot of every loaded engine module, of `time` and `os` (the clock reads them),
 and of the classes the engine defines, and compares it after each stretch of train.py's
-code: import and experiment(ctx), tracing and compiling, training, export. Changing a
-function's code or a class's attribute in place is refused at once by the audit hook
-(engine/training/sandbox.py); this catches the rebinding of names, which no audit event
-reports.
+code: import and experiment(ctx), tracing and compiling, training, export. Replacing a
+function's code in place is refused at once by the audit hook (engine/training/sandbox.py);
+this catches the rebinding of names and class attributes, which no audit event reports.
 """
 from __future__ import annotations
 

@@ -9,7 +9,9 @@ Installed by the trainer before train.py is imported, for the rest of the proces
   the compilation cache stay readable;
 - no subprocesses, no network sockets (AF_UNIX socket pairs stay: asyncio needs them), no
   ctypes libraries, no tracing or profiling hooks, no walking the garbage collector;
-- no changing the engine's classes or functions (`object.__setattr__` on them).
+- no replacing the code of the engine's functions in place (`object.__setattr__` on them;
+  Python audits only some attributes, so rebinding names and class attributes is left to
+  the engine snapshot, engine/training/integrity.py).
 
 A refused event raises `Refused` where train.py made it, and is remembered: if train.py
 catches it and goes on, the trainer still ends the run as a crash with that reason.
