@@ -83,6 +83,7 @@ _PROCESS_EVENTS = ("subprocess.Popen", "os.system", "os.exec", "os.posix_spawn",
                    "os.forkpty", "os.startfile", "os.kill", "os.killpg")
 _NETWORK_EVENTS = ("socket.connect", "socket.bind", "socket.sendto", "socket.sendmsg", "socket.getaddrinfo",
                    "socket.gethostbyname", "urllib.Request", "http.client.connect")
+_CODE_ATTRIBUTES = ("__code__", "__defaults__", "__kwdefaults__", "__globals__", "__closure__")
 _INTROSPECTION_EVENTS = ("ctypes.dlopen", "ctypes.dlsym", "ctypes.cdata", "gc.get_objects", "gc.get_referrers",
                          "gc.get_referents", "sys._current_frames", "sys.settrace", "sys.setprofile")
 
@@ -143,7 +144,8 @@ def install(run_dir: Path, data_dir: Path, cache_root: Path, readable: list[Path
         elif event in _INTROSPECTION_EVENTS:
             refuse(f"{what} called {event}: the training process may not load C libraries, "
                    "trace, or search memory for the engine's objects")
-        elif event == "object.__setattr__" and args and _is_engine_owned(args[0]):
+        elif event == "object.__setattr__" and len(args) > 1 and args[1] in _CODE_ATTRIBUTES \
+                and _is_engine_function(args[0]):
             refuse(f"{what} changed {_name_of(args[0])}.{args[1]}: the engine's code is not "
                    f"{what}'s to change")
 
@@ -159,11 +161,12 @@ def _runs_root(run_dir: Path) -> Path | None:
     return None
 
 
-def _is_engine_owned(obj) -> bool:
+def _is_engine_function(obj) -> bool:
+    """An engine function (classes are left out: Python sets their __doc__ and __module__ as it
+    creates them, when an engine module is imported after the hook)."""
     module = getattr(obj, "__module__", None)
-    if not isinstance(module, str) or not (module == "engine" or module.startswith("engine.")):
-        return False
-    return isinstance(obj, type) or callable(obj)
+    return (isinstance(module, str) and (module == "engine" or module.startswith("engine."))
+            and callable(obj) and not isinstance(obj, type))
 
 
 def _name_of(obj) -> str:
