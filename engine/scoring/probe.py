@@ -37,12 +37,14 @@ class ProbeResult:
     passes: int = 0
 
 
-def check(logits_of: Callable, inputs_BT: np.ndarray, vocab: int, seed: int = SEED) -> ProbeResult:
-    """Probe `logits_of(inputs int32[B, T]) -> logits [B, T, V]` (a device array) on inputs."""
+def check(logits_of: Callable, inputs_BT: np.ndarray, vocab: int, seed: int = SEED,
+          fetch: Callable = np.asarray) -> ProbeResult:
+    """Probe `logits_of(inputs int32[B, T]) -> logits [B, T, V]` (a device array) on inputs.
+    `fetch` brings a small device result to the host (across hosts, gathered first)."""
     inputs_BT = np.asarray(inputs_BT, np.int32)
     B, T = inputs_BT.shape
     base = logits_of(inputs_BT)
-    finite, scale = (float(x) for x in _finite_and_scale(base))
+    finite, scale = (float(fetch(x)) for x in _finite_and_scale(base))
     if not finite:
         return ProbeResult(False, "the model's logits hold NaN or infinity on validation text", 1)
     tolerance = TOLERANCE * max(1.0, scale)
@@ -54,11 +56,12 @@ def check(logits_of: Callable, inputs_BT: np.ndarray, vocab: int, seed: int = SE
         replaced = np.array([m in code for code in codes])
         cut = cuts[m % len(cuts)] if cuts else T - 1
         changed = _replace(inputs_BT, replaced, cut, vocab, rng)
-        moved = np.array(_moved(base, logits_of(changed), tolerance))  # bool [B, T]
+        moved = np.array(fetch(_moved(base, logits_of(changed), tolerance)))  # bool [B, T]
         moved[replaced] = False
         moved[:, cut + 1:] = False
         if moved.any():
-            return ProbeResult(False, _diagnose(logits_of, base, inputs_BT, cut, vocab, rng, tolerance), m + 2)
+            reason = _diagnose(logits_of, base, inputs_BT, cut, vocab, rng, tolerance, fetch)
+            return ProbeResult(False, reason, m + 2)
     return ProbeResult(True, None, passes + 1)
 
 
@@ -93,11 +96,11 @@ def _replace(inputs_BT: np.ndarray, rows: np.ndarray, cut: int, vocab: int, rng)
     return out
 
 
-def _diagnose(logits_of, base, inputs_BT, cut: int, vocab: int, rng, tolerance: float) -> str:
+def _diagnose(logits_of, base, inputs_BT, cut: int, vocab: int, rng, tolerance: float, fetch) -> str:
     """Which rule broke: later tokens of the same row, or other rows."""
     B, _ = inputs_BT.shape
     none = np.zeros(B, bool)
-    moved = np.array(_moved(base, logits_of(_replace(inputs_BT, none, cut, vocab, rng)), tolerance))
+    moved = np.array(fetch(_moved(base, logits_of(_replace(inputs_BT, none, cut, vocab, rng)), tolerance)))
     moved[:, cut + 1:] = False
     if moved.any():
         row, position = (int(i) for i in np.argwhere(moved)[0])

@@ -17,6 +17,7 @@ from pathlib import Path
 
 import jax
 import jax.numpy as jnp
+import numpy as np
 
 from engine.errors import UserError
 from engine.scoring import metric, probe
@@ -58,11 +59,13 @@ def score(checkpoint: str | Path, data_dir: str | Path, split: str) -> Score:
     put = lambda host_rows: sharding.global_batch(sharding.process_share(host_rows), mesh, len(host_rows))
     logits_of = jax.jit(lambda w, inputs: program.call(*w, inputs))
     first = metric.pad_rows(layout[:rows], rows, int(manifest["bos_id"]))[:, :-1]
-    checked = probe.check(lambda inputs: logits_of(weights, put(inputs)), first, vocab)
+    gather = jax.jit(lambda x: x, out_shardings=sharding.replicated(mesh))  # every host sees all of it
+    checked = probe.check(lambda inputs: logits_of(weights, put(inputs)), first, vocab,
+                          fetch=lambda x: np.asarray(gather(x)))
     phases["probe"] = time.perf_counter() - start - phases["load"]  # the first call compiles
     if not checked.ok:
         return Score("invalid", None, 0, checked.reason, checked.passes, time.perf_counter() - start, phases)
-    nats_and_bytes = jax.jit(metric.nats_and_bytes)
+    nats_and_bytes = jax.jit(metric.nats_and_bytes, out_shardings=sharding.replicated(mesh))
 
     def step(w, batch, table):
         return nats_and_bytes(logits_of(w, batch[:, :-1]), batch[:, 1:], table)

@@ -44,6 +44,7 @@ class Guard:
 
     def install(self, run_dir: Path, data_dir: Path) -> None:
         check_paths(run_dir, data_dir)
+        Path(run_dir).mkdir(parents=True, exist_ok=True)  # its parents may hold other runs
         compiling.compile_watch()  # registered before the snapshot: engine state, not tampering
         self.engine = integrity.snapshot()
         readable = [data_dir / data.MANIFEST, data_dir / data.TOKENIZER, paths.compilation_cache_dir()]
