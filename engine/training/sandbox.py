@@ -93,25 +93,28 @@ def install(run_dir: Path, data_dir: Path, cache_root: Path, readable: list[Path
             what: str = "train.py") -> Sandbox:
     """Add the hook; from now on this process is under it. `readable` paths inside the cache
     (manifest, tokenizer, compilation cache) stay open to it."""
-    realpath, sep, join = os.path.realpath, os.sep, os.path.join
+    realpath = os.path.realpath
     own = realpath(run_dir)
     runs_root = _runs_root(Path(own))
     denied = [(realpath(data_dir), "held-out data is not readable during training"),
               (realpath(cache_root), "the data cache is not readable during training")]
     if runs_root is not None:
         denied.append((realpath(runs_root), "other runs' files are not readable during training"))
-    allowed = [own] + [realpath(p) for p in readable]
     violations: list[str] = []
-    fspath, getcwd, AF_UNIX = os.fspath, os.getcwd, getattr(__import__("socket"), "AF_UNIX", 1)
+    sys.addaudithook(_hook(_path_rule(tuple([own] + [realpath(p) for p in readable]), tuple(denied), what),
+                           violations, what))
+    return Sandbox(violations)
+
+
+def _path_rule(allowed: tuple, denied: tuple, what: str):
+    """path -> the refusal message, or None. Everything it uses is bound here, out of reach of
+    train.py's assignments to this module."""
+    realpath, sep, join, fspath, getcwd = os.path.realpath, os.sep, os.path.join, os.fspath, os.getcwd
 
     def under(path: str, root: str) -> bool:
         return path == root or path.startswith(root + sep)
 
-    def refuse(message: str):
-        violations.append(message)
-        raise Refused(message)
-
-    def path_rule(raw) -> str | None:
+    def rule(raw) -> str | None:
         if isinstance(raw, int) or raw is None:
             return None  # an open file descriptor: its path was checked when it was opened
         try:
@@ -126,32 +129,41 @@ def install(run_dir: Path, data_dir: Path, cache_root: Path, readable: list[Path
             if under(path, root):
                 return f"{what} opened {path}: {why}"
         return None
+    return rule
+
+
+def _hook(path_rule, violations: list, what: str):
+    path_events, process_events = dict(_PATH_EVENTS), frozenset(_PROCESS_EVENTS)
+    network_events, introspection_events = frozenset(_NETWORK_EVENTS), frozenset(_INTROSPECTION_EVENTS)
+    code_attributes, engine_function, name_of = frozenset(_CODE_ATTRIBUTES), _is_engine_function, _name_of
+    af_unix = getattr(__import__("socket"), "AF_UNIX", 1)
+
+    def refuse(message: str):
+        violations.append(message)
+        raise Refused(message)
 
     def hook(event: str, args: tuple) -> None:
-        if event in _PATH_EVENTS:
-            for index in _PATH_EVENTS[event]:
-                if index < len(args):
-                    message = path_rule(args[index])
-                    if message:
-                        refuse(message)
-        elif event in _PROCESS_EVENTS:
+        if event in path_events:
+            for index in path_events[event]:
+                message = path_rule(args[index]) if index < len(args) else None
+                if message:
+                    refuse(message)
+        elif event in process_events:
             refuse(f"{what} started a process ({event}): the training process may not start "
                    "processes or signal others")
         elif event == "socket.__new__":
-            if len(args) > 1 and args[1] not in (AF_UNIX, -1):
+            if len(args) > 1 and args[1] not in (af_unix, -1):
                 refuse(f"{what} opened a network socket: the training process has no network")
-        elif event in _NETWORK_EVENTS:
+        elif event in network_events:
             refuse(f"{what} used the network ({event}): the training process has no network")
-        elif event in _INTROSPECTION_EVENTS:
+        elif event in introspection_events:
             refuse(f"{what} called {event}: the training process may not load C libraries, "
                    "trace, or search memory for the engine's objects")
-        elif event == "object.__setattr__" and len(args) > 1 and args[1] in _CODE_ATTRIBUTES \
-                and _is_engine_function(args[0]):
-            refuse(f"{what} changed {_name_of(args[0])}.{args[1]}: the engine's code is not "
+        elif event == "object.__setattr__" and len(args) > 1 and args[1] in code_attributes \
+                and engine_function(args[0]):
+            refuse(f"{what} changed {name_of(args[0])}.{args[1]}: the engine's code is not "
                    f"{what}'s to change")
-
-    sys.addaudithook(hook)
-    return Sandbox(violations)
+    return hook
 
 
 def _runs_root(run_dir: Path) -> Path | None:
