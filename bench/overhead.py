@@ -1,7 +1,8 @@
 """The loop's overhead per experiment: wall time of a whole loop step minus training time.
 
-A step is propose + guard + commit + `autoresearch train` subprocess (start-up, compile,
-training, eval, checkpoint) + ledger + git. The bench runs the baseline once to warm the
+A step is propose + guard + commit + `autoresearch train` (its trainer process: start-up,
+compile, training, checkpoint and export; then its scorer process: start-up, load, causality
+probe, metric) + ledger + git. The bench runs the baseline once to warm the
 persistent compilation cache, then N steps of the same program (each proposal only adds
 a comment, so the compiled program is unchanged), in a scratch copy of this repository's
 train.py. It prints where the time goes, the share that is training, and what that
@@ -101,6 +102,15 @@ def report(figures: list[dict], budget: float) -> None:
                           ("eval + checkpoint + rest of train", eval_and_rest),
                           ("process start-up and exit", startup), ("loop: propose, git, ledger", loop)):
         print(f"  {name:<36} {seconds:8.2f} s")
+    scorer = [f for f in ok if f.get("scorer_process_seconds")]
+    if scorer:
+        part = lambda name: sum(float((f.get("scoring_phases") or {}).get(name) or 0.0) for f in scorer) / len(scorer)
+        process = sum(float(f["scorer_process_seconds"]) for f in scorer) / len(scorer)
+        inside = sum(float(f.get("scoring_seconds") or 0.0) for f in scorer) / len(scorer)
+        print(f"  of which the scorer process         {process:8.2f} s: start-up and exit {process - inside:.2f}, "
+              f"load {part('load'):.2f}, probe (first call compiles) {part('probe'):.2f}, metric {part('metric'):.2f}")
+        print(f"  scorer beyond the metric: {process - part('metric'):.2f} s = "
+              f"{100 * (process - part('metric')) / TARGET_BUDGET_SECONDS:.1f}% of a {TARGET_BUDGET_SECONDS:g} s experiment")
     print(f"training share: {100 * train / step:.1f}% of wall time (overhead {overhead:.1f} s per experiment)")
     share = TARGET_BUDGET_SECONDS / (TARGET_BUDGET_SECONDS + overhead)
     print(f"extrapolated to a {TARGET_BUDGET_SECONDS:g} s budget with the same fixed overhead: {100 * share:.1f}% "

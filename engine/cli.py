@@ -15,8 +15,9 @@ from engine.errors import UserError
 
 COMMANDS = {
     "prepare": "engine.data.prepare",
-    "train": "engine.training.trainer",
+    "train": "engine.training.launcher",
     "evaluate": "engine.scoring.evaluate",
+    "verify": "engine.scoring.verify",
     "loop": "engine.loop.driver",
     "experiment": "engine.loop.external",
     "report": "engine.report.report",
@@ -84,15 +85,32 @@ def _add_train(sub) -> None:
     p.add_argument("--data", default=None, help="prepared cache directory or name (default: the last prepared)")
     p.add_argument("--run-dir", default=None, help="where the checkpoint goes (default: runs/train-<time>)")
     p.add_argument("--no-checkpoint", action="store_true", help="skip saving the final state")
+    # The trainer process that `train` starts (engine/training/launcher.py): no score of its own.
+    p.add_argument("--trainer-only", action="store_true", help=argparse.SUPPRESS)
 
 
 def _add_evaluate(sub) -> None:
     p = sub.add_parser("evaluate", help="score a saved checkpoint on val or the held-out test split")
-    p.add_argument("path", help="the train.py that produced the checkpoint")
+    p.add_argument("path", nargs="?", default=None,
+                   help="ignored (the scorer runs the checkpoint's exported forward, never a train.py)")
     p.add_argument("--checkpoint", required=True, help="checkpoint directory written by train")
     p.add_argument("--split", choices=["val", "test"], default="val")
     p.add_argument("--data", default=None)
     p.add_argument("--json", dest="json_path", default=None)
+
+
+def _add_verify(sub) -> None:
+    p = sub.add_parser(
+        "verify",
+        help="re-score a saved experiment in a fresh scorer and compare with its val_bpb",
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+        epilog="examples:\n"
+        "  autoresearch verify runs/nov26/exp-0012     # exit 0 when the stored val_bpb holds\n"
+        "  autoresearch verify runs/train-20261127-101500 --data stdlib\n",
+    )
+    p.add_argument("run_dir", help="an experiment's directory (holding result.json and checkpoint/)")
+    p.add_argument("--data", default=None, help="prepared cache (default: the one the result names)")
+    p.add_argument("--json", dest="json_path", default=None, help="write the comparison as JSON here")
 
 
 def _add_loop(sub) -> None:
@@ -177,7 +195,7 @@ def _add_sample(sub) -> None:
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="autoresearch", description=__doc__.splitlines()[0])
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
-    for add in (_add_prepare, _add_train, _add_evaluate, _add_loop, _add_experiment,
+    for add in (_add_prepare, _add_train, _add_evaluate, _add_verify, _add_loop, _add_experiment,
                 _add_report, _add_status, _add_sample):
         add(sub)
     return parser

@@ -144,3 +144,19 @@ def test_compile_inside_the_window_is_counted_and_taken_off_the_clock():
     assert float(state) == 6 and loss == 1.0 and clock.completed == 6
     assert watch.count >= 1 and watch.seconds > 0 and not watch.active
     assert clock.seconds >= 0
+
+
+def test_init_is_charged_to_time_and_flops_budgets_not_tokens():
+    time = FakeTime()
+    timed = BudgetClock(Budget("time", 10.0), 64, None, now=time)
+    timed.charge(seconds=4.0)
+    run_steps(timed, time, 1.0)
+    assert timed.completed == 6 and timed.seconds == pytest.approx(10.0)  # 4 s of init + 6 steps
+    flops = BudgetClock(Budget("flops", 100.0), 64, 10.0, now=FakeTime())
+    flops.charge(flops=35.0)
+    run_steps(flops, FakeTime(), 1.0)
+    assert flops.completed == 7 and flops.flops == pytest.approx(105.0)
+    tokens = BudgetClock(Budget("tokens", 640), 64, 10.0, now=FakeTime())
+    tokens.charge(seconds=4.0, flops=1e9)
+    run_steps(tokens, FakeTime(), 1.0)
+    assert tokens.completed == 10

@@ -27,9 +27,11 @@ def byte_table(seed: int = 0) -> np.ndarray:
     return table
 
 
-def bigram_loss(table_VxV, inputs_BxL, targets_BxL):
-    logp = jax.nn.log_softmax(table_VxV[inputs_BxL], axis=-1)
-    return -jnp.take_along_axis(logp, targets_BxL[..., None], axis=-1)[..., 0]
+def bigram_logits(table_VxV, inputs_BxL):
+    return table_VxV[inputs_BxL]
+
+
+STEP = jax.jit(metric.make_scoring_step(bigram_logits))
 
 
 def numpy_bpb(table_VxV, tokens, token_bytes, eval_tokens):
@@ -62,7 +64,7 @@ def test_split_too_short_is_a_user_error():
 def test_matches_independent_numpy(batch_size):
     tokens, token_bytes = token_stream(400), byte_table()
     table = jax.random.normal(jax.random.key(1), (VOCAB, VOCAB))
-    got = metric.evaluate_bpb(bigram_loss, table, tokens, token_bytes, eval_tokens=192,
+    got = metric.evaluate_bpb(STEP, table, tokens, token_bytes, eval_tokens=192,
                               sequence_length=SEQ_LEN, batch_size=batch_size, pad_id=BOS)
     assert got.tokens == 192
     assert got.bytes == int(token_bytes[tokens[1:193].astype(int)].sum())
@@ -74,7 +76,7 @@ def test_uniform_model_has_closed_form_bpb():
     tokens = token_stream(300, seed=3)
     token_bytes = np.where(np.arange(VOCAB) < 3, 0, 2).astype(np.int32)
     zeros = jnp.zeros((VOCAB, VOCAB))
-    got = metric.evaluate_bpb(bigram_loss, zeros, tokens, token_bytes, eval_tokens=256,
+    got = metric.evaluate_bpb(STEP, zeros, tokens, token_bytes, eval_tokens=256,
                               sequence_length=SEQ_LEN, batch_size=8, pad_id=BOS)
     assert got.bpb == pytest.approx(math.log2(VOCAB) / 2, rel=1e-6)
 
@@ -85,8 +87,8 @@ def test_special_targets_count_zero_in_both_sums():
     table = jax.random.normal(jax.random.key(2), (VOCAB, VOCAB))
     hates_bos = table.at[:, BOS].set(-50.0)
     kwargs = dict(eval_tokens=192, sequence_length=SEQ_LEN, batch_size=6, pad_id=BOS)
-    a = metric.evaluate_bpb(bigram_loss, table, tokens, token_bytes, **kwargs)
-    b = metric.evaluate_bpb(bigram_loss, hates_bos, tokens, token_bytes, **kwargs)
+    a = metric.evaluate_bpb(STEP, table, tokens, token_bytes, **kwargs)
+    b = metric.evaluate_bpb(STEP, hates_bos, tokens, token_bytes, **kwargs)
     assert a.bytes == b.bytes
     # Only the softmax normaliser moves (BOS's mass shrinks); that shifts non-BOS nats a little.
     assert abs(a.bpb - b.bpb) < 0.2
@@ -97,13 +99,33 @@ def test_compiled_step_is_used_as_given():
     tokens, token_bytes = token_stream(400), byte_table()
     table = jax.random.normal(jax.random.key(1), (VOCAB, VOCAB))
     calls = []
-    step = jax.jit(metric.make_eval_step(bigram_loss))
 
     def counting_step(*args):
         calls.append(args[1].shape)
-        return step(*args)
+        return STEP(*args)
 
-    got = metric.evaluate_bpb(bigram_loss, table, tokens, token_bytes, eval_tokens=192,
-                              sequence_length=SEQ_LEN, batch_size=4, pad_id=BOS, step=counting_step)
+    got = metric.evaluate_bpb(counting_step, table, tokens, token_bytes, eval_tokens=192,
+                              sequence_length=SEQ_LEN, batch_size=4, pad_id=BOS)
     assert calls == [(4, SEQ_LEN + 1)] * 3
     assert got.bpb == pytest.approx(numpy_bpb(table, tokens, token_bytes, 192), rel=1e-5)
+
+
+def test_loss_is_the_engines_whatever_scale_the_logits_come_in():
+    """A model's logits scaled by a temperature are a different model: the engine's
+    log-softmax scores exactly that model, never a loss train.py chose."""
+    tokens, token_bytes = token_stream(400), byte_table()
+    table = jax.random.normal(jax.random.key(1), (VOCAB, VOCAB))
+    kwargs = dict(eval_tokens=192, sequence_length=SEQ_LEN, batch_size=4, pad_id=BOS)
+    sharp = metric.evaluate_bpb(STEP, 3.0 * table, tokens, token_bytes, **kwargs)
+    assert sharp.bpb == pytest.approx(numpy_bpb(3.0 * table, tokens, token_bytes, 192), rel=1e-5)
+    shifted = metric.evaluate_bpb(STEP, table + 7.0, tokens, token_bytes, **kwargs)  # softmax-invariant
+    plain = metric.evaluate_bpb(STEP, table, tokens, token_bytes, **kwargs)
+    assert shifted.bpb == pytest.approx(plain.bpb, rel=1e-5)
+
+
+def test_non_finite_logits_give_a_non_finite_score():
+    tokens, token_bytes = token_stream(400), byte_table()
+    table = jnp.full((VOCAB, VOCAB), jnp.nan)
+    got = metric.evaluate_bpb(STEP, table, tokens, token_bytes, eval_tokens=192,
+                              sequence_length=SEQ_LEN, batch_size=4, pad_id=BOS)
+    assert not math.isfinite(got.bpb)

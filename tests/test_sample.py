@@ -73,7 +73,8 @@ def test_sampling_follows_the_seed(trained):
 def test_a_train_py_without_logits_is_told_what_to_add(trained, tmp_path):
     source = (trained.repo / "train.py").read_text()
     no_logits = tmp_path / "train.py"
-    no_logits.write_text(source.replace("logits=lambda state, inputs", "_unused=lambda state, inputs")
+    # logits is a required field now: a train.py can only leave it empty
+    no_logits.write_text(source.replace("logits=lambda state, inputs", "logits=None, _unused=lambda state, inputs")
                          .replace("engine.Experiment(", "_strip_unused(engine.Experiment, ", 1)
                          + "\n\ndef _strip_unused(cls, _unused=None, **fields):\n"
                            "    return cls(**fields)\n")

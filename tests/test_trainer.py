@@ -106,11 +106,11 @@ CONTRACT_BREAKS = {
             exp = tiny_train.experiment(ctx)
             return dataclasses.replace(exp, train_step=lambda s, b, p: ({"params": exp.train_step(s, b, p)[0]["params"]}, {"loss": 0.0}))
         """, "changed the state's structure: missing state['opt'][0].count"),
-    "bad_token_loss": ("""
+    "bad_logits": ("""
         def experiment(ctx):
             exp = tiny_train.experiment(ctx)
-            return dataclasses.replace(exp, token_loss=lambda s, i, t: exp.token_loss(s, i, t).mean())
-        """, "token_loss must return nats per token"),
+            return dataclasses.replace(exp, logits=lambda s, i: exp.logits(s, i).mean(axis=-1))
+        """, "Experiment.logits must return float next-token logits"),
     "bad_batch": ("""
         def experiment(ctx):
             return dataclasses.replace(tiny_train.experiment(ctx), batch_size=0)
@@ -152,7 +152,7 @@ def test_out_of_memory_is_caught(prepared_data, tmp_path, capsys):
                 model, metrics = exp.train_step(state["model"], batch, progress)
                 return {"model": model, "ballast": state["ballast"]}, metrics
             return dataclasses.replace(exp, init=init, train_step=step,
-                                       token_loss=lambda s, i, t: exp.token_loss(s["model"], i, t))
+                                       logits=lambda s, i: exp.logits(s["model"], i))
         """)
     code, result = train(prepared_data, tmp_path, path, "--budget-seconds", "60", "--no-checkpoint")
     assert code == 1
@@ -168,7 +168,8 @@ def test_crash_in_experiment_code_reports_crash(prepared_data, tmp_path, capsys)
     code, result = train(prepared_data, tmp_path, path, "--budget-seconds", "60")
     assert code == 1
     assert "my model is broken" in capsys.readouterr().err
-    assert result == {"status": "crash", "error": "RuntimeError: my model is broken"}
+    assert (result["status"], result["error"]) == ("crash", "RuntimeError: my model is broken")
+    assert "val_bpb" not in result
 
 
 def test_missing_data_is_a_user_error_with_a_result(tmp_path, capsys):

@@ -76,8 +76,11 @@ ANSWER_SCHEMA = {
 SYSTEM_INSTRUCTION = f"""\
 You are an ML researcher running experiments on your own, overnight. Each experiment is one
 change to train.py, a JAX/Flax training script. The engine (which you cannot change) compiles it,
-trains it for a fixed budget, and scores val_bpb: validation bits per byte, lower is better. A
-change that lowers val_bpb is kept; anything else is reverted. Follow the protocol in program.md.
+trains it for a fixed budget, and scores val_bpb: validation bits per byte, lower is better. It
+scores the model's `logits` with its own cross-entropy, in a process that never runs train.py, after
+checking that each prediction uses only earlier tokens of its own row: a model that looks ahead or
+across rows is recorded "invalid", and train.py's own loss never enters the score. A change that
+lowers val_bpb is kept; anything else is reverted. Follow the protocol in program.md.
 
 Answer with one JSON object:
 - "description": one short line saying what this experiment changes (it names the row in the results).

@@ -250,7 +250,7 @@ def _gain(row: dict) -> float | None:
 def _outcome_score(row: dict) -> float:
     if row.get("kept"):
         return 3.0
-    if row.get("status") in ("crash", "timeout"):
+    if row.get("status") in ("crash", "timeout", "invalid"):
         return -3.0
     gain = _gain(row)
     return 0.5 if gain is not None and gain > 0 else -2.0

@@ -35,7 +35,7 @@ def main(args) -> int:
         experiment = session.ledger.next_experiment()
         row = cycle.try_candidate(session, Proposal(description=args.description), experiment,
                             extra={"agent": "external"})
-        if row["status"] in ("crash", "timeout") and row.get("commit"):
+        if row["status"] in ("crash", "timeout", "invalid") and row.get("commit"):
             session.repo.put_back(row["commit"])
             session.live.say("the crashed version is back in the working tree, uncommitted: fix it and run "
                              "`autoresearch experiment` again, or drop it with `git checkout -- train.py`")

@@ -16,7 +16,8 @@ from engine.files import write_atomic
 from engine.loop import standings
 
 TSV_COLUMNS = ("commit", "val_bpb", "memory_gb", "status", "description")
-# invalid: the scorer's causality probe failed; stale: a parallel candidate whose change no
+# invalid: the scorer refused the model (it saw later tokens or other rows, or its logits are
+# not finite); stale: a parallel candidate whose change no
 # longer applies to the best.
 STATUSES = ("keep", "discard", "crash", "timeout", "rejected", "invalid", "stale")
 

@@ -1,6 +1,7 @@
 """Run one experiment: `autoresearch train` in its own process group, with a hard timeout.
 
-The result is read from the JSON file the engine writes, never from printed output.
+The result is read from the JSON file the engine writes, never from printed output; its
+status and val_bpb come from the scorer process (engine/training/launcher.py).
 The child's environment holds no secrets. While it runs, runs/<tag>/child.json names
 it, so a loop restarted after a kill can end an orphan (see engine/loop/lock.py).
 
@@ -33,7 +34,7 @@ POLL_SECONDS = 0.25
 
 @dataclasses.dataclass
 class Outcome:
-    status: str  # "ok", "crash" or "timeout"
+    status: str  # "ok", "crash", "timeout" or "invalid" (the scorer refused the model)
     result: dict  # the engine's JSON result ({} when it wrote none)
     returncode: int | None
     wall_seconds: float
@@ -90,6 +91,8 @@ def classify(returncode: int | None, timed_out: bool, result: dict) -> tuple[str
     ok = result.get("status") == "ok" and isinstance(val, (int, float)) and math.isfinite(val) and val > 0
     if returncode == 0 and ok:
         return "ok", None
+    if result.get("status") == "invalid":
+        return "invalid", str(result.get("error") or "the scorer refused the model")
     if result.get("status") not in (None, "ok"):
         return "crash", f"{result['status']}: {result.get('error') or 'no reason given'}"
     if returncode != 0:

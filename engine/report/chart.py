@@ -6,6 +6,7 @@ from pathlib import Path
 STATUS_STYLE = {  # status: (marker, colour, legend label), drawn along the top edge
     "crash": ("x", "#d62728", "crash"),
     "timeout": ("v", "#ff7f0e", "timeout"),
+    "invalid": ("*", "#9467bd", "invalid (refused by the scorer)"),
     "rejected": ("|", "#bdbdbd", "rejected by the guard (not run)"),
 }
 

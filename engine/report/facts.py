@@ -123,10 +123,10 @@ def _rates(rows: list[dict]) -> dict:
     """Shares of the experiments after the baseline that ran (rejected ones never ran)."""
     ran = [r for r in _after_baseline(rows) if r.get("status") != "rejected"]
     if not ran:
-        return {"keep": None, "discard": None, "crash": None, "timeout": None}
+        return {"keep": None, "discard": None, "crash": None, "timeout": None, "invalid": None}
     share = lambda status: round(sum(r.get("status") == status for r in ran) / len(ran), 4)
     return {"keep": round(sum(is_kept(r) for r in ran) / len(ran), 4), "discard": share("discard"),
-            "crash": share("crash"), "timeout": share("timeout")}
+            "crash": share("crash"), "timeout": share("timeout"), "invalid": share("invalid")}
 
 
 def _point(row: dict) -> dict:

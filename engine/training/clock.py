@@ -26,6 +26,8 @@ class BudgetClock:
         self._now = now
         self._start = None
         self._excluded = 0.0
+        self._charged_seconds = 0.0  # init's device time, counted as training (see `charge`)
+        self._charged_flops = 0.0
         self.dispatched = 0  # steps handed to the device
         self.completed = 0  # steps known to have finished
         self.seconds = 0.0  # training seconds up to the last completed step
@@ -34,19 +36,26 @@ class BudgetClock:
     def start(self) -> None:
         self._start = self._now()
 
+    def charge(self, seconds: float = 0.0, flops: float = 0.0) -> None:
+        """Work done before the first step (the experiment's init) counts against the budget:
+        its seconds under a time budget, its FLOPs under a flops budget. Init sees no data,
+        so a tokens budget has nothing to charge."""
+        self._charged_seconds += max(0.0, seconds)
+        self._charged_flops += max(0.0, flops or 0.0)
+
     def exclude(self, seconds: float) -> None:
         """Time that is not training (a compile inside the window) comes off the clock."""
         self._excluded = seconds
 
     def elapsed(self) -> float:
-        return self._now() - self._start - self._excluded
+        return self._now() - self._start - self._excluded + self._charged_seconds
 
     def progress(self) -> float:
         """The elapsed fraction of the budget for the step about to be dispatched."""
         if self.budget.mode == "time":
             done = self.elapsed()
         else:
-            done = self.dispatched * self._per_step()
+            done = self._work(self.dispatched)
         return min(1.0, max(0.0, done / self.budget.value))
 
     def step_dispatched(self) -> None:
@@ -63,13 +72,18 @@ class BudgetClock:
         if self.budget.mode == "time":
             in_flight = self.dispatched - self.completed
             return self.seconds + in_flight * self._last_step_seconds >= self.budget.value
-        return self.dispatched * self._per_step() >= self.budget.value
+        return self._work(self.dispatched) >= self.budget.value
 
     def reached(self) -> bool:
         """Whether the completed steps have reached the budget (a time estimate may fall short)."""
         if self.budget.mode == "time":
             return self.seconds >= self.budget.value
-        return self.completed * self._per_step() >= self.budget.value
+        return self._work(self.completed) >= self.budget.value
+
+    def _work(self, steps: int) -> float:
+        """Tokens or FLOPs of `steps` steps, plus the FLOPs charged for init."""
+        charged = self._charged_flops if self.budget.mode == "flops" else 0.0
+        return steps * self._per_step() + charged
 
     def _per_step(self) -> float:
         return self.tokens_per_step if self.budget.mode == "tokens" else self.flops_per_step
@@ -80,7 +94,7 @@ class BudgetClock:
 
     @property
     def flops(self) -> float:
-        return self.completed * self.flops_per_step
+        return self.completed * self.flops_per_step + self._charged_flops
 
 
 def budget_from_args(args, default_seconds: float) -> Budget:

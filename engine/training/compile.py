@@ -1,7 +1,8 @@
-"""Ahead-of-time compilation of init, train step and eval step, before the clock starts.
+"""Ahead-of-time compilation of init and the train step, before the clock starts.
 
-Also: the persistent compilation cache, the step's FLOP count as XLA sees the whole
-(unpartitioned) program, and a watch for compiles that happen while the clock runs.
+Also: the persistent compilation cache, the FLOP counts of the step and of init as XLA
+sees the whole (unpartitioned) program, a check of the logits' shape (the scorer runs
+them, exported, in another process), and a watch for compiles while the clock runs.
 """
 from __future__ import annotations
 
@@ -14,7 +15,6 @@ import jax
 import jax.numpy as jnp
 
 from engine import paths
-from engine.scoring import metric
 from engine.training import sharding
 from engine.errors import UserError
 from engine.training.flop_count import count_flops
@@ -66,12 +66,12 @@ def compile_watch() -> CompileWatch:
 class Compiled:
     init: Any  # rng -> state (sharded)
     train_step: Any  # (state, tokens int32[B, T+1], progress f32) -> (state, metrics); state donated
-    eval_step: Any  # (state, tokens int32[E, T_eval+1], token_bytes) -> (nats[E], bytes[E])
     state_shardings: Any
     abstract_state: Any
     step_flops: float | None
-    flops_uncounted: tuple[str, ...]  # operations whose FLOPs step_flops is missing
+    flops_uncounted: tuple[str, ...]  # operations whose FLOPs step_flops or init_flops miss
     seconds: float
+    init_flops: float | None = None  # charged to a flops budget (engine/training/clock.py)
 
 
 def as_batch(tokens):
@@ -79,15 +79,16 @@ def as_batch(tokens):
     return {"inputs": tokens[:, :-1], "targets": tokens[:, 1:]}
 
 
-def compile_experiment(exp, mesh, rng, eval_rows: int, eval_seq_len: int, vocab_size: int) -> Compiled:
+def compile_experiment(exp, mesh, rng, logits_rows: int, eval_seq_len: int, vocab_size: int) -> Compiled:
     start = time.perf_counter()
     abstract_state, state_sh = plan_state(exp, mesh, rng)
-    init = jax.jit(exp.init, in_shardings=sharding.replicated(mesh), out_shardings=state_sh
-                   ).lower(rng).compile()
+    check_logits(exp.logits, _with_shardings(abstract_state, state_sh), logits_rows, eval_seq_len, vocab_size)
+    lowered_init = jax.jit(exp.init, in_shardings=sharding.replicated(mesh), out_shardings=state_sh).lower(rng)
+    init_flops = count_flops(exp.init, rng, xla_flops=lowered_flops)
     train_step, flops = compile_train_step(exp, mesh, abstract_state, state_sh)
-    eval_step = compile_eval_step(exp, mesh, abstract_state, state_sh, eval_rows, eval_seq_len, vocab_size)
-    return Compiled(init, train_step, eval_step, state_sh, abstract_state, flops.flops, flops.uncounted,
-                    time.perf_counter() - start)
+    uncounted = tuple(sorted(set(flops.uncounted) | {f"{op} (in init)" for op in init_flops.uncounted}))
+    return Compiled(lowered_init.compile(), train_step, state_sh, abstract_state, flops.flops, uncounted,
+                    time.perf_counter() - start, init_flops.flops)
 
 
 def plan_state(exp, mesh, rng):
@@ -110,17 +111,6 @@ def compile_train_step(exp, mesh, abstract_state, state_sh):
                       out_shardings=(state_sh, replicated), donate_argnums=0
                       ).lower(state_in, tokens, progress)
     return lowered.compile(), count_flops(step_fn, state_in, tokens, progress, xla_flops=lowered_flops)
-
-
-def compile_eval_step(exp, mesh, abstract_state, state_sh, rows: int, seq_len: int, vocab_size: int):
-    replicated = sharding.replicated(mesh)
-    batch_sh = sharding.batch_sharding(mesh)
-    state_in = _with_shardings(abstract_state, state_sh)
-    _check_token_loss(exp.token_loss, state_in, rows, seq_len)
-    tokens = jax.ShapeDtypeStruct((rows, seq_len + 1), jnp.int32, sharding=batch_sh)
-    token_bytes = jax.ShapeDtypeStruct((vocab_size,), jnp.int32, sharding=replicated)
-    return jax.jit(metric.make_eval_step(exp.token_loss), in_shardings=(state_sh, batch_sh, replicated),
-                   out_shardings=replicated).lower(state_in, tokens, token_bytes).compile()
 
 
 def _train_step_fn(train_step: Callable) -> Callable:
@@ -181,12 +171,21 @@ def _listed(paths: list, shown: int) -> str:
     return ", ".join(f"state{p}" for p in paths[:shown]) + more
 
 
-def _check_token_loss(token_loss, state, rows: int, seq_len: int) -> None:
+def check_logits(logits, state, rows: int, seq_len: int, vocab_size: int) -> None:
+    """Experiment.logits must map int32[rows, seq_len] to float [rows, seq_len, vocab]."""
     inputs = jax.ShapeDtypeStruct((rows, seq_len), jnp.int32)
-    out = jax.eval_shape(token_loss, state, inputs, inputs)
-    if getattr(out, "shape", None) != (rows, seq_len):
-        raise UserError(f"Experiment.token_loss must return nats per token, shape [{rows}, {seq_len}] "
-                        f"for inputs [{rows}, {seq_len}]; it returned {getattr(out, 'shape', out)}")
+    try:
+        out = jax.eval_shape(logits, state, inputs)
+    except UserError:
+        raise
+    except Exception as error:
+        raise UserError(f"Experiment.logits(state, inputs int32[{rows}, {seq_len}]) failed to trace: "
+                        f"{type(error).__name__}: {error}") from error
+    want = (rows, seq_len, vocab_size)
+    if getattr(out, "shape", None) != want or not jnp.issubdtype(getattr(out, "dtype", jnp.int32), jnp.floating):
+        got = f"{getattr(out, 'dtype', '')}{list(getattr(out, 'shape', ()))}" if hasattr(out, "shape") else out
+        raise UserError(f"Experiment.logits must return float next-token logits {list(want)} for inputs "
+                        f"[{rows}, {seq_len}]; it returned {got}")
 
 
 def lowered_flops(lowered) -> float | None:

@@ -2,7 +2,9 @@
 
 train.py defines `experiment(ctx: Context) -> Experiment`. The engine owns the
 mesh, the compile, the clock, the data and the metric; the experiment only
-describes pure functions over a state pytree.
+describes pure functions over a state pytree. The engine scores the model's
+`logits` in a separate process that never runs train.py (engine/scoring/scorer.py):
+how train.py computes its own training loss is its own business.
 """
 from __future__ import annotations
 
@@ -55,14 +57,14 @@ class Experiment:
     # (state, batch, progress) -> (state, metrics). progress is a float32 scalar in [0, 1]:
     # the elapsed fraction of the budget. metrics must hold a scalar "loss".
     train_step: Callable[[State, Batch, Any], tuple[State, dict]]
-    # (state, inputs int32[B, T], targets int32[B, T]) -> float32[B, T] of nats per token.
-    token_loss: Callable[[State, Any, Any], Any]
+    # (state, inputs int32[B, T]) -> float32[B, T, vocab]: next-token logits, position t seeing
+    # only inputs[:, :t + 1] of its own row. The engine exports it and scores it elsewhere.
+    logits: Callable[[State, Any], Any]
     batch_size: int  # global rows per step, divided over all devices
     sequence_length: int  # training context length T
     sharding: ShardingRule = "replicated"
     # Analytic model FLOPs per trained token (forward + backward), for MFU. Optional.
     flops_per_token: float | None = None
-    # Rows per evaluation step; defaults to batch_size.
+    # Rows per call of the exported logits when scoring; default: the engine's choice, which
+    # keeps one call's logits within a fixed memory bound.
     eval_batch_size: int | None = None
-    # (state, inputs int32[B, T]) -> float32[B, T, vocab] next-token logits, for sampling.
-    logits: Callable[[State, Any], Any] | None = None

@@ -26,7 +26,8 @@ SUMMARY_FIELDS = (
     ("budget", "{}"),
     ("device", "{}"),
 )
-STATUSES = ("ok", "crash", "nan", "oom")
+# invalid: the scorer refused the model (it failed the causality probe, or its logits are not finite)
+STATUSES = ("ok", "crash", "nan", "oom", "invalid")
 
 
 def format_block(result: dict) -> str:

@@ -1,8 +1,11 @@
-"""`autoresearch train`: run one experiment honestly.
+"""The trainer process of `autoresearch train`: run train.py for the budget, save what it made.
 
-Load train.py, build the experiment, compile it ahead of time (timed apart), train
-until the budget, score val_bpb with the fixed metric, save the final state, report.
-The engine owns the clock, the data and the metric; train.py only describes functions.
+Map the train split, install the audit hooks (engine/training/sandbox.py), import train.py
+and build its experiment, compile it ahead of time (timed apart), run init (charged to the
+budget) and train until the budget, then save the final state and the exported forward.
+It writes only its own figures (steps, seconds, loss); val_bpb comes from the scorer, in a
+process that starts after this one has exited (engine/training/launcher.py). This process
+ends with os._exit, so nothing train.py left behind (an atexit handler, a thread) runs on.
 """
 from __future__ import annotations
 
@@ -10,20 +13,26 @@ import argparse
 import dataclasses
 import importlib.util
 import math
+import os
 import sys
 import time
 import traceback
 from pathlib import Path
 
 import jax
+import jax.numpy as jnp
 import numpy as np
 
 from engine import constants, paths
+from engine.data import cache as data
+from engine.data import loader as loading
 from engine.training import checkpoint
 from engine.training import clock
 from engine.training import compile as compiling
 from engine.training import devices
-from engine.scoring import metric
+from engine.training import export
+from engine.training import integrity
+from engine.training import sandbox
 from engine.training import sharding
 from engine.training import summary
 from engine.errors import UserError
@@ -32,6 +41,7 @@ from engine.training.contract import Budget, Context, Experiment
 # A loss above this many nats per token has diverged (the reference's threshold).
 EXPLODING_LOSS = 100.0
 TRAIN_MODULE_NAME = "autoresearch_train_py"
+_exit = os._exit  # bound before train.py is imported: it cannot swap the way out
 
 
 class LossDiverged(Exception):
@@ -39,51 +49,76 @@ class LossDiverged(Exception):
 
 
 def main(args: argparse.Namespace | None = None) -> int:
-    """Entry for `autoresearch train`; with no args, for `python train.py [flags]`."""
+    """Entry of the trainer process; with no args, `python train.py [flags]` (the whole command)."""
     if args is None:
         from engine import cli
         return cli.main(["train", sys.argv[0], *sys.argv[1:]])
+    code = _train(args)
+    sys.stdout.flush()
+    sys.stderr.flush()
+    if getattr(args, "trainer_only", False):
+        _exit(code)  # no atexit handler, thread or finalizer of train.py runs after this line
+    return code
+
+
+def _train(args: argparse.Namespace) -> int:
     started = time.perf_counter()
+    guard = sandbox.Guard()
     try:
-        result = run(args, started)
+        result = run(args, started, guard)
+        guard.check()
     except UserError as error:
         _write_result(args, summary.failure("crash", str(error)))
-        raise
+        print(f"autoresearch train: error: {error}", file=sys.stderr, flush=True)
+        return 2
     except LossDiverged as error:
         return _fail(args, "nan", str(error))
     except Exception as error:  # the experiment's own code may raise anything
+        refused = guard.first_refusal()
+        if refused:
+            return _fail(args, "crash", refused)
+        if isinstance(error, (sandbox.Refused, integrity.Tampered)):
+            return _fail(args, "crash", str(error))
         traceback.print_exc()
         status = "oom" if devices.is_out_of_memory(error) else "crash"
         return _fail(args, status, f"{type(error).__name__}: {_first_line(error)}")
     _write_result(args, result)
-    print(summary.format_block(result), flush=True)
     return 0
 
 
-def run(args, started: float) -> dict:
+def run(args, started: float, guard: sandbox.Guard | None = None) -> dict:
+    guard = guard or sandbox.Guard()
     budget = clock.budget_from_args(args, constants.TIME_BUDGET_SECONDS)
     data_dir = paths.resolve_data_dir(args.data)
-    from engine.data import cache as data
     manifest = data.load_manifest(data_dir)
     devices.initialize_distributed()
     compiling.enable_persistent_cache()
     ctx = make_context(manifest, budget, args.seed)
+    train_split = data.load_split(data_dir, "train")  # mapped now: train.py may not open the cache
+    run_dir = Path(args.run_dir) if args.run_dir else _default_run_dir()
+    guard.install(run_dir, data_dir)
     exp = load_experiment(args.path, ctx)
+    guard.check()
     mesh = sharding.make_mesh()
-    eval_batch = check_batches(exp, mesh)
+    rows = check_batches(exp, mesh, manifest)
     rng = jax.random.key(args.seed)
-    compiled = compiling.compile_experiment(exp, mesh, rng, eval_batch, ctx.eval_sequence_length,
-                                            ctx.vocab_size)
+    compiled = compiling.compile_experiment(exp, mesh, rng, rows, ctx.eval_sequence_length, ctx.vocab_size)
     check_flops_countable(compiled, budget)
+    guard.check()
+    init_started = time.perf_counter()
     state = jax.block_until_ready(compiled.init(rng))
-    _warm_up_hosts(compiled.eval_step, state, mesh, eval_batch, ctx)
-    batches = _train_batches(data_dir, exp, mesh, args.seed, ctx.bos_id)
+    init_seconds = time.perf_counter() - init_started
+    _warm_up_hosts(mesh, ctx)
+    batches = _train_batches(train_split, exp, mesh, args.seed, ctx.bos_id)
     watch = compiling.compile_watch()
     budget_clock = clock.BudgetClock(budget, exp.batch_size * exp.sequence_length, compiled.step_flops)
+    budget_clock.charge(seconds=init_seconds, flops=compiled.init_flops or 0.0)
     state, final_loss = train(compiled.train_step, state, batches, budget_clock, watch)
-    score = evaluate(exp, compiled.eval_step, state, data_dir, manifest, eval_batch, mesh, "val")
-    saved = None if args.no_checkpoint else _save(args, state, manifest, budget_clock)
-    return _result(exp, ctx, manifest, compiled, budget_clock, watch, score, final_loss, saved,
+    guard.check()
+    forward = export.export_forward(exp.logits, compiled.abstract_state, rows, ctx.eval_sequence_length)
+    saved = _save(args, run_dir, state, manifest, budget_clock, forward)
+    guard.check()
+    return _result(exp, ctx, manifest, compiled, budget_clock, watch, final_loss, saved, init_seconds,
                    time.perf_counter() - started)
 
 
@@ -118,7 +153,7 @@ def load_experiment(path: str | Path, ctx: Context) -> Experiment:
     factory = getattr(module, "experiment", None)
     if not callable(factory):
         raise UserError(f"{path} defines no experiment(ctx) function: add one that returns "
-                        "engine.Experiment(init=..., train_step=..., token_loss=..., ...)")
+                        "engine.Experiment(init=..., train_step=..., logits=..., ...)")
     exp = factory(ctx)
     if not isinstance(exp, Experiment):
         raise UserError(f"experiment(ctx) in {path} returned {type(exp).__name__}, "
@@ -141,7 +176,7 @@ def _import_file(path: Path):
 
 
 def _check_fields(exp: Experiment) -> None:
-    for name in ("init", "train_step", "token_loss"):
+    for name in ("init", "train_step", "logits"):
         if not callable(getattr(exp, name)):
             raise UserError(f"Experiment.{name} must be a function, got {getattr(exp, name)!r}")
     for name in ("batch_size", "sequence_length"):
@@ -150,25 +185,26 @@ def _check_fields(exp: Experiment) -> None:
             raise UserError(f"Experiment.{name} must be a positive int, got {value!r}")
 
 
-def check_batches(exp: Experiment, mesh) -> int:
-    """Both batches must split over the devices; returns the eval batch size."""
+def check_batches(exp: Experiment, mesh, manifest: dict) -> int:
+    """Both batches must split over the devices; returns the rows per scoring call."""
     sharding.check_divisible(exp.batch_size, mesh, "Experiment.batch_size")
-    eval_batch = exp.eval_batch_size or exp.batch_size
-    sharding.check_divisible(eval_batch, mesh, "Experiment.eval_batch_size")
-    return int(eval_batch)
+    constants_ = manifest["constants"]
+    seq_len = int(constants_["sequence_length"])
+    rows = export.scoring_rows(exp.eval_batch_size, sharding.data_axis_size(mesh), seq_len,
+                               int(manifest["vocab_size"]), int(constants_["eval_tokens"]) // seq_len)
+    sharding.check_divisible(rows, mesh, "Experiment.eval_batch_size")
+    return rows
 
 
-def _train_batches(data_dir: Path, exp: Experiment, mesh, seed: int, bos_id: int):
+def _train_batches(train_split, exp: Experiment, mesh, seed: int, bos_id: int):
     """Global token batches [B, T+1] in the same order on any number of hosts.
 
     Every host packs the whole global batch and keeps its own rows, so 1 and N hosts
     train on identical data (packing runs at millions of tokens/s, one step ahead of
     the device).
     """
-    from engine.data import cache as data
-    from engine.data.loader import PackedLoader
-    tokens, doc_starts = data.load_split(data_dir, "train")
-    loader = PackedLoader(tokens, doc_starts, exp.batch_size, exp.sequence_length, seed, bos_id=bos_id)
+    tokens, doc_starts = train_split
+    loader = loading.PackedLoader(tokens, doc_starts, exp.batch_size, exp.sequence_length, seed, bos_id=bos_id)
     for rows in loader:
         yield sharding.global_batch(sharding.process_share(rows), mesh, exp.batch_size)
 
@@ -202,14 +238,14 @@ def train(step, state, batches, budget_clock: clock.BudgetClock, watch) -> tuple
     return state, loss
 
 
-def _warm_up_hosts(eval_step, state, mesh, eval_batch: int, ctx: Context) -> None:
+def _warm_up_hosts(mesh, ctx: Context) -> None:
     """Across hosts, the first collective sets up connections (seconds with gloo): not training time."""
     if jax.process_count() == 1:
         return
     from jax.experimental import multihost_utils
-    rows = np.full((eval_batch, ctx.eval_sequence_length + 1), ctx.bos_id, np.int32)
-    batch = sharding.global_batch(sharding.process_share(rows), mesh, eval_batch)
-    jax.block_until_ready(eval_step(state, batch, np.zeros(ctx.vocab_size, np.int32)))
+    rows = np.full((sharding.data_axis_size(mesh), 2), ctx.bos_id, np.int32)
+    batch = sharding.global_batch(sharding.process_share(rows), mesh, len(rows))
+    jax.block_until_ready(jax.jit(jnp.sum, out_shardings=sharding.replicated(mesh))(batch))
     multihost_utils.sync_global_devices("autoresearch: start the clock")
 
 
@@ -268,24 +304,18 @@ def _agreement_by_broadcast():
     return agree
 
 
-def evaluate(exp: Experiment, eval_step, state, data_dir: Path, manifest: dict, eval_batch: int,
-             mesh, split: str) -> metric.BpbResult:
-    from engine.data import cache as data
-    tokens, _ = data.load_split(data_dir, split)
-    constants_ = manifest["constants"]
-    return metric.evaluate_bpb(
-        exp.token_loss, state, tokens, data.load_token_bytes(data_dir),
-        eval_tokens=int(constants_["eval_tokens"]), sequence_length=int(constants_["sequence_length"]),
-        batch_size=eval_batch, pad_id=int(manifest["bos_id"]), step=eval_step,
-        put=lambda rows: sharding.global_batch(sharding.process_share(rows), mesh, len(rows)))
-
-
-def _save(args, state, manifest: dict, budget_clock: clock.BudgetClock) -> str:
-    run_dir = Path(args.run_dir) if args.run_dir else _default_run_dir()
+def _save(args, run_dir: Path, state, manifest: dict, budget_clock: clock.BudgetClock,
+          forward: export.Forward) -> str:
+    """The exported forward and the leaves it reads, always (the scorer needs them); the whole
+    state too unless --no-checkpoint (sampling and later evaluation restore it)."""
     meta = {"train_py": str(Path(args.path).resolve()), "seed": args.seed,
             "manifest_fingerprint": manifest.get("fingerprint"), "num_steps": budget_clock.completed,
             "budget": budget_clock.budget.describe()}
-    return str(checkpoint.save(run_dir / "checkpoint", state, meta))
+    directory = run_dir / "checkpoint"
+    if not args.no_checkpoint:
+        checkpoint.save(directory, state, meta)
+    export.save(directory, forward, state, meta)
+    return str(directory.absolute())
 
 
 def _default_run_dir() -> Path:
@@ -296,8 +326,9 @@ def _default_run_dir() -> Path:
     return Path("runs") / f"train-{time.strftime('%Y%m%d-%H%M%S', time.localtime(stamp))}"
 
 
-def _result(exp, ctx, manifest, compiled, budget_clock, watch, score, final_loss, saved,
+def _result(exp, ctx, manifest, compiled, budget_clock, watch, final_loss, saved, init_seconds: float,
             total_seconds: float) -> dict:
+    """The trainer's own figures: reported, never the score (the scorer adds val_bpb)."""
     seconds = budget_clock.seconds
     tokens = budget_clock.tokens
     tokens_per_second = tokens / seconds if seconds > 0 else None
@@ -307,8 +338,8 @@ def _result(exp, ctx, manifest, compiled, budget_clock, watch, score, final_loss
            if flops_per_token and tokens_per_second else None)
     return {
         "status": "ok", "error": None,
-        "val_bpb": score.bpb, "val_tokens": score.tokens,
-        "training_seconds": seconds, "compile_seconds": compiled.seconds, "total_seconds": total_seconds,
+        "training_seconds": seconds, "compile_seconds": compiled.seconds, "train_process_seconds": total_seconds,
+        "init_seconds": init_seconds, "init_flops": compiled.init_flops,
         "peak_vram_mb": devices.peak_memory_mb(), "mfu_percent": mfu,
         "total_tokens_M": tokens / 1e6, "num_steps": budget_clock.completed,
         "num_params_M": count_params(compiled.abstract_state) / 1e6,
@@ -345,8 +376,11 @@ def _fail(args, status: str, reason: str) -> int:
 
 
 def _write_result(args, result: dict) -> None:
-    if args.json_path and jax.process_index() == 0:
-        summary.write_json(args.json_path, result)
+    """Host 0 writes the result; in the trainer process every host writes its own (its launcher
+    reads it, and writes the run's result only on host 0)."""
+    trainer_only = getattr(args, "trainer_only", False)
+    if args.json_path and (trainer_only or jax.process_index() == 0):
+        summary.write_json(args.json_path, {**result, "process_index": jax.process_index()})
 
 
 def _first_line(error: BaseException) -> str:

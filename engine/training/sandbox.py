@@ -1,0 +1,193 @@
+"""Audit hooks (PEP 578) around train.py: the training process reads only what training needs.
+
+Installed by the trainer before train.py is imported, for the rest of the process:
+
+- no opening, listing, linking, moving or deleting the prepared cache's files (the held-out
+  val and test splits above all; the engine has already mapped the train split into memory,
+  so train.py sees training data only as the batches its train_step gets), nor other
+  runs' files (a runs/ directory outside this run's own); the manifest, the tokenizer and
+  the compilation cache stay readable;
+- no subprocesses, no network sockets (AF_UNIX socket pairs stay: asyncio needs them), no
+  ctypes libraries, no tracing or profiling hooks, no walking the garbage collector;
+- no replacing the code of the engine's functions in place (`object.__setattr__` on them;
+  Python audits only some attributes, so rebinding names and class attributes is left to
+  the engine snapshot, engine/training/integrity.py).
+
+A refused event raises `Refused` where train.py made it, and is remembered: if train.py
+catches it and goes on, the trainer still ends the run as a crash with that reason.
+
+These hooks see what Python's own code does. A C extension that opens files itself, or a
+program that escapes Python, is out of their sight; OS-level sandboxing (containers,
+seccomp) is out of scope here (README, "What the guards catch").
+"""
+from __future__ import annotations
+
+import dataclasses
+import os
+import sys
+from pathlib import Path
+
+from engine import paths
+from engine.data import cache as data
+from engine.errors import UserError
+from engine.training import compile as compiling
+from engine.training import integrity
+
+
+class Guard:
+    """The audit hooks and the engine snapshot (engine/training/integrity.py) of one trainer
+    process, once installed; `check` after each stretch of train.py's code."""
+
+    def __init__(self):
+        self.hooks: Sandbox | None = None
+        self.engine: dict | None = None
+
+    def install(self, run_dir: Path, data_dir: Path) -> None:
+        check_paths(run_dir, data_dir)
+        Path(run_dir).mkdir(parents=True, exist_ok=True)  # its parents may hold other runs
+        compiling.compile_watch()  # registered before the snapshot: engine state, not tampering
+        self.engine = integrity.snapshot()
+        readable = [data_dir / data.MANIFEST, data_dir / data.TOKENIZER, paths.compilation_cache_dir()]
+        self.hooks = install(run_dir, data_dir, paths.cache_root(), readable)
+
+    def check(self) -> None:
+        if self.hooks is not None:
+            self.hooks.check()
+        if self.engine is not None:
+            integrity.verify(self.engine)
+
+    def first_refusal(self) -> str | None:
+        return self.hooks.violations[0] if self.hooks and self.hooks.violations else None
+
+
+class Refused(PermissionError):
+    """train.py did something the training process may not do."""
+
+
+@dataclasses.dataclass
+class Sandbox:
+    violations: list[str]
+
+    def check(self) -> None:
+        """Raise the first refusal, even one that train.py caught and swallowed."""
+        if self.violations:
+            raise Refused(self.violations[0])
+
+
+_PATH_EVENTS = {  # event -> indices of its path arguments
+    "open": (0,), "os.listdir": (0,), "os.scandir": (0,), "os.remove": (0,), "os.rmdir": (0,),
+    "os.truncate": (0,), "os.link": (0, 1), "os.symlink": (0, 1), "os.rename": (0, 1),
+    "shutil.copyfile": (0, 1), "shutil.copytree": (0, 1), "shutil.rmtree": (0,), "shutil.move": (0, 1),
+    "glob.glob": (0,), "os.mkdir": (0,), "os.chmod": (0,),
+}
+_PROCESS_EVENTS = ("subprocess.Popen", "os.system", "os.exec", "os.posix_spawn", "os.spawn", "os.fork",
+                   "os.forkpty", "os.startfile", "os.kill", "os.killpg")
+_NETWORK_EVENTS = ("socket.connect", "socket.bind", "socket.sendto", "socket.sendmsg", "socket.getaddrinfo",
+                   "socket.gethostbyname", "urllib.Request", "http.client.connect")
+_CODE_ATTRIBUTES = ("__code__", "__defaults__", "__kwdefaults__", "__globals__", "__closure__")
+_INTROSPECTION_EVENTS = ("ctypes.dlopen", "ctypes.dlsym", "ctypes.cdata", "gc.get_objects", "gc.get_referrers",
+                         "gc.get_referents", "sys._current_frames", "sys.settrace", "sys.setprofile")
+
+
+def install(run_dir: Path, data_dir: Path, cache_root: Path, readable: list[Path],
+            what: str = "train.py") -> Sandbox:
+    """Add the hook; from now on this process is under it. `readable` paths inside the cache
+    (manifest, tokenizer, compilation cache) stay open to it."""
+    realpath = os.path.realpath
+    own = realpath(run_dir)
+    runs_root = _runs_root(Path(own))
+    denied = [(realpath(data_dir), "held-out data is not readable during training"),
+              (realpath(cache_root), "the data cache is not readable during training")]
+    if runs_root is not None:
+        denied.append((realpath(runs_root), "other runs' files are not readable during training"))
+    violations: list[str] = []
+    sys.addaudithook(_hook(_path_rule(tuple([own] + [realpath(p) for p in readable]), tuple(denied), what),
+                           violations, what))
+    return Sandbox(violations)
+
+
+def _path_rule(allowed: tuple, denied: tuple, what: str):
+    """path -> the refusal message, or None. Everything it uses is bound here, out of reach of
+    train.py's assignments to this module."""
+    realpath, sep, join, fspath, getcwd = os.path.realpath, os.sep, os.path.join, os.fspath, os.getcwd
+
+    def under(path: str, root: str) -> bool:
+        return path == root or path.startswith(root + sep)
+
+    def rule(raw) -> str | None:
+        if isinstance(raw, int) or raw is None:
+            return None  # an open file descriptor: its path was checked when it was opened
+        try:
+            text = fspath(raw)
+            text = text.decode() if isinstance(text, bytes) else text
+            path = realpath(text if text.startswith(sep) else join(getcwd(), text))
+        except (TypeError, ValueError, OSError):
+            return None
+        if any(under(path, root) for root in allowed):
+            return None
+        for root, why in denied:
+            if under(path, root):
+                return f"{what} opened {path}: {why}"
+        return None
+    return rule
+
+
+def _hook(path_rule, violations: list, what: str):
+    path_events, process_events = dict(_PATH_EVENTS), frozenset(_PROCESS_EVENTS)
+    network_events, introspection_events = frozenset(_NETWORK_EVENTS), frozenset(_INTROSPECTION_EVENTS)
+    code_attributes, engine_function, name_of = frozenset(_CODE_ATTRIBUTES), _is_engine_function, _name_of
+    af_unix = getattr(__import__("socket"), "AF_UNIX", 1)
+
+    def refuse(message: str):
+        violations.append(message)
+        raise Refused(message)
+
+    def hook(event: str, args: tuple) -> None:
+        if event in path_events:
+            for index in path_events[event]:
+                message = path_rule(args[index]) if index < len(args) else None
+                if message:
+                    refuse(message)
+        elif event in process_events:
+            refuse(f"{what} started a process ({event}): the training process may not start "
+                   "processes or signal others")
+        elif event == "socket.__new__":
+            if len(args) > 1 and args[1] not in (af_unix, -1):
+                refuse(f"{what} opened a network socket: the training process has no network")
+        elif event in network_events:
+            refuse(f"{what} used the network ({event}): the training process has no network")
+        elif event in introspection_events:
+            refuse(f"{what} called {event}: the training process may not load C libraries, "
+                   "trace, or search memory for the engine's objects")
+        elif event == "object.__setattr__" and len(args) > 1 and args[1] in code_attributes \
+                and engine_function(args[0]):
+            refuse(f"{what} changed {name_of(args[0])}.{args[1]}: the engine's code is not "
+                   f"{what}'s to change")
+    return hook
+
+
+def _runs_root(run_dir: Path) -> Path | None:
+    """The nearest directory named runs/ that holds this run (a loop's runs/TAG/exp-N)."""
+    for parent in run_dir.parents:
+        if parent.name == "runs":
+            return parent
+    return None
+
+
+def _is_engine_function(obj) -> bool:
+    """An engine function (classes are left out: Python sets their __doc__ and __module__ as it
+    creates them, when an engine module is imported after the hook)."""
+    module = getattr(obj, "__module__", None)
+    return (isinstance(module, str) and (module == "engine" or module.startswith("engine."))
+            and callable(obj) and not isinstance(obj, type))
+
+
+def _name_of(obj) -> str:
+    return f"{getattr(obj, '__module__', '?')}.{getattr(obj, '__qualname__', type(obj).__name__)}"
+
+
+def check_paths(run_dir: Path, data_dir: Path) -> None:
+    """The run must not live inside the data cache (its files would be unreadable to it)."""
+    if Path(os.path.realpath(run_dir)).is_relative_to(os.path.realpath(data_dir)):
+        raise UserError(f"the run directory {run_dir} is inside the data cache {data_dir}: "
+                        "pass --run-dir outside it")

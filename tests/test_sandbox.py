@@ -1,0 +1,88 @@
+"""The audit hooks, in a process of their own (a hook cannot be removed once added)."""
+import json
+import subprocess
+import sys
+import textwrap
+
+SCRIPT = textwrap.dedent('''
+    import json, os, socket, subprocess, sys, ctypes
+    from pathlib import Path
+    from engine.training import sandbox
+
+    root = Path(sys.argv[1])
+    data, runs = root / "cache" / "ds", root / "runs"
+    run_dir = runs / "tag" / "exp-0002"
+    guard = sandbox.install(run_dir, data, root / "cache", [data / "manifest.json", root / "cache" / "xla"])
+    results = {}
+
+    def attempt(name, action):
+        try:
+            action()
+            results[name] = "allowed"
+        except sandbox.Refused as error:
+            results[name] = "refused: " + str(error)
+
+    attempt("read val", lambda: open(data / "val.tokens.npy", "rb").read())
+    attempt("read train", lambda: open(data / "train.tokens.npy", "rb").read())
+    attempt("read manifest", lambda: open(data / "manifest.json").read())
+    attempt("write compile cache", lambda: (root / "cache" / "xla" / "entry").write_text("x"))
+    attempt("read other run", lambda: open(runs / "tag" / "exp-0001" / "result.json").read())
+    attempt("list other runs", lambda: os.listdir(runs / "tag"))
+    attempt("write own run", lambda: (run_dir / "out.txt").write_text("x"))
+    attempt("symlink to val", lambda: os.symlink(data / "val.tokens.npy", run_dir / "v.npy"))
+    attempt("relative path", lambda: (os.chdir(data), open("val.tokens.npy", "rb")))
+    os.chdir(root)
+    attempt("read elsewhere", lambda: open(root / "elsewhere.txt").read())
+    attempt("import", lambda: __import__("csv"))
+    attempt("subprocess", lambda: subprocess.run(["true"]))
+    attempt("os.system", lambda: os.system("true"))
+    attempt("inet socket", lambda: socket.socket(socket.AF_INET, socket.SOCK_STREAM))
+    attempt("socketpair", lambda: socket.socketpair())
+    attempt("ctypes", lambda: ctypes.CDLL("libc.so.6"))
+    import engine.training.clock as clock
+    attempt("engine code", lambda: setattr(clock.budget_from_args, "__code__", (lambda args, d: None).__code__))
+    class Mine:
+        pass
+    attempt("own class", lambda: setattr(Mine, "x", 1))
+    import gc
+    attempt("gc", lambda: gc.get_referrers(guard))
+    try:
+        guard.check()
+        results["check"] = "passed"
+    except sandbox.Refused as error:
+        results["check"] = "raised: " + str(error)
+    print(json.dumps(results))
+''')
+
+
+def test_hooks_refuse_what_training_does_not_need_and_allow_the_rest(tmp_path):
+    data = tmp_path / "cache" / "ds"
+    data.mkdir(parents=True)
+    for name in ("val.tokens.npy", "train.tokens.npy", "manifest.json"):
+        (data / name).write_text("x")
+    (tmp_path / "cache" / "xla").mkdir()
+    other = tmp_path / "runs" / "tag" / "exp-0001"
+    other.mkdir(parents=True)
+    (other / "result.json").write_text("{}")
+    (tmp_path / "runs" / "tag" / "exp-0002").mkdir()
+    (tmp_path / "elsewhere.txt").write_text("x")
+    done = subprocess.run([sys.executable, "-c", SCRIPT, str(tmp_path)], capture_output=True, text=True, timeout=120)
+    assert done.returncode == 0, done.stderr
+    got = json.loads(done.stdout.strip().splitlines()[-1])
+    refused = {name for name, outcome in got.items() if outcome.startswith("refused")}
+    assert refused == {"read val", "read train", "read other run", "list other runs", "symlink to val",
+                       "relative path", "subprocess", "os.system", "inet socket", "ctypes", "engine code", "gc"}
+    assert "val.tokens.npy: held-out data is not readable during training" in got["read val"]
+    assert "other runs' files are not readable during training" in got["read other run"]
+    assert "started a process" in got["subprocess"] and "network socket" in got["inet socket"]
+    assert "changed engine.training.clock.budget_from_args.__code__" in got["engine code"]
+    # every refusal was caught above, yet the guard still ends the run with the first one
+    assert got["check"].startswith("raised: train.py opened") and "val.tokens.npy" in got["check"]
+
+
+def test_run_directory_inside_the_cache_is_refused(tmp_path):
+    import pytest
+    from engine.errors import UserError
+    from engine.training import sandbox
+    with pytest.raises(UserError, match="inside the data cache"):
+        sandbox.check_paths(tmp_path / "ds" / "run", tmp_path / "ds")
