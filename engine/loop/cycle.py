@@ -88,6 +88,7 @@ def open_session(args, live: LiveView | None = None) -> Session:
     repo = Repo(".")
     program_path = resolve_program_path(args.program, repo.root)
     program = protocol.apply_flags(protocol.load(program_path), args)
+    repo.editable = list(program.editable)
     data_dir = paths.resolve_data_dir(getattr(args, "data", None))
     _check_tag(args.tag)
     if not (repo.root / TRAIN_FILE).exists():
@@ -438,8 +439,7 @@ def _set_aside_edits(session: Session) -> bool:
     if outside and not on_branch:
         raise UserError(f"uncommitted changes to files the agent may not edit: {', '.join(outside[:5])}; "
                         "commit or stash them first")
-    session.repo.git.stash("push", "--include-untracked", "-q", "-m", f"autoresearch experiment ({session.tag})")
-    return True
+    return session.repo.stash(f"autoresearch experiment ({session.tag})")
 
 
 def _bring_back_edits(session: Session) -> None:
