@@ -15,6 +15,7 @@ import time
 from pathlib import Path
 
 from engine.errors import UserError
+from engine.loop.live_view import describe_progress, read_progress
 from engine.loop.processes import process_alive
 
 LEDGER = "results.jsonl"
@@ -196,7 +197,8 @@ def _running_lines(run_dir: Path, rows: list[dict], now: float) -> list[str]:
     if current is not None:
         age = _ago(now - current.stat().st_mtime)
         lines.append(f"now:      experiment {_experiment_number(current)}, started {age} ago")
-        tail = _last_log_line(current / "train.log")
+        figures = read_progress(current)
+        tail = describe_progress(figures) if figures else _last_log_line(current / "train.log")
         if tail:
             lines.append(f"          {tail}")
     return lines
