@@ -16,7 +16,7 @@ import optax
 from flax import nnx
 
 from engine.training.contract import Context, Experiment
-from model import accumulate
+from model import accumulate, kv_cache
 from model.attention import causal_attention
 from model.flops import count_params, transformer_flops_per_token
 from model.loss import fused_head_cross_entropy_mean, head_cross_entropy, head_logits
@@ -96,8 +96,10 @@ class Block(nnx.Module):
         self.window = window
         self.dtype = dtype
 
-    def __call__(self, x_MD, cos_TF, sin_TF, batch: int):
-        """x_MD: the M = batch * T token rows, flattened so every matmul is one 2-D GEMM."""
+    def __call__(self, x_MD, cos_TF, sin_TF, batch: int, cache=None, position=0):
+        """x_MD: the M = batch * T token rows, flattened so every matmul is one 2-D GEMM.
+        Returns (x_MD, cache). With a KV cache (sampling), the T tokens sit at position onward
+        and also see the cached ones."""
         M, D = x_MD.shape
         shape_BTNH = (batch, M // batch, D // HEAD_DIM, HEAD_DIM)
         h_MD = rms_norm(x_MD)
@@ -106,10 +108,14 @@ class Block(nnx.Module):
             (h_MD @ w_DD.astype(self.dtype)).reshape(shape_BTNH) for w_DD in self.qkv[...])
         q_BTNH = apply_rotary(rms_norm(q_BTNH), cos_TF, sin_TF)
         k_BTNH = apply_rotary(rms_norm(k_BTNH), cos_TF, sin_TF)
-        y_MD = causal_attention(q_BTNH, k_BTNH, v_BTNH, window=self.window).reshape(M, D)
-        x_MD = x_MD + y_MD @ self.attn_out[...].astype(self.dtype)
+        if cache is None:
+            y_BTNH = causal_attention(q_BTNH, k_BTNH, v_BTNH, window=self.window)
+        else:
+            cache = kv_cache.write(cache, k_BTNH, v_BTNH, position)
+            y_BTNH = kv_cache.attend(q_BTNH, cache, position, window=self.window)
+        x_MD = x_MD + y_BTNH.reshape(M, D) @ self.attn_out[...].astype(self.dtype)
         h_MF = jnp.square(jax.nn.relu(rms_norm(x_MD) @ self.mlp_in[...].astype(self.dtype)))
-        return x_MD + h_MF @ self.mlp_out[...].astype(self.dtype)
+        return x_MD + h_MF @ self.mlp_out[...].astype(self.dtype), cache
 
 
 class GPT(nnx.Module):
@@ -127,8 +133,21 @@ class GPT(nnx.Module):
         cos_TF, sin_TF = rotary_tables(T, HEAD_DIM)
         x_MD = rms_norm(jnp.take(self.embed[...], inputs_BT.reshape(B * T), axis=0).astype(self.dtype))
         for block in self.blocks:
-            x_MD = block(x_MD, cos_TF, sin_TF, B)
+            x_MD, _ = block(x_MD, cos_TF, sin_TF, B)
         return rms_norm(x_MD)
+
+    def decode(self, inputs_BT, cache: list, position):
+        """Logits [B, T, V] of T tokens at position onward, given the KV cache of the earlier ones."""
+        B, T = inputs_BT.shape
+        cos_TF, sin_TF = (jax.lax.dynamic_slice_in_dim(table, position, T)
+                          for table in rotary_tables(cache[0]["k"].shape[1], HEAD_DIM))
+        x_MD = rms_norm(jnp.take(self.embed[...], inputs_BT.reshape(B * T), axis=0).astype(self.dtype))
+        new_cache = []
+        for block, layer in zip(self.blocks, cache):
+            x_MD, layer = block(x_MD, cos_TF, sin_TF, B, layer, position)
+            new_cache.append(layer)
+        logits_MV = head_logits(rms_norm(x_MD), self.head[...].astype(self.dtype), LOGIT_SOFTCAP)
+        return logits_MV.reshape(B, T, -1), new_cache
 
     def token_loss(self, inputs_BT, targets_BT):
         nats_M = head_cross_entropy(self.hidden(inputs_BT), self.head[...].astype(self.dtype),
@@ -265,6 +284,9 @@ def experiment(ctx: Context) -> Experiment:
         train_step=train_step,
         token_loss=lambda state, x, y: model(state["params"]).token_loss(x, y),
         logits=lambda state, x: model(state["params"])(x),
+        init_cache=lambda state, rows, capacity: kv_cache.init(
+            size["depth"], rows, capacity, size["model_dim"] // HEAD_DIM, HEAD_DIM, dtype),
+        decode=lambda state, cache, x, position: model(state["params"]).decode(x, cache, position),
         batch_size=rows,  # the same on any number of devices
         eval_batch_size=min(rows, size["device_rows"] * ctx.num_devices),
         sequence_length=seq_len,

@@ -66,3 +66,10 @@ class Experiment:
     eval_batch_size: int | None = None
     # (state, inputs int32[B, T]) -> float32[B, T, vocab] next-token logits, for sampling.
     logits: Callable[[State, Any], Any] | None = None
+    # Optional KV cache, which `autoresearch sample` uses when both are set (else it recomputes
+    # the window per token with `logits`; the tokens must come out the same):
+    # init_cache(state, rows, capacity) -> cache, an empty cache for `capacity` positions;
+    # decode(state, cache, tokens int32[B, T], position int32 scalar) -> (float32[B, T, vocab]
+    # logits of the tokens at position .. position + T - 1, the cache with them added).
+    init_cache: Callable[[State, int, int], Any] | None = None
+    decode: Callable[[State, Any, Any, Any], tuple[Any, Any]] | None = None
