@@ -18,7 +18,7 @@ COMMANDS = {
     "train": "engine.training.trainer",
     "evaluate": "engine.scoring.evaluate",
     "loop": "engine.loop.driver",
-    "experiment": "engine.loop.cycle",
+    "experiment": "engine.loop.external",
     "report": "engine.report.report",
     "status": "engine.report.status",
     "sample": "engine.scoring.sample",

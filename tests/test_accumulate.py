@@ -1,10 +1,10 @@
-"""model/accumulate.py: a fixed global batch in micro-batches gives the same loss and gradient."""
+"""modelkit/accumulate.py: a fixed global batch in micro-batches gives the same loss and gradient."""
 import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from model import accumulate
+from modelkit import accumulate
 
 
 @pytest.mark.parametrize("rows, devices, device_rows, count", [
