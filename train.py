@@ -16,6 +16,7 @@ import optax
 from flax import nnx
 
 from engine.training.contract import Context, Experiment
+from modelkit import accumulate, kv_cache
 from modelkit.attention import causal_attention
 from modelkit.flops import count_params, transformer_flops_per_token
 from modelkit.loss import fused_head_cross_entropy_mean, head_logits
@@ -24,23 +25,31 @@ from modelkit.loss import fused_head_cross_entropy_mean, head_logits
 # One GPU or TPU chip: about the reference baseline (depth 8, ~50M parameters).
 # window: attention span (None: all earlier tokens); training on seq_len = window keeps
 # evaluation on longer text within distances the model has seen.
+# batch_tokens: tokens per optimizer step, whatever the number of devices (so a flops budget
+# trains the same steps on 1 chip or 8); device_rows: most rows one device computes at once
+# (more rows per device are accumulated in micro-batches).
 # loss_chunk: tokens per chunk of the fused head + cross-entropy (cache-sized on CPU).
-CPU_SIZE = dict(depth=2, model_dim=256, seq_len=128, window=128, rows_per_device=64, loss_chunk=1024)
-GPU_SIZE = dict(depth=8, model_dim=640, seq_len=2048, window=None, rows_per_device=32, loss_chunk=16384)
-TPU_SIZE = dict(depth=8, model_dim=640, seq_len=2048, window=None, rows_per_device=16, loss_chunk=16384)
+CPU_SIZE = dict(depth=2, model_dim=256, seq_len=128, window=128, batch_tokens=8192, device_rows=64,
+                loss_chunk=1024)
+GPU_SIZE = dict(depth=8, model_dim=640, seq_len=2048, window=None, batch_tokens=65536, device_rows=32,
+                loss_chunk=16384)
+TPU_SIZE = dict(depth=8, model_dim=640, seq_len=2048, window=None, batch_tokens=262144, device_rows=16,
+                loss_chunk=16384)
 HEAD_DIM = 128  # width of one attention head
 MLP_RATIO = 4  # MLP hidden width / model width
 ROPE_BASE = 10_000.0  # rotary embedding base frequency
 LOGIT_SOFTCAP = 15.0  # output logits -> cap * tanh(logits / cap)
 EMBED_INIT_STD = 1.0  # input embedding init (it is RMS-normed right after)
 HEAD_INIT_STD = 0.001  # output head init: start near the uniform prediction
-# Optimizer: Muon (orthogonalized momentum) on the block matrices, Adam on embedding and head.
+# Optimizer, by shape: Muon (orthogonalized momentum) on matrices; Adam on the embedding, the
+# head, and every vector or scalar (gains, biases).
 MATRIX_LR = 0.06  # Muon step size; updates have RMS ~ 1/sqrt(fan_in) * this
 MUON_MOMENTUM = 0.95  # Nesterov momentum before orthogonalization
 NS_STEPS = 5  # Newton-Schulz iterations per orthogonalization
 NS_COEFFS = (3.4445, -4.7750, 2.0315)  # quintic coefficients: fast, approximate orthogonalization
 EMBED_LR = 0.3  # Adam on the input embedding
 HEAD_LR = 0.02  # Adam on the output head
+VECTOR_LR = 0.02  # Adam on vectors and scalars (gains, biases): none in the baseline
 ADAM_BETAS = (0.8, 0.95)  # short memory suits short budgets
 WEIGHT_DECAY = 0.0  # decoupled decay on the block matrices, scaled by the learning rate
 # Schedule, as fractions of the budget (the engine's `progress`).
@@ -87,8 +96,10 @@ class Block(nnx.Module):
         self.window = window
         self.dtype = dtype
 
-    def __call__(self, x_MD, cos_TF, sin_TF, batch: int):
-        """x_MD: the M = batch * T token rows, flattened so every matmul is one 2-D GEMM."""
+    def __call__(self, x_MD, cos_TF, sin_TF, batch: int, cache=None, position=0):
+        """x_MD: the M = batch * T token rows, flattened so every matmul is one 2-D GEMM.
+        Returns (x_MD, cache). With a KV cache (sampling), the T tokens sit at position onward
+        and also see the cached ones."""
         M, D = x_MD.shape
         shape_BTNH = (batch, M // batch, D // HEAD_DIM, HEAD_DIM)
         h_MD = rms_norm(x_MD)
@@ -97,10 +108,14 @@ class Block(nnx.Module):
             (h_MD @ w_DD.astype(self.dtype)).reshape(shape_BTNH) for w_DD in self.qkv[...])
         q_BTNH = apply_rotary(rms_norm(q_BTNH), cos_TF, sin_TF)
         k_BTNH = apply_rotary(rms_norm(k_BTNH), cos_TF, sin_TF)
-        y_MD = causal_attention(q_BTNH, k_BTNH, v_BTNH, window=self.window).reshape(M, D)
-        x_MD = x_MD + y_MD @ self.attn_out[...].astype(self.dtype)
+        if cache is None:
+            y_BTNH = causal_attention(q_BTNH, k_BTNH, v_BTNH, window=self.window)
+        else:
+            cache = kv_cache.write(cache, k_BTNH, v_BTNH, position)
+            y_BTNH = kv_cache.attend(q_BTNH, cache, position, window=self.window)
+        x_MD = x_MD + y_BTNH.reshape(M, D) @ self.attn_out[...].astype(self.dtype)
         h_MF = jnp.square(jax.nn.relu(rms_norm(x_MD) @ self.mlp_in[...].astype(self.dtype)))
-        return x_MD + h_MF @ self.mlp_out[...].astype(self.dtype)
+        return x_MD + h_MF @ self.mlp_out[...].astype(self.dtype), cache
 
 
 class GPT(nnx.Module):
@@ -118,8 +133,21 @@ class GPT(nnx.Module):
         cos_TF, sin_TF = rotary_tables(T, HEAD_DIM)
         x_MD = rms_norm(jnp.take(self.embed[...], inputs_BT.reshape(B * T), axis=0).astype(self.dtype))
         for block in self.blocks:
-            x_MD = block(x_MD, cos_TF, sin_TF, B)
+            x_MD, _ = block(x_MD, cos_TF, sin_TF, B)
         return rms_norm(x_MD)
+
+    def decode(self, inputs_BT, cache: list, position):
+        """Logits [B, T, V] of T tokens at position onward, given the KV cache of the earlier ones."""
+        B, T = inputs_BT.shape
+        cos_TF, sin_TF = (jax.lax.dynamic_slice_in_dim(table, position, T)
+                          for table in rotary_tables(cache[0]["k"].shape[1], HEAD_DIM))
+        x_MD = rms_norm(jnp.take(self.embed[...], inputs_BT.reshape(B * T), axis=0).astype(self.dtype))
+        new_cache = []
+        for block, layer in zip(self.blocks, cache):
+            x_MD, layer = block(x_MD, cos_TF, sin_TF, B, layer, position)
+            new_cache.append(layer)
+        logits_MV = head_logits(rms_norm(x_MD), self.head[...].astype(self.dtype), LOGIT_SOFTCAP)
+        return logits_MV.reshape(B, T, -1), new_cache
 
     def mean_loss(self, inputs_BT, targets_BT):
         """The training loss: fused head + cross-entropy, gradients computed in chunks."""
@@ -154,6 +182,7 @@ def muon_step(param, update):
 
 
 ADAM = optax.scale_by_adam(b1=ADAM_BETAS[0], b2=ADAM_BETAS[1], eps=1e-10)
+ADAM_GROUPS = ("embed", "head", "vector")  # groups Adam updates; "muon" is the other one
 
 
 def learning_rate_multiplier(progress):
@@ -163,23 +192,61 @@ def learning_rate_multiplier(progress):
     return warmup * (1.0 - into_warmdown * (1.0 - FINAL_LR_FRACTION))
 
 
+def _top(name: str) -> str:
+    return name.split(".")[0]
+
+
+# Which parameters each group takes, by name ("blocks.0.qkv") and shape: matrices (and stacks
+# of them) to Muon; the embedding, the head, and every vector or scalar (gains, biases) to Adam.
+GROUP_RULES = {
+    "muon": lambda name, shape: len(shape) >= 2 and _top(name) not in ("embed", "head"),
+    "embed": lambda name, shape: _top(name) == "embed",
+    "head": lambda name, shape: _top(name) == "head",
+    "vector": lambda name, shape: len(shape) < 2 and _top(name) not in ("embed", "head"),
+}
+
+
+def param_names(params) -> list[str]:
+    """Names like "blocks.0.qkv", in the order of the tree's leaves."""
+    return [".".join(str(getattr(k, "key", getattr(k, "idx", k))) for k in path)
+            for path, _ in jax.tree_util.tree_flatten_with_path(params)[0]]
+
+
+def param_groups(params) -> dict:
+    """{group: {name: param}}; fails loudly unless every parameter is in exactly one group."""
+    groups = {group: {} for group in GROUP_RULES}
+    for name, leaf in zip(param_names(params), jax.tree.leaves(params)):
+        matches = [group for group, rule in GROUP_RULES.items() if rule(name, leaf.shape)]
+        assert len(matches) == 1, f"parameter {name} {leaf.shape} is in groups {matches}, not exactly one"
+        groups[matches[0]][name] = leaf
+    return groups
+
+
+def adam_params(groups: dict) -> dict:
+    return {name: leaf for group in ADAM_GROUPS for name, leaf in groups[group].items()}
+
+
 def init_optimizer(params):
-    return {"momentum": jax.tree.map(jnp.zeros_like, params["blocks"]),
-            "adam": ADAM.init({"embed": params["embed"], "head": params["head"]})}
+    groups = param_groups(params)
+    return {"momentum": {name: jnp.zeros_like(p) for name, p in groups["muon"].items()},
+            "adam": ADAM.init(adam_params(groups))}
 
 
 def apply_updates(params, grads, opt_state, progress):
     lr = learning_rate_multiplier(progress)
-    momentum = jax.tree.map(lambda m, g: MUON_MOMENTUM * m + g, opt_state["momentum"], grads["blocks"])
-    nesterov = jax.tree.map(lambda m, g: MUON_MOMENTUM * m + g, momentum, grads["blocks"])
-    blocks = jax.tree.map(
-        lambda p, u: p * (1.0 - lr * MATRIX_LR * WEIGHT_DECAY) - lr * MATRIX_LR * muon_step(p, u),
-        params["blocks"], nesterov)
-    adam_updates, adam_state = ADAM.update({"embed": grads["embed"], "head": grads["head"]}, opt_state["adam"])
-    new_params = {"embed": params["embed"] - lr * EMBED_LR * adam_updates["embed"],
-                  "head": params["head"] - lr * HEAD_LR * adam_updates["head"],
-                  "blocks": blocks}
-    return new_params, {"momentum": momentum, "adam": adam_state}
+    groups, grad_groups = param_groups(params), param_groups(grads)
+    new = {}
+    momentum = {n: MUON_MOMENTUM * m + grad_groups["muon"][n] for n, m in opt_state["momentum"].items()}
+    for name, p in groups["muon"].items():
+        nesterov = MUON_MOMENTUM * momentum[name] + grad_groups["muon"][name]
+        new[name] = p * (1.0 - lr * MATRIX_LR * WEIGHT_DECAY) - lr * MATRIX_LR * muon_step(p, nesterov)
+    adam_updates, adam_state = ADAM.update(adam_params(grad_groups), opt_state["adam"])
+    adam_lr = {"embed": EMBED_LR, "head": HEAD_LR, "vector": VECTOR_LR}
+    for group in ADAM_GROUPS:
+        for name, p in groups[group].items():
+            new[name] = p - lr * adam_lr[group] * adam_updates[name]
+    leaves = [new[name] for name in param_names(params)]
+    return jax.tree.unflatten(jax.tree.structure(params), leaves), {"momentum": momentum, "adam": adam_state}
 
 
 # ------------------------------------------------------------------ experiment
@@ -189,6 +256,8 @@ def experiment(ctx: Context) -> Experiment:
         raise ValueError(f"model_dim {size['model_dim']} must be a multiple of HEAD_DIM {HEAD_DIM}")
     dtype = jnp.float32 if ctx.platform == "cpu" else jnp.bfloat16
     seq_len = size["seq_len"]
+    rows = size["batch_tokens"] // seq_len
+    micro_batches = accumulate.micro_batch_count(rows, ctx.num_devices, size["device_rows"])
     build = lambda rng: GPT(ctx.vocab_size, size, dtype, nnx.Rngs(params=rng))
     graphdef, abstract = nnx.split(nnx.eval_shape(lambda: build(jax.random.key(0))))
 
@@ -199,8 +268,8 @@ def experiment(ctx: Context) -> Experiment:
         return {"params": params, "opt": init_optimizer(params)}
 
     def train_step(state, batch, progress):
-        mean_loss = lambda p: model(p).mean_loss(batch["inputs"], batch["targets"])
-        loss, grads = jax.value_and_grad(mean_loss)(state["params"])
+        mean_loss = lambda p, b: model(p).mean_loss(b["inputs"], b["targets"])
+        loss, grads = accumulate.value_and_grad(mean_loss, state["params"], batch, micro_batches)
         params, opt = apply_updates(state["params"], grads, state["opt"], progress)
         return {"params": params, "opt": opt}, {"loss": loss}
 
@@ -209,7 +278,11 @@ def experiment(ctx: Context) -> Experiment:
         init=init,
         train_step=train_step,
         logits=lambda state, x: model(state["params"])(x),
-        batch_size=size["rows_per_device"] * ctx.num_devices,
+        init_cache=lambda state, rows, capacity: kv_cache.init(
+            size["depth"], rows, capacity, size["model_dim"] // HEAD_DIM, HEAD_DIM, dtype),
+        decode=lambda state, cache, x, position: model(state["params"]).decode(x, cache, position),
+        batch_size=rows,  # the same on any number of devices
+        eval_batch_size=min(rows, size["device_rows"] * ctx.num_devices),
         sequence_length=seq_len,
         sharding="replicated",
         flops_per_token=transformer_flops_per_token(

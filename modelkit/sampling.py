@@ -4,6 +4,11 @@ The whole generation is one compiled `lax.scan` over a fixed-size token window,
 so nothing recompiles per token: the model always sees the same [1, W] shape.
 While the window has room, tokens are written at the next free position (a causal
 model ignores the unused tail); once full, it slides left by one token per step.
+
+With a KV cache (`init_cache` and `decode`, see engine/training/contract.py) the prompt
+is run once and each new token costs one position, for as long as the text fits the
+window; once it would slide, positions shift under every cached key, so the rest is
+recomputed per token as above. Both ways draw the same tokens.
 """
 from __future__ import annotations
 
@@ -18,12 +23,13 @@ LogitsFn = Callable[[Any, jax.Array], jax.Array]  # (state, int32[B, T]) -> floa
 
 def generate(logits_fn: LogitsFn, state: Any, prompt_ids, max_new_tokens: int,
              temperature: float = 0.8, top_k: int | None = 50, rng: jax.Array | None = None,
-             context_length: int | None = None) -> np.ndarray:
+             context_length: int | None = None, cache: tuple[Callable, Callable] | None = None) -> np.ndarray:
     """Return int32[max_new_tokens]: the tokens that follow `prompt_ids`.
 
     temperature 0 is greedy decoding; otherwise logits are divided by the temperature
     and, when top_k is set, only the top_k most likely tokens may be drawn.
     context_length caps the window the model sees (the prompt keeps its last tokens).
+    cache: (init_cache, decode) of the experiment, to decode with a KV cache.
     """
     prompt = np.asarray(prompt_ids, dtype=np.int32).reshape(-1)
     if prompt.size == 0:
@@ -35,16 +41,44 @@ def generate(logits_fn: LogitsFn, state: Any, prompt_ids, max_new_tokens: int,
     total = prompt.size + max_new_tokens
     width = min(total, context_length) if context_length else total
     prompt = prompt[-width:]
+    step_rngs = jax.random.split(jax.random.key(0) if rng is None else rng, max_new_tokens)
+    cached = np.zeros((0,), np.int32)
+    if cache is not None:  # the tokens drawn before the window would slide
+        count = min(max_new_tokens, width - prompt.size + 1)
+        run = _compiled_cached_generation(*cache, width, float(temperature), top_k or 0)
+        cached = np.asarray(run(state, jnp.asarray(prompt), step_rngs[:count]), np.int32)
+        prompt, step_rngs = np.concatenate([prompt, cached])[-width:], step_rngs[count:]
+        if len(step_rngs) == 0:
+            return cached
     window = np.zeros((width,), np.int32)
     window[: prompt.size] = prompt
-    rng = jax.random.key(0) if rng is None else rng
-    run = _compiled_generation(logits_fn, max_new_tokens, float(temperature), top_k or 0)
-    new_tokens = run(state, jnp.asarray(window), jnp.int32(prompt.size), rng)
-    return np.asarray(new_tokens, dtype=np.int32)
+    run = _compiled_generation(logits_fn, float(temperature), top_k or 0)
+    new_tokens = run(state, jnp.asarray(window), jnp.int32(prompt.size), step_rngs)
+    return np.concatenate([cached, np.asarray(new_tokens, dtype=np.int32)])
 
 
-def _compiled_generation(logits_fn: LogitsFn, steps: int, temperature: float, top_k: int):
-    def run(state, window_W, filled, rng):
+def _compiled_cached_generation(init_cache: Callable, decode: Callable, capacity: int, temperature: float,
+                                top_k: int):
+    """prompt [P], step keys [n] -> n tokens: the prompt in one call, then one position per token."""
+    def run(state, prompt_P, step_rngs):
+        cache = init_cache(state, 1, capacity)
+        logits_1xPxV, cache = decode(state, cache, prompt_P[None, :], jnp.int32(0))
+        first = _choose(logits_1xPxV[0, -1].astype(jnp.float32), temperature, top_k, step_rngs[0])
+
+        def step(carry, step_rng):
+            cache, token, position = carry
+            logits_1x1xV, cache = decode(state, cache, token.reshape(1, 1), position)
+            token = _choose(logits_1x1xV[0, 0].astype(jnp.float32), temperature, top_k, step_rng)
+            return (cache, token, position + 1), token
+
+        _, rest = jax.lax.scan(step, (cache, first, jnp.int32(prompt_P.shape[0])), step_rngs[1:])
+        return jnp.concatenate([first[None], rest])
+
+    return jax.jit(run)
+
+
+def _compiled_generation(logits_fn: LogitsFn, temperature: float, top_k: int):
+    def run(state, window_W, filled, step_rngs):
         def step(carry, step_rng):
             window_W, filled = carry
             logits_1xWxV = logits_fn(state, window_W[None, :])
@@ -53,7 +87,6 @@ def _compiled_generation(logits_fn: LogitsFn, steps: int, temperature: float, to
             window_W, filled = _append(window_W, filled, token)
             return (window_W, filled), token
 
-        step_rngs = jax.random.split(rng, steps)
         _, tokens = jax.lax.scan(step, (window_W, filled), step_rngs)
         return tokens
 

@@ -16,7 +16,7 @@ from engine import cli
 from engine.training.contract import Budget, Context
 
 TRAIN_PY = Path(__file__).resolve().parents[1] / "train.py"
-TINY = dict(depth=2, model_dim=128, seq_len=32, rows_per_device=8)
+TINY = dict(depth=2, model_dim=128, seq_len=32, batch_tokens=256, device_rows=8)
 
 
 def load_train(**size_overrides):
@@ -136,18 +136,125 @@ def test_runs_through_the_engine(prepared_data, tmp_path):
     assert result["final_loss"] < math.log(512) - 0.5  # below uniform over the tiny vocab: it learned
 
 
-def test_runs_data_parallel_on_eight_devices(prepared_data, tmp_path):
-    """The same file under the engine's 8-way data parallelism (forced host devices, in a subprocess)."""
-    small = TRAIN_PY.read_text().replace("rows_per_device=64", "rows_per_device=2")
-    assert small != TRAIN_PY.read_text(), "CPU_SIZE no longer has rows_per_device=64: update this test"
+# A small model whose 16-row batch one device computes in 4 micro-batches of 4 rows and eight
+# devices in one micro-batch of 2 rows each: the same arithmetic, partitioned two ways.
+SMALL_CPU_SIZE = ("CPU_SIZE = dict(depth=1, model_dim=128, seq_len=64, window=64, batch_tokens=1024, "
+                  "device_rows=4, loss_chunk=1024)\n")
+STEP_FLOPS = 2.37e9  # of that model's step, as the engine counts it (measured)
+
+
+@pytest.mark.slow
+def test_one_and_eight_devices_train_alike_under_a_flops_budget(prepared_data, tmp_path):
+    """The batch per step is fixed, so a flops budget buys the same steps on any device count
+    (forced host devices, each count in its own process)."""
+    source = TRAIN_PY.read_text()
+    table = source[source.index("CPU_SIZE = dict("):source.index("GPU_SIZE")]
     path = tmp_path / "train.py"
-    path.write_text(small)
-    env = {**os.environ, "XLA_FLAGS": "--xla_force_host_platform_device_count=8", "JAX_PLATFORMS": "cpu"}
-    result_path = tmp_path / "result.json"
-    run = subprocess.run([sys.executable, str(path), "--budget-seconds", "3", "--json", str(result_path),
-                          "--no-checkpoint", "--run-dir", str(tmp_path / "run")],
-                         env=env, capture_output=True, text=True, timeout=300)
-    assert run.returncode == 0, run.stderr[-3000:]
-    result = json.loads(result_path.read_text())
-    assert result["num_devices"] == 8 and result["status"] == "ok"
-    assert math.isfinite(result["val_bpb"]) and result["final_loss"] < math.log(512)
+    path.write_text(source.replace(table, SMALL_CPU_SIZE))
+    budget = str(10.5 * STEP_FLOPS)  # half a step from either boundary
+    runs = {}
+    for devices in (1, 8):
+        env = {**os.environ, "XLA_FLAGS": f"--xla_force_host_platform_device_count={devices}",
+               "JAX_PLATFORMS": "cpu"}
+        command = [sys.executable, str(path), "--budget-flops", budget, "--json", str(tmp_path / f"{devices}.json"),
+                   "--no-checkpoint", "--run-dir", str(tmp_path / f"run{devices}")]
+        runs[devices] = subprocess.Popen(command, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    results = {}
+    for devices, process in runs.items():
+        _, err = process.communicate(timeout=600)
+        assert process.returncode == 0, err[-3000:]
+        results[devices] = json.loads((tmp_path / f"{devices}.json").read_text())
+    one, eight = results[1], results[8]
+    assert (one["num_devices"], eight["num_devices"]) == (1, 8)
+    assert one["step_flops"] == pytest.approx(STEP_FLOPS, rel=0.04), "the model changed: measure STEP_FLOPS again"
+    assert one["num_steps"] == eight["num_steps"] == 11
+    assert one["val_bpb"] == pytest.approx(eight["val_bpb"], abs=0.005)
+    assert eight["final_loss"] < math.log(512)
+
+
+def test_parameters_are_grouped_by_shape(tiny):
+    train, _, state = tiny
+    groups = train.param_groups(state["params"])
+    assert set(groups["embed"]) == {"embed"} and set(groups["head"]) == {"head"}
+    assert groups["vector"] == {}
+    assert set(groups["muon"]) == {f"blocks.{i}.{w}" for i in range(2) for w in ("qkv", "attn_out", "mlp_in", "mlp_out")}
+
+
+def test_a_new_gain_vector_and_a_new_top_level_parameter_train():
+    """What an agent adds most: a gain inside a Block, a parameter beside the embedding."""
+    source = TRAIN_PY.read_text()
+    edits = [
+        ("        self.window = window\n", "        self.gain = nnx.Param(jnp.ones((dim,)))\n        self.window = window\n"),
+        ("        return x_MD + h_MF @ self.mlp_out[...].astype(self.dtype)",
+         "        return (x_MD + h_MF @ self.mlp_out[...].astype(self.dtype)) * self.gain[...].astype(self.dtype)"),
+        ("        self.loss_chunk = size[\"loss_chunk\"]\n",
+         "        self.loss_chunk = size[\"loss_chunk\"]\n        self.out_gain = nnx.Param(jnp.ones((dim, dim)) / dim + jnp.eye(dim))\n"),
+        ("        return rms_norm(x_MD)\n", "        return rms_norm(x_MD @ self.out_gain[...].astype(self.dtype))\n"),
+    ]
+    for old, new in edits:
+        assert source.count(old) == 1, f"train.py changed: update this test's edit of {old!r}"
+        source = source.replace(old, new)
+    train = load_source(source)
+    exp = train.experiment(context())
+    state = jax.jit(exp.init)(jax.random.key(0))
+    groups = train.param_groups(state["params"])
+    assert set(groups["vector"]) == {"blocks.0.gain", "blocks.1.gain"}
+    assert "out_gain" in groups["muon"]
+    before = state["params"]
+    step = jax.jit(exp.train_step)
+    batch = repeating_batch(8, 32, 64)
+    for i in range(3):
+        state, metrics = step(state, batch, jnp.float32(i / 3))
+    assert math.isfinite(float(metrics["loss"]))
+    assert not np.allclose(state["params"]["blocks"][0]["gain"], before["blocks"][0]["gain"])
+    assert not np.allclose(state["params"]["out_gain"], before["out_gain"])
+
+
+def load_source(source: str, **size_overrides):
+    import tempfile
+    with tempfile.TemporaryDirectory() as tmp:
+        path = Path(tmp) / "train.py"
+        path.write_text(source)
+        spec = importlib.util.spec_from_file_location("edited_train", path)
+        module = importlib.util.module_from_spec(spec)
+        spec.loader.exec_module(module)
+    for name in ("CPU_SIZE", "GPU_SIZE", "TPU_SIZE"):
+        getattr(module, name).update({**TINY, **size_overrides})
+    return module
+
+
+@pytest.fixture(scope="module")
+def windowed():
+    """A window shorter than the sampled text, as on CPU; a head that makes the model decisive."""
+    train = load_train(**TINY, window=8)
+    exp = train.experiment(context())
+    state = jax.jit(exp.init)(jax.random.key(0))
+    state["params"]["head"] = state["params"]["head"] * 500.0
+    return exp, state
+
+
+def test_decode_with_the_kv_cache_gives_the_full_forwards_logits(windowed):
+    exp, state = windowed
+    tokens = jax.random.randint(jax.random.key(1), (2, 20), 0, 64)
+    full = jax.jit(exp.logits)(state, tokens)
+    cache = exp.init_cache(state, 2, 24)
+    decode = jax.jit(exp.decode)
+    prefill, cache = decode(state, cache, tokens[:, :13], jnp.int32(0))
+    pieces = [prefill]
+    for t in range(13, 20):
+        logits, cache = decode(state, cache, tokens[:, t:t + 1], jnp.int32(t))
+        pieces.append(logits)
+    np.testing.assert_allclose(jnp.concatenate(pieces, axis=1), full, rtol=1e-4, atol=1e-4)
+
+
+@pytest.mark.parametrize("temperature, context_length", [(0.0, 64), (1.0, 16)])
+def test_sampling_with_the_kv_cache_draws_the_same_tokens(windowed, temperature, context_length):
+    """context 16 < prompt + new tokens: the cache covers the first ones, the sliding window the rest."""
+    from modelkit.sampling import generate
+    exp, state = windowed
+    prompt = [1, 5, 9, 2, 7]
+    kwargs = dict(temperature=temperature, top_k=0, rng=jax.random.key(3), context_length=context_length)
+    uncached = generate(exp.logits, state, prompt, 24, **kwargs)
+    cached = generate(exp.logits, state, prompt, 24, cache=(exp.init_cache, exp.decode), **kwargs)
+    np.testing.assert_array_equal(cached, uncached)
+    assert len(set(uncached.tolist())) > 3  # a real continuation, not one token repeated

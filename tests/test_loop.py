@@ -164,6 +164,23 @@ def test_experiment_command_for_an_external_agent(loop_env):
     assert "CRASH = 0" in git(loop_env, "show", "HEAD:train.py")
 
 
+def test_untracked_files_outside_editable_paths_never_stop_the_loop(loop_env, monkeypatch):
+    """A .venv made in the repo (scripts/gpu_setup.sh does) once stopped the loop: "uncommitted changes"."""
+    venv = loop_env / ".venv" / "bin"
+    venv.mkdir(parents=True)
+    (venv / "Activate.ps1").write_text("# venv\n")
+    (loop_env / "scratch.txt").write_text("a note of mine\n")
+    use_agent(monkeypatch, ScriptedAgent([{"LEARNING_RATE": 0.02}, {"DEPTH": 1}]))
+    assert cli.main(["loop", "--tag", "venv", "--max-experiments", "4"]) == 0
+    assert [r["status"] for r in ledger_rows(loop_env, "venv")] == ["keep", "keep", "keep", "discard"]
+    assert (venv / "Activate.ps1").read_text() == "# venv\n" and (loop_env / "scratch.txt").exists()
+    train = loop_env / "train.py"
+    train.write_text(train.read_text().replace("LEARNING_RATE = 0.02", "LEARNING_RATE = 0.03"))
+    done = run_cli(loop_env, "experiment", "a bit more", "--tag", "venv")
+    assert done.returncode == 0, done.stderr
+    assert (venv / "Activate.ps1").exists() and git(loop_env, "stash", "list") == ""
+
+
 def test_loop_never_imports_jax(loop_env):
     code = ("import sys; from engine import cli; rc = cli.main(['loop', '--tag', 'nojax', '--agent', 'offline', "
             "'--max-experiments', '3']); assert rc == 0, rc; "

@@ -78,6 +78,16 @@ def test_running_loop_shows_the_experiment_in_progress(tmp_path):
     assert "5 experiments" in text  # the half-written row is not counted
 
 
+def test_running_experiment_shows_step_loss_and_time_left_from_its_progress_file(tmp_path):
+    run_dir = write_loop(tmp_path, "prog", ROWS, lock_pid=os.getpid())
+    exp = run_dir / "exp-0005"
+    exp.mkdir()
+    (exp / "train.log").write_text("step    40 | loss 3.2100 | ...\n")
+    (exp / "progress.json").write_text(json.dumps({  # as engine/training/progress.py writes it
+        "step": 120, "loss": 3.14159, "fraction": 0.4, "remaining_seconds": 180.4, "phase": "training"}))
+    assert "          step 120, loss 3.1416, 40% of budget, ~180 s left" in status.status_lines(run_dir)
+
+
 def test_stale_lock_is_reported_not_trusted(tmp_path):
     dead = subprocess.Popen([sys.executable, "-c", "pass"])
     dead.wait()

@@ -47,6 +47,10 @@ def test_success_prints_summary_last_and_writes_json(prepared_data, tmp_path, ca
     assert result["mfu_percent"] is None and result["peak_vram_mb"] > 0
     assert result["num_devices"] == 1 and result["tokens_per_second"] > 0
     assert Path(result["checkpoint"]).is_dir()
+    shown = [line for line in out[:out.index("---")] if line.startswith("step ")]
+    assert shown[0].startswith("step     1 | loss ") and shown[-1].startswith("step     8 | loss ")
+    figures = json.loads((tmp_path / "run" / "progress.json").read_text())
+    assert figures["step"] == 8 and figures["phase"] == "scoring" and figures["fraction"] == 1.0
 
 
 def test_checkpoint_restores_the_same_val_bpb(prepared_data, tmp_path):

@@ -56,7 +56,7 @@ def run_experiment(session: Session, experiment: int, seed: int, description: st
     if exp_dir.exists():
         shutil.rmtree(exp_dir)  # a run cut short by a kill: it runs again from the start
     session.live.start(experiment, description, session.program.describe_budget(), session.best_val,
-                       session.ledger.rows)
+                       session.ledger.rows, exp_dir)
     command = runner.build_command(TRAIN_FILE, exp_dir, seed, session.program.budget_flag(), str(session.data_dir))
     return runner.run_training(command, exp_dir, session.program.hard_timeout(), session.repo.root,
                       child_record=session.child_record, on_tick=session.live.tick)

@@ -1,9 +1,15 @@
 """The loop's terminal view: one line per finished experiment and, on a terminal,
-a status line rewritten in place while an experiment runs."""
+a status line rewritten in place while an experiment runs, with its step, loss and
+time left read from the run's progress.json."""
 from __future__ import annotations
 
+import json
 import sys
 import time
+from pathlib import Path
+
+# Written atomically in an experiment's directory by engine/training/progress.py.
+PROGRESS_FILE = "progress.json"
 
 
 def format_val(value) -> str:
@@ -17,6 +23,31 @@ def keep_rate(rows: list[dict]) -> str:
     return f"{kept}/{len(candidates)} kept" if candidates else "0 kept"
 
 
+def read_progress(exp_dir: Path | str | None) -> dict | None:
+    """The running experiment's latest figures, or None before its first step."""
+    if exp_dir is None:
+        return None
+    try:
+        figures = json.loads((Path(exp_dir) / PROGRESS_FILE).read_text())
+    except (OSError, ValueError):
+        return None
+    return figures if isinstance(figures, dict) and "step" in figures else None
+
+
+def describe_progress(figures: dict) -> str:
+    """E.g. "step 120, loss 3.2145, 40% of budget, ~180 s left" (or "..., scoring")."""
+    parts = [f"step {figures.get('step')}"]
+    if isinstance(figures.get("loss"), (int, float)):
+        parts.append(f"loss {figures['loss']:.4f}")
+    if figures.get("phase") == "scoring":
+        return ", ".join(parts + ["scoring"])
+    if isinstance(figures.get("fraction"), (int, float)):
+        parts.append(f"{100 * figures['fraction']:.0f}% of budget")
+    if isinstance(figures.get("remaining_seconds"), (int, float)):
+        parts.append(f"~{figures['remaining_seconds']:.0f} s left")
+    return ", ".join(parts)
+
+
 class LiveView:
     def __init__(self, stream=None, interactive: bool | None = None, min_interval: float = 1.0):
         self.stream = stream or sys.stdout
@@ -25,12 +56,15 @@ class LiveView:
         self._last_tick = 0.0
         self._line_open = False
         self.status = ""
+        self.exp_dir: Path | None = None
 
     def say(self, text: str) -> None:
         self._clear()
         print(text, file=self.stream, flush=True)
 
-    def start(self, experiment: int, description: str, budget: str, best, rows: list[dict]) -> None:
+    def start(self, experiment: int, description: str, budget: str, best, rows: list[dict],
+              exp_dir: Path | str | None = None) -> None:
+        self.exp_dir = Path(exp_dir) if exp_dir is not None else None
         self.status = (f"#{experiment} {description[:60]} | budget {budget} | best {format_val(best)} | "
                        f"{keep_rate(rows)}")
         self.say(f"#{experiment} running: {description}")
@@ -39,7 +73,9 @@ class LiveView:
         if not self.interactive or time.monotonic() - self._last_tick < self.min_interval:
             return
         self._last_tick = time.monotonic()
-        self.stream.write(f"\r\033[K{elapsed:6.0f}s  {self.status}")
+        figures = read_progress(self.exp_dir)
+        shown = f" | {describe_progress(figures)}" if figures else ""
+        self.stream.write(f"\r\033[K{elapsed:6.0f}s  {self.status}{shown}")
         self.stream.flush()
         self._line_open = True
 

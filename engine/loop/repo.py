@@ -1,13 +1,16 @@
 """Git for the loop (GitPython): branch autoresearch/TAG, a commit per proposal,
 keep advances the branch, anything else resets it to the best commit.
 
-runs/ is never committed: the loop makes sure git ignores it.
+runs/ is never committed: the loop makes sure git ignores it. Files git does not track
+count as changes only inside the editable paths: anything else untracked (a .venv, an
+editor's files) never stops the loop, and resets leave it alone.
 """
 from __future__ import annotations
 
 from pathlib import Path
 
 from engine.errors import UserError
+from engine.loop.guards import is_editable
 
 FALLBACK_IDENTITY = {"GIT_AUTHOR_NAME": "autoresearch", "GIT_AUTHOR_EMAIL": "autoresearch@localhost",
                      "GIT_COMMITTER_NAME": "autoresearch", "GIT_COMMITTER_EMAIL": "autoresearch@localhost"}
@@ -18,7 +21,7 @@ def branch_name(tag: str) -> str:
 
 
 class Repo:
-    def __init__(self, path: Path | str = "."):
+    def __init__(self, path: Path | str = ".", editable: list[str] | tuple[str, ...] = ("train.py",)):
         import git  # GitPython is imported only where the loop uses it
 
         try:
@@ -30,6 +33,7 @@ class Repo:
             raise UserError("the repository has no commit yet: commit train.py and program.md first")
         self.root = Path(self.git_repo.working_tree_dir)
         self.git = self.git_repo.git
+        self.editable = list(editable)  # the loop sets program.md's list; untracked files count only there
 
     # --- state -----------------------------------------------------------------
 
@@ -40,8 +44,8 @@ class Repo:
         return None if self.git_repo.head.is_detached else self.git_repo.active_branch.name
 
     def changed_paths(self) -> list[str]:
-        """Tracked files that differ from HEAD and untracked files git does not ignore."""
-        out = self.git.status("--porcelain", "-z", "--untracked-files=all")
+        """Tracked files that differ from HEAD, and untracked (not ignored) files in editable paths."""
+        out = self.git.status("--porcelain", "-z", "--untracked-files=no")
         paths, entries = [], out.split("\0")
         i = 0
         while i < len(entries):
@@ -52,7 +56,12 @@ class Repo:
                     i += 1  # renames carry the old path in the next entry
                     paths.append(entries[i])
             i += 1
-        return sorted(set(paths))
+        return sorted(set(paths) | set(self.untracked_editable()))
+
+    def untracked_editable(self) -> list[str]:
+        """Files git neither tracks nor ignores that lie in the editable paths."""
+        out = self.git.ls_files("--others", "--exclude-standard", "-z", "--", *self.editable)
+        return sorted(path for path in out.split("\0") if path and is_editable(path, self.editable))
 
     def is_clean(self) -> bool:
         return not self.changed_paths()
@@ -118,9 +127,25 @@ class Repo:
         return bool(reader.get_value("user", "email", "")) and bool(reader.get_value("user", "name", ""))
 
     def reset_to(self, sha: str) -> None:
-        """Branch and tree to sha; untracked files removed, ignored ones (runs/) kept."""
+        """Branch and tree to sha; untracked files in editable paths removed, all others kept."""
         self.git.reset("--hard", "-q", sha)
-        self.git.clean("-f", "-d", "-q")
+        for path in self.untracked_editable():
+            self._remove(self.root / path)
+
+    def _remove(self, file: Path) -> None:
+        """Delete an untracked file and the folders it leaves empty (never the root)."""
+        file.unlink(missing_ok=True)
+        folder = file.parent
+        while folder != self.root and folder.is_dir() and not any(folder.iterdir()):
+            folder.rmdir()
+            folder = folder.parent
+
+    def stash(self, message: str) -> bool:
+        """Set the changes (changed_paths) aside in git's stash; other untracked files stay put."""
+        changed = self.changed_paths()
+        if changed:
+            self.git.stash("push", "--include-untracked", "-q", "-m", message, "--", *changed)
+        return bool(changed)
 
     def changed_in(self, sha: str) -> list[str]:
         """Paths the commit changed against its parent."""
@@ -138,9 +163,6 @@ class Repo:
             (self.root / path).write_text(text)
             restored.append(path)
         return restored
-
-    def stash(self, message: str) -> None:
-        self.git.stash("push", "--include-untracked", "-q", "-m", message)
 
     def unstash(self) -> None:
         self.git.stash("pop", "-q")

@@ -89,6 +89,7 @@ def open_session(args, live: LiveView | None = None) -> Session:
     repo = Repo(".")
     program_path = resolve_program_path(args.program, repo.root)
     program = protocol.apply_flags(protocol.load(program_path), args)
+    repo.editable = list(program.editable)
     data_dir = paths.resolve_data_dir(getattr(args, "data", None))
     _check_tag(args.tag)
     if not (repo.root / TRAIN_FILE).exists():

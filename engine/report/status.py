@@ -12,6 +12,7 @@ import time
 from pathlib import Path
 
 from engine.loop.ledger import STATUSES, read_rows
+from engine.loop.live_view import describe_progress, read_progress
 from engine.loop.standings import baseline_rows, baseline_value, best_row, count_statuses, row_value, score
 from engine.report.runs import LEDGER, LOCK, lock_holder, loop_tags, parse_time, resolve_run_dir
 
@@ -56,7 +57,8 @@ def _running_lines(run_dir: Path, rows: list[dict], now: float) -> list[str]:
     if current is not None:
         age = _ago(now - current.stat().st_mtime)
         lines.append(f"now:      experiment {_experiment_number(current)}, started {age} ago")
-        tail = _last_log_line(current / "train.log")
+        figures = read_progress(current)
+        tail = describe_progress(figures) if figures else _last_log_line(current / "train.log")
         if tail:
             lines.append(f"          {tail}")
     return lines

@@ -2,7 +2,8 @@
 
 The model is the train.py of the best kept commit (read from git, so the working
 tree may be anywhere), its state restored with Orbax onto this machine's devices,
-and its Experiment.logits drives modelkit/sampling.py.
+and its Experiment.logits drives modelkit/sampling.py (with the experiment's KV cache,
+init_cache and decode, where it has one).
 """
 from __future__ import annotations
 
@@ -72,9 +73,10 @@ def sample_text(train_py: Path, checkpoint: Path, data_dir: Path, prompt: str, m
     state = checkpoints.restore(checkpoint, abstract_state, state_sh)
     tokenizer = Tokenizer(data.tokenizer_path(data_dir))
     prompt_ids = [tokenizer.bos_id] + tokenizer.encode(prompt)
+    cache = (exp.init_cache, exp.decode) if exp.init_cache and exp.decode else None
     new_ids = generate(exp.logits, state, prompt_ids, max_tokens, temperature=temperature,
                        top_k=top_k, rng=jax.random.key(seed),
-                       context_length=ctx.eval_sequence_length).tolist()
+                       context_length=ctx.eval_sequence_length, cache=cache).tolist()
     if tokenizer.bos_id in new_ids:
         new_ids = new_ids[: new_ids.index(tokenizer.bos_id)]
     return tokenizer.decode(new_ids)

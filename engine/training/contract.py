@@ -68,3 +68,10 @@ class Experiment:
     # Rows per call of the exported logits when scoring; default: the engine's choice, which
     # keeps one call's logits within a fixed memory bound.
     eval_batch_size: int | None = None
+    # Optional KV cache, which `autoresearch sample` uses when both are set (else it recomputes
+    # the window per token with `logits`; the tokens must come out the same):
+    # init_cache(state, rows, capacity) -> cache, an empty cache for `capacity` positions;
+    # decode(state, cache, tokens int32[B, T], position int32 scalar) -> (float32[B, T, vocab]
+    # logits of the tokens at position .. position + T - 1, the cache with them added).
+    init_cache: Callable[[State, int, int], Any] | None = None
+    decode: Callable[[State, Any, Any, Any], tuple[Any, Any]] | None = None

@@ -37,6 +37,7 @@ from engine.training import sharding
 from engine.training import summary
 from engine.errors import UserError
 from engine.training.contract import Budget, Context, Experiment
+from engine.training.progress import Progress
 
 # A loss above this many nats per token has diverged (the reference's threshold).
 EXPLODING_LOSS = 100.0
@@ -113,7 +114,9 @@ def run(args, started: float, guard: sandbox.Guard | None = None) -> dict:
     watch = compiling.compile_watch()
     budget_clock = clock.BudgetClock(budget, exp.batch_size * exp.sequence_length, compiled.step_flops)
     budget_clock.charge(seconds=init_seconds, flops=compiled.init_flops or 0.0)
-    state, final_loss = train(compiled.train_step, state, batches, budget_clock, watch)
+    shown = _progress(args, exp, ctx, compiled)
+    state, final_loss = train(compiled.train_step, state, batches, budget_clock, watch, shown.update)
+    shown.close(budget_clock, final_loss)
     guard.check()
     forward = export.export_forward(exp.logits, compiled.abstract_state, rows, ctx.eval_sequence_length)
     saved = _save(args, run_dir, state, manifest, budget_clock, forward)
@@ -209,12 +212,14 @@ def _train_batches(train_split, exp: Experiment, mesh, seed: int, bos_id: int):
         yield sharding.global_batch(sharding.process_share(rows), mesh, exp.batch_size)
 
 
-def train(step, state, batches, budget_clock: clock.BudgetClock, watch) -> tuple:
+def train(step, state, batches, budget_clock: clock.BudgetClock, watch, on_loss=None) -> tuple:
     """Run steps until the budget is reached, learning each step's loss one step late.
 
     Returns the final state and its last loss. Compiles inside the window are counted by
-    the watch and taken off the clock.
+    the watch and taken off the clock. on_loss(budget_clock, loss) hears each loss as it
+    arrives (progress), never making the host wait for the device.
     """
+    on_loss = on_loss or (lambda _clock, _loss: None)
     agree = _agreement(budget_clock)
     agree(False, 0.0)  # compiles the agreement and opens its channels before the clock
     progress, pending, loss = 0.0, None, math.nan
@@ -226,16 +231,27 @@ def train(step, state, batches, budget_clock: clock.BudgetClock, watch) -> tuple
             budget_clock.step_dispatched()
             if pending is not None:
                 loss = _complete(pending, budget_clock, watch)
+                on_loss(budget_clock, loss)
             pending = metrics
             stop, progress = agree(budget_clock.should_stop(), budget_clock.progress())
             if stop:  # the step in flight should reach the budget: wait for it and see
                 loss, pending = _complete(pending, budget_clock, watch), None
+                on_loss(budget_clock, loss)
                 stop, progress = agree(budget_clock.reached(), budget_clock.progress())
                 if stop:
                     break
     finally:
         watch.active = False
     return state, loss
+
+
+def _progress(args, exp: Experiment, ctx: Context, compiled) -> Progress:
+    """The progress line (and the run directory's progress.json) on the first host only."""
+    flops_per_token = exp.flops_per_token or (
+        compiled.step_flops / (exp.batch_size * exp.sequence_length) if compiled.step_flops else None)
+    peak = devices.peak_flops_per_device(ctx.device_kind) if ctx.platform != "cpu" else None
+    return Progress(flops_per_token, peak * ctx.num_devices if peak else None,
+                    run_dir=getattr(args, "run_dir", None), show=jax.process_index() == 0)
 
 
 def _warm_up_hosts(mesh, ctx: Context) -> None:
