@@ -113,6 +113,10 @@ def _add_loop(sub) -> None:
     p.add_argument("--max-experiments", type=int, default=None)
     p.add_argument("--max-hours", type=float, default=None)
     _add_loop_step_options(p)
+    p.add_argument("--workers", type=int, default=1,
+                   help="experiments in flight at once on this host, each on its own devices and git worktree")
+    p.add_argument("--devices-per-worker", type=int, default=None,
+                   help="GPUs, TPU chips or CPU cores per worker (default: an equal share)")
     p.add_argument("--remote", default=None, help="git remote URL shared by a swarm (not built yet)")
     p.add_argument("--worker", default=None, help="this worker's name in a swarm (not built yet)")
 

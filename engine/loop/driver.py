@@ -91,6 +91,9 @@ def main(args) -> int:
         agent = make_agent(args.agent, args, run_dir=session.run_dir, program=session.program)
         say_start(session, agent)
         resume(session)
+        if getattr(args, "workers", 1) > 1:
+            say_end(session, run_parallel(session, agent, args))
+            return 0
         cycle.run_baseline(session)
         empty = outages = 0
         while (reason := stop_reason(session, empty)) is None:
@@ -103,6 +106,18 @@ def main(args) -> int:
         return 0
     finally:
         session.close()
+
+
+def run_parallel(session: Session, agent, args) -> str:
+    """--workers N: one coordinator, N experiments in flight (engine/loop/workers.py)."""
+    from engine.loop import device_split
+    from engine.loop.workers import Coordinator
+
+    devices = device_split.detect()
+    split = device_split.split(devices, args.workers, getattr(args, "devices_per_worker", None))
+    session.live.say(f"{args.workers} workers: " + "; ".join(
+        f"w{d.index} on {d.describe(devices.platform)}" for d in split))
+    return Coordinator(session, agent, split, devices.platform).run(stop_reason)
 
 
 def say_start(session: Session, agent) -> None:
