@@ -117,8 +117,9 @@ def _add_loop(sub) -> None:
                    help="experiments in flight at once on this host, each on its own devices and git worktree")
     p.add_argument("--devices-per-worker", type=int, default=None,
                    help="GPUs, TPU chips or CPU cores per worker (default: an equal share)")
-    p.add_argument("--remote", default=None, help="git remote URL shared by a swarm (not built yet)")
-    p.add_argument("--worker", default=None, help="this worker's name in a swarm (not built yet)")
+    p.add_argument("--remote", default=None,
+                   help="git remote URL shared by a swarm (best on autoresearch/TAG, rows on autoresearch/TAG-ledger)")
+    p.add_argument("--worker", default=None, help="this worker's name in a swarm (its rows: workers/NAME.jsonl)")
 
 
 def _add_experiment(sub) -> None:

@@ -286,7 +286,7 @@ class OfflineAgent:
         if not knobs:
             return None
         rng = random.Random(f"{self.seed}:{request.experiment}")
-        history = read_history(request.ledger)
+        history = read_history(request.swarm + request.ledger)  # a swarm's results teach it too
         mark_in_flight(history, request.in_flight)
         history.steps = _steps_of_best(request.ledger)
         values, why = self._choose(knobs, history, rng, request)

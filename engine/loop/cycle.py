@@ -20,9 +20,11 @@ CRASH_LOG_LINES = 60
 
 
 def propose(session: Session, agent, experiment: int, crash_log_tail: str | None = None,
-            repo_root: Path | None = None, in_flight: list[dict] | None = None) -> Proposal | None:
+            repo_root: Path | None = None, in_flight: list[dict] | None = None,
+            swarm: list[dict] | None = None) -> Proposal | None:
     """Ask the agent for the next idea, edited into repo_root (a parallel worker's worktree) or the
-    repository; in_flight lists the ideas other workers are running, so it proposes another."""
+    repository; in_flight lists the ideas other workers are running, so it proposes another;
+    swarm holds the other swarm workers' recent results."""
     last = session.ledger.rows[-1] if session.ledger.rows else None
     last_log = session.run_dir / last["log"] if last and last.get("log") else None
     request = ProposalRequest(
@@ -30,7 +32,8 @@ def propose(session: Session, agent, experiment: int, crash_log_tail: str | None
         program_text=session.program.text, ledger=list(session.ledger.rows), experiment=experiment,
         run_dir=session.run_dir, hardware=session.hardware(), budget=session.program.describe_budget(),
         last_log=last_log if last_log and last_log.exists() else None, crash_log_tail=crash_log_tail,
-        bolder=session.ledger.misses_in_a_row() >= session.program.bold_after, in_flight=list(in_flight or []))
+        bolder=session.ledger.misses_in_a_row() >= session.program.bold_after, in_flight=list(in_flight or []),
+        swarm=list(swarm or []))
     return agent.propose(request)
 
 
