@@ -68,9 +68,21 @@ def check_union(tmp, remote, names):
         assert sorted(r["experiment"] for r in rows) == [r["experiment"] for r in ledger_rows(tmp / name, TAG)]
         everything += rows
     kept = [r for r in everything if r["kept"]]
-    best = min(kept, key=lambda r: r["best_after"])
-    assert git(remote, "rev-parse", BEST) in {r["commit"] for r in kept if r["best_after"] == best["best_after"]}
+    head = git(remote, "rev-parse", BEST)
+    published = [r for r in kept if _is_ancestor(remote, r["commit"], head)]
+    best = min(published, key=lambda r: r["best_after"])
+    assert head in {r["commit"] for r in published if r["best_after"] == best["best_after"]}
+    # a better kept row off the published line lost a race to publish, and its worker said so
+    lost = {(w, item["commit"]) for w, items in shared.items() for item in items if item["record"] == "lost_race"}
+    for row in kept:
+        if row["best_after"] < best["best_after"] and row not in published:
+            assert (row["worker"], row["commit"]) in lost
     return everything
+
+
+def _is_ancestor(remote, commit, head) -> bool:
+    return subprocess.run(["git", "merge-base", "--is-ancestor", commit, head], cwd=remote,
+                          capture_output=True).returncode == 0
 
 
 def test_workers_adopt_each_others_best_in_turn(swarm):
@@ -84,6 +96,22 @@ def test_workers_adopt_each_others_best_in_turn(swarm):
     # the agent saw the swarm: no worker repeats an idea another already ran
     ideas = [(r["worker"], r["description"]) for r in rows if r.get("role") == "candidate"]
     assert len({d for _, d in ideas}) == len(ideas)
+
+
+def test_verify_adoptions_reruns_the_remote_best_before_keeping_it(swarm):
+    tmp, remote, env = swarm
+    for name in "ab":
+        program = tmp / name / "program.md"
+        program.write_text(program.read_text() + "\n## Swarm\n- verify_adoptions: true\n")
+        git(tmp / name, "commit", "-qam", "verify adoptions")
+    assert run_cli(tmp / "a", *loop_args(remote, "a", 4), env=env).returncode == 0
+    done = run_cli(tmp / "b", *loop_args(remote, "b", 4, seed=1), env=env)
+    assert done.returncode == 0, done.stdout + done.stderr
+    a_best = [r for r in ledger_rows(tmp / "a", TAG) if r["kept"]][-1]
+    verified = [r for r in ledger_rows(tmp / "b", TAG) if r.get("verified_adoption")]
+    assert verified and verified[0]["commit"] == a_best["commit"] and verified[0]["adopted_from"] == "a"
+    assert verified[0]["role"] == "candidate" and verified[0]["kept"]  # it ran here, and won here
+    assert not [r for r in ledger_rows(tmp / "b", TAG) if r.get("role") == "adopted"]
 
 
 def test_bad_input_is_refused_with_both_values(swarm):
@@ -110,6 +138,7 @@ def test_bad_input_is_refused_with_both_values(swarm):
     assert lone.returncode != 0 and "go together" in lone.stderr
 
 
+@pytest.mark.slow
 def test_kill_minus_nine_and_an_unreachable_remote_lose_nothing(swarm):
     tmp, remote, env = swarm
     slow = {"FAKE_TRAIN_SLEEP": "0.2"}
@@ -141,3 +170,36 @@ def _wait_for(condition, timeout=60.0):
             pass
         time.sleep(0.1)
     raise AssertionError("timed out waiting")
+
+
+@pytest.fixture
+def git_daemon(swarm):
+    """`git daemon` on 127.0.0.1 serving the bare remote; bounded by `timeout`, stopped at the end."""
+    tmp, remote, env = swarm
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    daemon = subprocess.Popen(["timeout", "300", "git", "daemon", "--reuseaddr", "--listen=127.0.0.1",
+                               f"--port={port}", f"--base-path={tmp}", "--export-all", "--enable=receive-pack",
+                               str(tmp)], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    url = f"git://127.0.0.1:{port}/remote.git"
+    try:
+        _wait_for(lambda: subprocess.run(["git", "ls-remote", url], capture_output=True).returncode == 0, 20)
+        yield url
+    finally:
+        daemon.terminate()
+        daemon.wait(timeout=10)
+
+
+@pytest.mark.slow
+def test_three_workers_at_once_through_git_daemon(swarm, git_daemon):
+    tmp, remote, env = swarm
+    workers = [start(tmp, git_daemon, env, name, 7, seed) for seed, name in enumerate("abc")]
+    outputs = []
+    for worker in workers:
+        out, _ = worker.communicate(timeout=240)
+        assert worker.returncode == 0, out
+        outputs.append(out)
+    rows = check_union(tmp, remote, "abc")  # racing pushes lost no row
+    assert len(rows) == sum(len(ledger_rows(tmp / name, TAG)) for name in "abc") >= 15
+    assert all("stopped:" in out for out in outputs)

@@ -74,6 +74,13 @@ class Remote:
                       *[f"+refs/heads/{name}:{self.local_ref(name)}" for name in heads])
         return heads
 
+    def known(self, branch: str) -> str | None:
+        """The commit of branch as last fetched or pushed (None if never seen)."""
+        try:
+            return self._git("rev-parse", "-q", "--verify", f"{self.local_ref(branch)}^{{commit}}")
+        except Unreachable:
+            return None
+
     def local_ref(self, branch: str) -> str:
         return f"{self.local_prefix}/{branch}"
 
@@ -104,8 +111,10 @@ class Remote:
 
     def write_files(self, branch: str, files: dict[str, str], message: str) -> str:
         """Replace these files on branch (other files kept), retrying on a rejected push; the new tip."""
+        parent = self.known(branch)  # first try on the tip fetched last; fetch only when overtaken
         for attempt in range(PUSH_TRIES):
-            parent = self.fetch().get(branch)
+            if attempt:
+                parent = self.fetch().get(branch)
             commit = self._commit_files(parent, files, message)
             if self.push_ref(commit, branch):
                 self._git("update-ref", self.local_ref(branch), commit)

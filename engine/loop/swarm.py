@@ -75,6 +75,7 @@ class Swarm:
         self.per_kind = session.program.budget_flops is None and session.program.budget_tokens is None
         self.clone = self._clone_id()
         self.online = True
+        self.pushed: str | None = None  # the outbox as last pushed
         self.shared: dict[str, list[dict]] = {}  # worker file -> its rows, as last fetched
         self.heads: dict[str, str] = {}
         self.merge_next: tuple[str, str] | None = None  # (merged commit, description) to run next
@@ -201,9 +202,12 @@ class Swarm:
             {SWARM_FILE} if self.remote.file_or_none(ledger_branch(self.session.tag), SWARM_FILE) else set())
 
     def _push_outbox(self, extra_files: dict | None = None) -> None:
-        files = {f"workers/{self.name}.jsonl": self.outbox.read_text() if self.outbox.exists() else "",
-                 **(extra_files or {})}
+        text = self.outbox.read_text() if self.outbox.exists() else ""
+        if text == self.pushed and not extra_files:
+            return  # the remote has all of it
+        files = {f"workers/{self.name}.jsonl": text, **(extra_files or {})}
         self.remote.write_files(ledger_branch(self.session.tag), files, f"{self.name}: rows")
+        self.pushed = text
 
     def _try_push(self) -> bool:
         try:
@@ -247,8 +251,9 @@ class Swarm:
                 and standings.score(row) is not None and (not self.per_kind or device_kind(row) == self.kind())]
         return (sha, min(rows, key=standings.score)) if rows else None
 
-    def sync(self) -> None:
-        """Fetch, push what is not yet pushed, adopt a better remote best, publish ours."""
+    def sync(self, adopt: bool = True) -> None:
+        """Fetch, push what is not yet pushed, adopt a better remote best (unless told not to:
+        a stopping worker records nothing more), publish ours."""
         try:
             self._fetch()
             self._push_outbox()
@@ -260,7 +265,8 @@ class Swarm:
         self.online = True
         if self.session.ledger.best_commit() is None:
             return
-        self.adopt_if_better()
+        if adopt:
+            self.adopt_if_better()
         self.publish_best()
 
     def adopt_if_better(self) -> bool:
@@ -314,6 +320,10 @@ class Swarm:
             self.heads[self.best_branch()] = ours
             self.session.live.say(f"swarm: published our best {ours[:7]} to {self.best_branch()}")
         elif found and (ours, found[0]) not in self.tried_merges:
+            # Another worker got there first: say so in our file (the swarm's best is the best
+            # published row), and run our change merged onto theirs before it can be published.
+            self._add({"record": "lost_race", "commit": ours, "to": found[0], "at": time.time()})
+            self._try_push()
             self._queue_merge(ours, found[0])
 
     def _queue_merge(self, ours: str, theirs: str) -> None:

@@ -46,6 +46,8 @@ def run_swarm(session: Session, agent, args, stop_reason) -> str:
     empty = 0
     while (reason := stop_reason(session, empty)) is None:
         swarm.sync()
+        if stop_reason(session, empty) is not None:
+            continue  # an adoption may have been the last experiment allowed
         merge = swarm.take_merge()
         if merge is not None:
             run_merge(session, agent, swarm, *merge)
@@ -53,7 +55,7 @@ def run_swarm(session: Session, agent, args, stop_reason) -> str:
         outcome = one_experiment(session, agent, swarm)
         empty = empty + 1 if outcome == "empty" else 0
     for _ in range(FINAL_SYNC_TRIES):
-        swarm.sync()
+        swarm.sync(adopt=False)
         if swarm.online:
             break
     swarm.stop()
