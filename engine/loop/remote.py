@@ -88,7 +88,7 @@ class Remote:
         """Path -> text of the files under folder/ in the fetched copy of branch ({} if none)."""
         ref = self.local_ref(branch)
         try:
-            names = self._git("ls-tree", "--name-only", f"{ref}:{folder}").splitlines()
+            names = self._git("ls-tree", "--full-tree", "--name-only", f"{ref}:{folder}").splitlines()
         except Unreachable:
             return {}
         return {f"{folder}/{name}": self._git("cat-file", "blob", f"{ref}:{folder}/{name}") for name in names}
