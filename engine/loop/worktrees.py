@@ -18,24 +18,31 @@ class Worktrees:
     def __init__(self, repo: Repo, folder: Path):
         self.repo = repo
         self.folder = Path(folder)
+        self.made: dict[Path, Repo] = {}  # worktrees this loop added
 
     def path(self, worker: int) -> Path:
         return self.folder / f"w{worker}"
 
     def open(self, worker: int, sha: str) -> Repo:
-        """The worker's worktree at sha (made anew; a leftover of a killed loop is replaced)."""
+        """The worker's worktree at sha, clean: the one this loop made, moved there, or a new one
+        (a leftover of a killed loop is replaced)."""
         path = self.path(worker)
+        if path in self.made:
+            move_to(self.made[path], sha)
+            return self.made[path]
         if path.exists():
             self._remove(path)
         self.folder.mkdir(parents=True, exist_ok=True)
         self.repo.git.worktree("add", "--detach", "--force", "-q", str(path), sha)
-        return Repo(path)
+        self.made[path] = Repo(path)
+        return self.made[path]
 
     def close_all(self) -> None:
         """Remove every worker worktree (the loop's end, or leftovers of a killed one)."""
         if self.folder.is_dir():
             for path in sorted(self.folder.iterdir()):
                 self._remove(path)
+        self.made.clear()
         self.repo.git.worktree("prune")
 
     def _remove(self, path: Path) -> None:
