@@ -62,3 +62,11 @@ def test_status_shows_a_line_per_worker_from_a_swarm_outbox(tmp_path):
     lines = status_lines(run_dir)
     assert "worker:   b: 3 experiments, 2 kept, 1 adopted, 18.0/h" in lines
     assert lines[-1].startswith("workers:  1, 3 experiments")
+
+
+def test_status_names_the_workers_running_now(tmp_path):
+    run_dir = tmp_path / "runs" / "t"
+    for job in ("job-0007-w0", "job-0008-w1"):
+        (run_dir / "inflight" / job).mkdir(parents=True)
+    (run_dir / "results.jsonl").write_text("".join(json.dumps(r) + "\n" for r in ROWS))
+    assert "in flight: 2 (w0, w1)" in status_lines(run_dir)

@@ -114,6 +114,23 @@ def test_verify_adoptions_reruns_the_remote_best_before_keeping_it(swarm):
     assert not [r for r in ledger_rows(tmp / "b", TAG) if r.get("role") == "adopted"]
 
 
+def test_claims_of_others_hold_until_their_row_or_expiry(tmp_path):
+    from types import SimpleNamespace
+
+    from engine.loop.swarm import Swarm
+
+    swarm = Swarm.__new__(Swarm)
+    swarm.name, swarm.outbox = "a", tmp_path / "a.jsonl"
+    swarm.session = SimpleNamespace(program=SimpleNamespace(hard_timeout=lambda: 10.0))  # claims hold 80 s
+    now = time.time()
+    claim = lambda worker, cid, age: {"record": "claim", "worker": worker, "claim": cid, "at": now - age,
+                                      "description": cid}
+    swarm.shared = {"a": [claim("a", "mine", 1)],
+                    "b": [claim("b", "live", 10), claim("b", "expired", 100), claim("b", "done", 5),
+                          {"record": "row", "worker": "b", "claim": "done", "experiment": 3}]}
+    assert [c["claim"] for c in swarm.claims()] == ["live"]  # a killed worker's claim lapses by itself
+
+
 def test_bad_input_is_refused_with_both_values(swarm):
     tmp, remote, env = swarm
     assert run_cli(tmp / "a", *loop_args(remote, "a", 3), env=env).returncode == 0

@@ -60,7 +60,8 @@ class Coordinator:
     def run(self, stop_reason) -> str:
         """Keep every worker busy until stop_reason(session, empty proposals) names a reason;
         then let the runs in flight finish and record them. Returns the reason."""
-        self.trees.close_all()
+        self.trees.close_all()  # worktrees and half-run folders a killed loop left behind
+        shutil.rmtree(self.session.run_dir / "inflight", ignore_errors=True)
         self._queue_baselines()
         reason = None
         try:

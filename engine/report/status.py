@@ -52,7 +52,8 @@ def _worker_lines(run_dir: Path, rows: list[dict]) -> list[str]:
     facts = lane_facts(union_rows(run_dir, rows))
     if facts is None:
         return []
-    lines = []
+    running = sorted(d.name.split("-", 2)[-1] for d in (Path(run_dir) / "inflight").glob("job-*") if d.is_dir())
+    lines = [f"in flight: {len(running)} ({', '.join(running)})"] if running else []
     for lane in facts["workers"]:
         rate = lane["experiments_per_hour"]
         adopted = f", {len(lane['adoptions'])} adopted" if lane["adoptions"] else ""
