@@ -101,3 +101,28 @@ def test_two_workers_run_at_once_merge_and_go_stale(workers_env, monkeypatch):
     assert all((root / "runs" / "par" / f"exp-{r['experiment']:04d}" / "train.log").exists()
                for r in rows if r.get("log"))
     assert len((root / "runs" / "par" / "results.tsv").read_text().splitlines()) == len(rows) + 1
+
+
+def test_killed_coordinator_resumes_with_a_consistent_ledger(workers_env):
+    import os
+    import signal
+    import subprocess
+    import time
+
+    root, _ = workers_env
+    argv = [sys.executable, "-m", "engine.cli", "loop", "--tag", "k", "--agent", "offline", "--workers", "2",
+            "--max-experiments", "9"]
+    env = {**os.environ, "FAKE_TRAIN_SLEEP": "0.3"}
+    first = subprocess.Popen(argv, cwd=root, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    end = time.monotonic() + 60
+    while len(ledger_rows(root, "k")) < 4 and time.monotonic() < end:
+        time.sleep(0.05)
+    first.send_signal(signal.SIGKILL)  # mid-flight: two runs going, worktrees out
+    first.wait()
+    done = subprocess.run(argv, cwd=root, env=env, capture_output=True, text=True, timeout=120)
+    assert done.returncode == 0, done.stdout + done.stderr
+    rows = ledger_rows(root, "k")
+    assert [r["experiment"] for r in rows] == list(range(9))
+    assert git(root, "rev-parse", "HEAD") == [r for r in rows if r["kept"]][-1]["commit"]
+    assert git(root, "status", "--porcelain") == "" and git(root, "worktree", "list").count("\n") == 0
+    assert not (root / "runs" / "k" / "inflight").exists() or not any((root / "runs" / "k" / "inflight").iterdir())
