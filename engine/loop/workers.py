@@ -15,6 +15,7 @@ experiment before it can be kept; a change that no longer applies is `stale`.
 from __future__ import annotations
 
 import dataclasses
+import json
 import queue
 import shutil
 import threading
@@ -25,7 +26,8 @@ from engine.errors import UserError
 from engine.loop import cycle, guards, runner
 from engine.loop.device_split import WorkerDevices
 from engine.loop.session import TRAIN_FILE, Session, now_iso
-from engine.loop.worktrees import Worktrees, apply_onto, move_to
+from engine.loop.worktrees import Worktrees, apply_onto
+from engine.processes import kill_group
 
 
 @dataclasses.dataclass
@@ -166,13 +168,19 @@ class Coordinator:
     def _run(self, job: Job, command: list[str], cwd: Path, env: dict) -> None:
         try:
             outcome = runner.run_training(command, job.run_dir, self.session.program.hard_timeout(), cwd,
-                                          extra_env=env)
+                                          child_record=_child_record(job), extra_env=env)
         except Exception as error:  # the coordinator must hear of every run, even one that failed to start
             outcome = runner.Outcome("crash", {}, None, 0.0, job.run_dir / "train.log", f"could not run: {error}")
         self.done.put((job, outcome))
 
     def _stop_all(self) -> None:
-        """Interrupted: each running thread's child dies with its group (runner kills it on exit)."""
+        """Stopped early (an error, Ctrl-C): end every training run still going, by its group."""
+        for job in self.running.values():
+            try:
+                record = json.loads(_child_record(job).read_text())
+            except (OSError, ValueError):
+                continue
+            kill_group(int(record["pgid"]))
         self.running.clear()
 
     # --- finishing ---------------------------------------------------------------
@@ -234,6 +242,11 @@ class Coordinator:
         return {**verdict, "status": "discard",
                 "decision": f"beat its base ({value:.6f} < {base_value:.6f}) but the best moved to {best[:7]}: "
                             f"merged onto it as {merged[:7]}, to run again"}
+
+
+def _child_record(job: Job) -> Path:
+    """Names the training process of a run while it runs (runner.run_training writes it)."""
+    return job.run_dir.with_name(job.run_dir.name + ".child.json")
 
 
 def _rerun_of(job: Job, row: dict) -> Job:
