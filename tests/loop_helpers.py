@@ -31,7 +31,7 @@ FAKE_TRAIN = textwrap.dedent('''
     gates = os.environ.get("FAKE_GATES")  # tests order parallel runs: hold-LR-DEPTH holds that config
     if gates:
         key = f"{lr:g}-{depth}"
-        open(os.path.join(gates, "started-" + key), "w").close()
+        open(os.path.join(gates, "started-" + key), "w").write(str(os.getpid()))
         hold, give_up = os.path.join(gates, "hold-" + key), time.time() + 60
         while os.path.exists(hold) and time.time() < give_up:
             other = open(hold).read().strip()  # or until the file it names appears

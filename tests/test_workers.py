@@ -126,3 +126,36 @@ def test_killed_coordinator_resumes_with_a_consistent_ledger(workers_env):
     assert git(root, "rev-parse", "HEAD") == [r for r in rows if r["kept"]][-1]["commit"]
     assert git(root, "status", "--porcelain") == "" and git(root, "worktree", "list").count("\n") == 0
     assert not (root / "runs" / "k" / "inflight").exists() or not any((root / "runs" / "k" / "inflight").iterdir())
+
+
+def test_an_error_in_the_coordinator_ends_the_runs_in_flight(workers_env, monkeypatch):
+    import os
+    import time
+
+    root, gates = workers_env
+    (gates / "hold-0.02-5").write_text("")  # A would run until the test ends
+
+    class BreaksOnSecondIdea(ChoreographedAgent):
+        def propose(self, request):
+            if self.requests:
+                end = time.monotonic() + 30
+                while not (gates / "started-0.02-5").exists() and time.monotonic() < end:
+                    time.sleep(0.02)  # A is training now
+                raise RuntimeError("the agent broke")
+            return super().propose(request)
+
+    agent = BreaksOnSecondIdea(gates, [({"LEARNING_RATE": 0.02}, [])])
+    monkeypatch.setattr(driver, "make_agent", lambda *a, **k: agent)
+    with pytest.raises(RuntimeError, match="the agent broke"):
+        cli.main(["loop", "--tag", "err", "--workers", "2", "--max-experiments", "20"])
+    pid = int((gates / "started-0.02-5").read_text())
+    end = time.monotonic() + 10
+    while time.monotonic() < end:
+        try:
+            os.kill(pid, 0)
+        except ProcessLookupError:
+            break
+        time.sleep(0.05)
+    else:
+        raise AssertionError(f"training process {pid} outlived the coordinator")
+    assert git(root, "worktree", "list").count("\n") == 0
