@@ -109,18 +109,27 @@ class Remote:
         except Rejected:
             return False
 
-    def write_files(self, branch: str, files: dict[str, str], message: str) -> str:
-        """Replace these files on branch (other files kept), retrying on a rejected push; the new tip."""
+    def write_files(self, branch: str, files: dict[str, str], message: str, create_only: tuple = ()) -> str:
+        """Replace these files on branch (other files kept), retrying on a rejected push; the new tip.
+        Paths in create_only are written only where the branch does not hold them yet."""
         parent = self.known(branch)  # first try on the tip fetched last; fetch only when overtaken
         for attempt in range(PUSH_TRIES):
             if attempt:
                 parent = self.fetch().get(branch)
-            commit = self._commit_files(parent, files, message)
+            kept = {path for path in create_only if parent and self._has(parent, path)}
+            commit = self._commit_files(parent, {p: t for p, t in files.items() if p not in kept}, message)
             if self.push_ref(commit, branch):
                 self._git("update-ref", self.local_ref(branch), commit)
                 return commit
             time.sleep(random.uniform(0.05, 0.3) * (attempt + 1))  # another worker pushed first
         raise Unreachable(f"{PUSH_TRIES} pushes to {branch} were all overtaken by other workers")
+
+    def _has(self, commit: str, path: str) -> bool:
+        try:
+            self._git("cat-file", "-e", f"{commit}:{path}")
+            return True
+        except Unreachable:
+            return False
 
     def _commit_files(self, parent: str | None, files: dict[str, str], message: str) -> str:
         with tempfile.TemporaryDirectory() as scratch:

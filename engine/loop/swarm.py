@@ -93,8 +93,10 @@ class Swarm:
         self._check_comparable()
         self._check_name_free()
         self._add({"record": "hello", "at": time.time()})
-        self._push_outbox({SWARM_FILE: json.dumps({"fingerprint": self.fingerprint, "budget": self.budget})
-                           + "\n"} if SWARM_FILE not in self._remote_files() else {})
+        # The first worker names what results compare on; a second one racing it keeps the first's.
+        self._push_outbox({SWARM_FILE: json.dumps({"fingerprint": self.fingerprint, "budget": self.budget}) + "\n"})
+        self._fetch()
+        self._check_comparable()
 
     def _clone_id(self) -> str:
         path = self.folder / "clone.json"
@@ -197,16 +199,12 @@ class Swarm:
         with open(self.outbox, "a") as out:
             out.write(json.dumps(item, default=str) + "\n")
 
-    def _remote_files(self) -> set[str]:
-        return {f"workers/{worker}.jsonl" for worker in self.shared} | (
-            {SWARM_FILE} if self.remote.file_or_none(ledger_branch(self.session.tag), SWARM_FILE) else set())
-
     def _push_outbox(self, extra_files: dict | None = None) -> None:
         text = self.outbox.read_text() if self.outbox.exists() else ""
         if text == self.pushed and not extra_files:
             return  # the remote has all of it
         files = {f"workers/{self.name}.jsonl": text, **(extra_files or {})}
-        self.remote.write_files(ledger_branch(self.session.tag), files, f"{self.name}: rows")
+        self.remote.write_files(ledger_branch(self.session.tag), files, f"{self.name}: rows", create_only=(SWARM_FILE,))
         self.pushed = text
 
     def _try_push(self) -> bool:
