@@ -69,6 +69,7 @@ def read_rows(jsonl: Path) -> list[dict]:
 
 
 class Ledger:
+    """The tag's ledger, loaded and repaired on open; rows are appended, never rewritten."""
     def __init__(self, run_dir: Path):
         self.run_dir = Path(run_dir)
         self.run_dir.mkdir(parents=True, exist_ok=True)
@@ -86,6 +87,8 @@ class Ledger:
             write_atomic(self.tsv, expected, durable=True)
 
     def append(self, row: dict) -> dict:
+        """Append one decided row. Refuses an unknown status and any experiment number but the
+        next, so a resumed loop can never record an experiment twice or skip one."""
         if row.get("status") not in STATUSES:
             raise ValueError(f"status {row.get('status')!r} is not one of {STATUSES}")
         if row.get("experiment") != len(self.rows):
