@@ -85,6 +85,7 @@ def _is_ancestor(remote, commit, head) -> bool:
                           capture_output=True).returncode == 0
 
 
+@pytest.mark.slow
 def test_workers_adopt_each_others_best_in_turn(swarm):
     tmp, remote, env = swarm
     for name, count, seed in (("a", 4, 0), ("b", 7, 1), ("c", 7, 2), ("a", 8, 0)):
