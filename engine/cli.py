@@ -103,7 +103,9 @@ def _add_loop(sub) -> None:
         epilog="examples:\n"
         "  autoresearch loop --tag demo --max-experiments 4 --budget-seconds 15\n"
         "  autoresearch loop --tag nov26 --agent gemini --max-hours 8\n"
-        "  autoresearch loop --tag ext --agent command --agent-cmd './my_agent.sh'\n",
+        "  autoresearch loop --tag ext --agent command --agent-cmd './my_agent.sh'\n"
+        "  autoresearch loop --tag v5e --workers 8                  # 8 one-chip experiments at once\n"
+        "  autoresearch loop --tag nov27 --remote git@host:me/research.git --worker h100-a\n",
     )
     p.add_argument("--tag", required=True, help="work on branch autoresearch/TAG")
     p.add_argument("--agent", choices=["offline", "gemini", "command"], default=None,
