@@ -160,9 +160,9 @@ def test_bad_input_is_refused_with_both_values(swarm):
 def test_kill_minus_nine_and_an_unreachable_remote_lose_nothing(swarm):
     tmp, remote, env = swarm
     slow = {"FAKE_TRAIN_SLEEP": "0.2"}
-    for delay in (1.0, 1.7, 2.4):  # kills land mid-run, mid-push, mid-sync: wherever they fall
+    for pushes in (1, 3, 6):  # killed while its n-th `git push` is running
         worker = start(tmp, remote, env, "a", 12, extra_env=slow)
-        time.sleep(delay)
+        _wait_for(lambda: _pushing(worker.pid, pushes), 60)
         worker.send_signal(signal.SIGKILL)
         worker.wait()
     worker = start(tmp, remote, env, "a", 12, extra_env=slow)
@@ -178,6 +178,26 @@ def test_kill_minus_nine_and_an_unreachable_remote_lose_nothing(swarm):
     assert len(rows) == 12
 
 
+_seen_pushes: set = set()
+
+
+def _pushing(pid: int, count: int) -> bool:
+    """True while a `git push` child of pid runs and it is at least the count-th one seen."""
+    for task in os.listdir("/proc"):
+        if not task.isdigit():
+            continue
+        try:
+            stat = open(f"/proc/{task}/stat").read().rsplit(")", 1)[1].split()
+            cmdline = open(f"/proc/{task}/cmdline", "rb").read().split(b"\0")
+        except OSError:
+            continue
+        if int(stat[1]) == pid and cmdline[:2] == [b"git", b"push"]:
+            _seen_pushes.add((pid, int(task)))
+            if sum(1 for p, _ in _seen_pushes if p == pid) >= count:
+                return True
+    return False
+
+
 def _wait_for(condition, timeout=60.0):
     end = time.monotonic() + timeout
     while time.monotonic() < end:
@@ -186,7 +206,7 @@ def _wait_for(condition, timeout=60.0):
                 return
         except subprocess.CalledProcessError:
             pass
-        time.sleep(0.1)
+        time.sleep(0.005)
     raise AssertionError("timed out waiting")
 
 
