@@ -38,7 +38,8 @@ if command -v tmux >/dev/null && [ -z "${OVERNIGHT_NO_TMUX:-}" ]; then
   env_args=()
   for name in PATH AUTORESEARCH_CACHE JAX_PLATFORMS CUDA_VISIBLE_DEVICES GEMINI_API_KEY \
               GOOGLE_API_KEY GOOGLE_GENAI_USE_VERTEXAI GOOGLE_CLOUD_PROJECT GOOGLE_CLOUD_LOCATION \
-              GOOGLE_GEMINI_BASE_URL; do
+              GOOGLE_GEMINI_BASE_URL TPU_WORKER_HOSTNAMES TPU_WORKER_ID TPU_CHIPS_PER_PROCESS_BOUNDS \
+              TPU_PROCESS_BOUNDS TPU_VISIBLE_CHIPS TPU_VISIBLE_DEVICES; do
     if [ -n "${!name:-}" ]; then
       env_args+=(-e "$name=${!name}")
     fi

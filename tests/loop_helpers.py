@@ -26,14 +26,26 @@ FAKE_TRAIN = textwrap.dedent('''
         if isinstance(node, ast.Assign) and isinstance(node.value, ast.Constant):
             consts[node.targets[0].id] = node.value.value
     print("training", consts, "secrets:", sorted(k for k in os.environ if "KEY" in k), flush=True)
+    started_at = time.time()
+    lr, depth = consts.get("LEARNING_RATE", 0.01), consts.get("DEPTH", 3)
+    gates = os.environ.get("FAKE_GATES")  # tests order parallel runs: hold-LR-DEPTH holds that config
+    if gates:
+        key = f"{lr:g}-{depth}"
+        open(os.path.join(gates, "started-" + key), "w").write(str(os.getpid()))
+        hold, give_up = os.path.join(gates, "hold-" + key), time.time() + 60
+        while os.path.exists(hold) and time.time() < give_up:
+            other = open(hold).read().strip()  # or until the file it names appears
+            if other and os.path.exists(os.path.join(gates, other)):
+                break
+            time.sleep(0.02)
     time.sleep(consts.get("SLEEP", 0) + float(os.environ.get("FAKE_TRAIN_SLEEP", 0)))
     if consts.get("CRASH"):
         sys.exit("crashed on purpose")
-    lr, depth = consts.get("LEARNING_RATE", 0.01), consts.get("DEPTH", 3)
     val = 1.0 + (math.log2(lr / 0.01)) ** 2 * 0.05 + (depth - 3) ** 2 * 0.02 + 0.001 * (a.seed % 2)
     os.makedirs(os.path.join(a.run_dir, "checkpoint"), exist_ok=True)
     json.dump({"status": "ok", "error": None, "val_bpb": val, "training_seconds": 0.1, "peak_vram_mb": 512.0,
-               "seed": a.seed, "device": "cpu x1", "checkpoint": os.path.join(a.run_dir, "checkpoint")},
+               "seed": a.seed, "device": "cpu x1", "started_at": started_at, "ended_at": time.time(),
+               "checkpoint": os.path.join(a.run_dir, "checkpoint")},
               open(a.json, "w"))
 ''')
 

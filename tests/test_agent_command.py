@@ -92,6 +92,18 @@ def test_environment_names_experiment_program_results_and_last_log(repo, tmp_pat
     assert Path(env["AUTORESEARCH_LAST_LOG"]) == last_log.resolve()
 
 
+def test_others_file_lists_ideas_in_flight_and_the_swarm(repo, tmp_path):
+    seen = tmp_path / "others.txt"
+    cmd = script(tmp_path, "import os, pathlib\n"
+                 f"pathlib.Path({str(seen)!r}).write_text(pathlib.Path(os.environ['AUTORESEARCH_OTHERS']).read_text())\n"
+                 "pathlib.Path('train.py').write_text('DEPTH = 8\\n')\n"
+                 "print('deeper')\n")
+    req = request(repo)
+    req.in_flight = [{"worker": "w1", "description": "wider", "hypothesis": "h"}]
+    assert CommandAgent(cmd, echo=False).propose(req).description == "deeper"
+    assert json.loads(seen.read_text()) == {"in_flight": req.in_flight, "swarm": []}
+
+
 def test_last_log_absent_for_the_first_experiment(repo, tmp_path, monkeypatch):
     monkeypatch.setenv("AUTORESEARCH_LAST_LOG", "/stale/from/outer/shell")
     cmd = script(tmp_path, "import os, pathlib\n"

@@ -249,6 +249,18 @@ def test_crash_fix_and_bolder_requests_say_so(repo):
     assert "bolder" not in build_prompt(request(repo), files, "")
 
 
+def test_prompt_carries_ideas_in_flight_and_the_swarm(repo):
+    files = {"train.py": TRAIN_PY}
+    plain = build_prompt(request(repo), files, "")
+    assert "<in flight>" not in plain and "<swarm>" not in plain
+    req = request(repo)
+    req.in_flight = [{"worker": "w1", "description": "halve warmup", "hypothesis": "short budget"}]
+    req.swarm = [{"worker": "tpu-a", "status": "keep", "val_bpb": 1.2345678, "description": "kaiming init"}]
+    prompt = build_prompt(req, files, "")
+    assert "w1 | running | - | halve warmup | short budget" in prompt and "propose a different one" in prompt
+    assert "tpu-a | keep | 1.234568 | kaiming init" in prompt
+
+
 def test_ledger_summary_is_compact_and_bounded():
     rows = [{"experiment": i, "status": "discard", "val_bpb": 3.0, "description": f"idea {i}"} for i in range(100)]
     summary = ledger_summary(rows, limit=10)

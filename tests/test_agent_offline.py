@@ -99,3 +99,12 @@ def test_other_platform_tables_are_skipped(tmp_path):
     for n in range(1, 4):
         proposal = offline.OfflineAgent(seed=n).propose(request(tmp_path, ledger, experiment=n, source=source))
         assert proposal.description.startswith("CPU_SIZE.depth")
+
+
+def test_never_proposes_an_idea_another_worker_is_running(tmp_path):
+    first = request(tmp_path, [], experiment=5)
+    proposal = offline.OfflineAgent(seed=0).propose(first)
+    again = request(tmp_path, [], experiment=5)
+    again.in_flight = [{"description": proposal.description, "hypothesis": "", "worker": "w0"}]
+    other = offline.OfflineAgent(seed=0).propose(again)
+    assert other is not None and other.description != proposal.description

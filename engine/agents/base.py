@@ -19,6 +19,10 @@ class ProposalRequest:
     last_log: Path | None = None
     crash_log_tail: str | None = None  # set when asking the agent to fix a crashed idea
     bolder: bool = False  # set after many non-improvements in a row
+    # ideas other workers are running now (description, hypothesis, worker): propose another
+    in_flight: list[dict] = dataclasses.field(default_factory=list)
+    # a swarm's recent rows from other workers (worker, status, val_bpb, description, hypothesis)
+    swarm: list[dict] = dataclasses.field(default_factory=list)
 
 
 @dataclasses.dataclass

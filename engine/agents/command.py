@@ -11,9 +11,12 @@ secrets are scrubbed later, from the train.py run) plus:
   AUTORESEARCH_PROGRAM     path of program.md
   AUTORESEARCH_RESULTS     path of results.tsv
   AUTORESEARCH_LAST_LOG    the previous run's log, where there is one
+  AUTORESEARCH_OTHERS      a JSON file {"in_flight": [...], "swarm": [...]}: the ideas other
+                           workers are running now and a swarm's recent results, where there are any
 """
 from __future__ import annotations
 
+import json
 import os
 import signal
 import subprocess
@@ -21,6 +24,7 @@ import sys
 import threading
 from pathlib import Path
 
+from engine.files import write_atomic
 from engine.agents.base import Proposal, ProposalRequest
 
 DEFAULT_TIMEOUT_S = 4 * 3600.0  # an agent that thinks for longer than this is stuck
@@ -59,6 +63,11 @@ class CommandAgent:
         env.pop("AUTORESEARCH_LAST_LOG", None)
         if request.last_log and Path(request.last_log).exists():
             env["AUTORESEARCH_LAST_LOG"] = str(Path(request.last_log).resolve())
+        env.pop("AUTORESEARCH_OTHERS", None)
+        if request.in_flight or request.swarm:
+            others = Path(request.run_dir).resolve() / "others.json"
+            write_atomic(others, json.dumps({"in_flight": request.in_flight, "swarm": request.swarm}, default=str))
+            env["AUTORESEARCH_OTHERS"] = str(others)
         return env
 
     def _program_path(self, request: ProposalRequest) -> Path:

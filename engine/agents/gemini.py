@@ -310,6 +310,12 @@ def build_prompt(request: ProposalRequest, files: dict[str, str], notes_text: st
         _block("notes", notes_text or "(none yet: start them in your answer's \"notes\")",
                "your research notes from earlier answers"),
     ]
+    if request.swarm:
+        blocks.append(_block("swarm", others_summary(request.swarm),
+                             "recent results of the other workers sharing this search: build on what worked"))
+    if request.in_flight:
+        blocks.append(_block("in flight", others_summary(request.in_flight),
+                             "ideas running on other workers right now: propose a different one"))
     blocks += [_block(name, text, "current version") for name, text in files.items()]
     blocks.append(_task(request))
     return "\n\n".join(blocks) + "\n"
@@ -354,6 +360,18 @@ def ledger_summary(rows: list[dict], limit: int = LEDGER_ROWS_IN_PROMPT) -> str:
         header.append(f"({omitted} earlier experiments omitted)")
     footer = f"\nbest val_bpb so far: {best:.6f}" if best is not None else ""
     return "\n".join(header + shown) + footer
+
+
+def others_summary(rows: list[dict], limit: int = LEDGER_ROWS_IN_PROMPT) -> str:
+    """One line per idea of another worker: who, status, val_bpb, what and why."""
+    lines = []
+    for row in rows[-limit:]:
+        value = row.get("val_bpb")
+        figure = f"{value:.6f}" if isinstance(value, (int, float)) else "-"
+        why = _one_line(str(row.get("hypothesis") or ""))[:160]
+        lines.append(" | ".join([str(row.get("worker", "?")), str(row.get("status", "running")), figure,
+                                 _one_line(str(row.get("description", "")))[:160]] + ([why] if why else [])))
+    return "worker | status | val_bpb | description | hypothesis\n" + "\n".join(lines)
 
 
 def _ledger_line(row: dict, value: float | None, change: str) -> str:

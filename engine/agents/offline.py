@@ -240,6 +240,15 @@ def read_history(ledger: list[dict]) -> History:
     return history
 
 
+def mark_in_flight(history: History, in_flight: list[dict]) -> None:
+    """Ideas other workers are running count as tried: never propose one of them twice."""
+    for idea in in_flight:
+        changes = parse_changes(idea.get("description", ""))
+        if changes:
+            history.tried_configs.add(frozenset((n, new) for n, (_, new) in changes.items()))
+            history.tried.update((name, new) for name, (_, new) in changes.items())
+
+
 def _gain(row: dict) -> float | None:
     val, base = row.get("val_bpb"), row.get("best_before")
     if isinstance(val, (int, float)) and isinstance(base, (int, float)):
@@ -277,7 +286,8 @@ class OfflineAgent:
         if not knobs:
             return None
         rng = random.Random(f"{self.seed}:{request.experiment}")
-        history = read_history(request.ledger)
+        history = read_history(request.swarm + request.ledger)  # a swarm's results teach it too
+        mark_in_flight(history, request.in_flight)
         history.steps = _steps_of_best(request.ledger)
         values, why = self._choose(knobs, history, rng, request)
         if not values:

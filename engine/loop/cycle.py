@@ -19,15 +19,21 @@ from engine.loop.session import TRAIN_FILE, Session, now_iso
 CRASH_LOG_LINES = 60
 
 
-def propose(session: Session, agent, experiment: int, crash_log_tail: str | None = None) -> Proposal | None:
+def propose(session: Session, agent, experiment: int, crash_log_tail: str | None = None,
+            repo_root: Path | None = None, in_flight: list[dict] | None = None,
+            swarm: list[dict] | None = None) -> Proposal | None:
+    """Ask the agent for the next idea, edited into repo_root (a parallel worker's worktree) or the
+    repository; in_flight lists the ideas other workers are running, so it proposes another;
+    swarm holds the other swarm workers' recent results."""
     last = session.ledger.rows[-1] if session.ledger.rows else None
     last_log = session.run_dir / last["log"] if last and last.get("log") else None
     request = ProposalRequest(
-        repo_root=session.repo.root, editable=list(session.program.editable),
+        repo_root=repo_root or session.repo.root, editable=list(session.program.editable),
         program_text=session.program.text, ledger=list(session.ledger.rows), experiment=experiment,
         run_dir=session.run_dir, hardware=session.hardware(), budget=session.program.describe_budget(),
         last_log=last_log if last_log and last_log.exists() else None, crash_log_tail=crash_log_tail,
-        bolder=session.ledger.misses_in_a_row() >= session.program.bold_after)
+        bolder=session.ledger.misses_in_a_row() >= session.program.bold_after, in_flight=list(in_flight or []),
+        swarm=list(swarm or []))
     return agent.propose(request)
 
 
@@ -63,10 +69,11 @@ def run_experiment(session: Session, experiment: int, seed: int, description: st
 
 
 def record(session: Session, experiment: int, sha: str | None, proposal: Proposal, outcome: runner.Outcome | None,
-           role: str, seed: int, started: str, extra: dict | None = None) -> dict:
-    """Decide and append the experiment's row: the moment it counts."""
+           role: str, seed: int, started: str, extra: dict | None = None, decision: dict | None = None) -> dict:
+    """Decide and append the experiment's row: the moment it counts. A parallel worker whose base
+    moved passes its own decision (engine/loop/workers.py), else decide() judges."""
     row = {**({} if outcome is None else _result_fields(outcome.result))}
-    decision = decide(session, experiment, role, outcome, extra or {})
+    decision = decision or decide(session, experiment, role, outcome, extra or {})
     row.update({
         "experiment": experiment, "commit": sha, "description": proposal.description, "role": role,
         "seed": seed, "started": started, "finished": now_iso(), "train_path": TRAIN_FILE,

@@ -10,7 +10,6 @@ from engine.loop import cycle
 from engine.loop.resume import resume
 from engine.loop.session import Session, open_session
 from engine.agents.choose import make_agent
-from engine.errors import UserError
 from engine.loop.live_view import format_val, keep_rate
 from engine.loop.repo import branch_name
 
@@ -86,15 +85,23 @@ def steps_left(session: Session) -> bool:
 
 
 def main(args) -> int:
-    if getattr(args, "remote", None) or getattr(args, "worker", None):
-        raise UserError("--remote/--worker (a swarm sharing a git remote) is not built yet: "
-                        "run one loop per repository without them")
+    from engine.loop.swarm_loop import check_flags, forget_cut_merge, run_swarm
+
+    check_flags(args)
     session = open_session(args)
     try:
         session.repo.checkout_branch(args.tag)
         agent = make_agent(args.agent, args, run_dir=session.run_dir, program=session.program)
         say_start(session, agent)
+        if getattr(args, "remote", None):
+            forget_cut_merge(session)
         resume(session)
+        if getattr(args, "remote", None):
+            say_end(session, run_swarm(session, agent, args, stop_reason))
+            return 0
+        if getattr(args, "workers", 1) > 1:
+            say_end(session, run_parallel(session, agent, args))
+            return 0
         cycle.run_baseline(session)
         empty = outages = 0
         while (reason := stop_reason(session, empty)) is None:
@@ -107,6 +114,18 @@ def main(args) -> int:
         return 0
     finally:
         session.close()
+
+
+def run_parallel(session: Session, agent, args) -> str:
+    """--workers N: one coordinator, N experiments in flight (engine/loop/workers.py)."""
+    from engine.loop import device_split
+    from engine.loop.workers import Coordinator
+
+    devices = device_split.detect()
+    split = device_split.split(devices, args.workers, getattr(args, "devices_per_worker", None))
+    session.live.say(f"{args.workers} workers: " + "; ".join(
+        f"w{d.index} on {d.describe(devices.platform)}" for d in split))
+    return Coordinator(session, agent, split, devices.platform).run(stop_reason)
 
 
 def say_start(session: Session, agent) -> None:

@@ -101,8 +101,10 @@ def classify(returncode: int | None, timed_out: bool, result: dict) -> tuple[str
 
 
 def run_training(command: list[str], exp_dir: Path, timeout: float, cwd: Path,
-        child_record: Path | None = None, on_tick: Callable[[float], None] | None = None) -> Outcome:
-    """Run command with output to exp_dir/train.log; the result comes from exp_dir/result.json."""
+        child_record: Path | None = None, on_tick: Callable[[float], None] | None = None,
+        extra_env: dict | None = None) -> Outcome:
+    """Run command with output to exp_dir/train.log; the result comes from exp_dir/result.json.
+    extra_env (a parallel worker's device visibility) is added to the scrubbed environment."""
     exp_dir.mkdir(parents=True, exist_ok=True)
     log_path, result_path = exp_dir / "train.log", exp_dir / "result.json"
     result_path.unlink(missing_ok=True)
@@ -110,7 +112,7 @@ def run_training(command: list[str], exp_dir: Path, timeout: float, cwd: Path,
     with open(log_path, "wb") as log:
         log.write(("$ " + shlex.join(command) + "\n").encode())
         log.flush()
-        process = subprocess.Popen(command, cwd=cwd, env=scrubbed_env(), stdout=log, stderr=subprocess.STDOUT,
+        process = subprocess.Popen(command, cwd=cwd, env={**scrubbed_env(), **(extra_env or {})}, stdout=log, stderr=subprocess.STDOUT,
                                    stdin=subprocess.DEVNULL, preexec_fn=_die_with_parent)
         _record_child(child_record, process.pid, exp_dir)
         timed_out = _wait(process, start, timeout, on_tick)

@@ -3,6 +3,8 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from engine.report.lanes import plot_lanes
+
 STATUS_STYLE = {  # status: (marker, colour, legend label), drawn along the top edge
     "crash": ("x", "#d62728", "crash"),
     "timeout": ("v", "#ff7f0e", "timeout"),
@@ -20,7 +22,11 @@ def plot_progress(facts: dict, path: Path) -> None:
 
     points = [dict(p, _x=_x(p, i)) for i, p in enumerate(facts["experiments"])]
     scored = [p for p in points if p["val_bpb"] is not None]
-    fig, ax = plt.subplots(figsize=(13, 6.5), dpi=110)
+    if facts.get("lanes"):  # parallel workers or a swarm: their lanes below, along time
+        fig, (ax, lanes_ax) = plt.subplots(2, 1, figsize=(13, 9.5), dpi=110, height_ratios=[3, 1.4])
+        plot_lanes(lanes_ax, facts["lanes"])
+    else:
+        fig, ax = plt.subplots(figsize=(13, 6.5), dpi=110)
     low, high = _y_range(scored, facts["baseline"])
     edge = high - 0.02 * (high - low)
     _plot_discarded(ax, scored, edge)

@@ -8,7 +8,7 @@ from pathlib import Path
 
 from engine.loop.ledger import STATUSES
 from engine.loop.standings import baseline_rows, count_statuses, is_baseline, is_kept, row_value, score
-from engine.report import heldout
+from engine.report import heldout, lanes
 from engine.report.runs import parse_time, running_loops
 
 MAX_DIFF_LINES = 200
@@ -44,7 +44,16 @@ def gather_facts(run_dir: Path, rows: list[dict], repo_root: Path, log=None) -> 
     facts["gain"] = _gains(facts["baseline"], facts["best"])
     facts["kept"] = _with_gains(changes, baseline, repo_root)
     facts["warnings"] = _warnings(facts)
+    _add_workers(facts, run_dir, rows)
     return facts
+
+
+def _add_workers(facts: dict, run_dir: Path, rows: list[dict]) -> None:
+    """Parallel workers or a swarm: a lane per worker, and who found each kept change."""
+    union = lanes.union_rows(run_dir, rows)
+    facts["lanes"] = lanes.lane_facts(union)
+    for change in facts["kept"]:
+        change["found_by"] = lanes.found_by(union, change["commit"])
 
 
 def _accelerator_busy(run_dir: Path) -> str | None:

@@ -1,11 +1,15 @@
 """report.md and the report's closing lines on the terminal, from the gathered facts."""
 from __future__ import annotations
 
+from engine.report.lanes import markdown_lines
+
 def render_markdown(facts: dict) -> str:
     parts = [f"# Research report: {facts['tag']}", "", *_setup_lines(facts), "",
              "## Result", "", *_result_table(facts), ""]
     if facts["warnings"]:
         parts += ["## Warnings", "", *[f"- **{w}**" for w in facts["warnings"]], ""]
+    if facts.get("lanes"):
+        parts += ["## Workers", "", *markdown_lines(facts["lanes"]), ""]
     parts += ["## Experiments", "", *_counts_table(facts), "",
               "![val_bpb of every experiment](progress.png)", "",
               "## Kept changes", ""]
@@ -61,6 +65,7 @@ def _kept_sections(facts: dict) -> list[str]:
         runs = "experiments" if len(change["experiments"]) > 1 else "experiment"
         lines += [f"### {n}. {runs} {_experiments(change)} `{_commit(change)}`: "
                   f"{change['description']}", "",
+                  *([f"Found by worker {change['found_by']}.", ""] if change.get("found_by") else []),
                   f"val_bpb {_num(change['val_bpb'])} (gain {_signed(change['val_gain'])}), "
                   f"test_bpb {_num(change['test_bpb'])} (gain {_signed(change['test_gain'])})", ""]
         if change["diff"]:

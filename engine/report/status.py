@@ -14,6 +14,7 @@ from pathlib import Path
 from engine.loop.ledger import STATUSES, read_rows
 from engine.loop.live_view import describe_progress, read_progress
 from engine.loop.standings import baseline_rows, baseline_value, best_row, count_statuses, row_value, score
+from engine.report.lanes import lane_facts, union_rows
 from engine.report.runs import LEDGER, LOCK, lock_holder, loop_tags, parse_time, resolve_run_dir
 
 
@@ -43,6 +44,25 @@ def status_lines(run_dir: Path, now: float | None = None) -> list[str]:
     lines += _scores_lines(rows)
     if rows:
         lines.append(_last_line(rows[-1], now))
+    lines += _worker_lines(run_dir, rows)
+    return lines
+
+
+def _worker_lines(run_dir: Path, rows: list[dict]) -> list[str]:
+    """Parallel workers or a swarm (as last fetched): one line per worker, then the total pace."""
+    facts = lane_facts(union_rows(run_dir, rows))
+    if facts is None:
+        return []
+    running = sorted(d.name.split("-", 2)[-1] for d in (Path(run_dir) / "inflight").glob("job-*") if d.is_dir())
+    lines = [f"in flight: {len(running)} ({', '.join(running)})"] if running else []
+    for lane in facts["workers"]:
+        rate = lane["experiments_per_hour"]
+        adopted = f", {len(lane['adoptions'])} adopted" if lane["adoptions"] else ""
+        lines.append(f"worker:   {lane['worker']}: {lane['experiments']} experiments, {lane['kept']} kept{adopted}"
+                     + (f", {rate:.1f}/h" if rate else ""))
+    total = facts["experiments_per_hour"]
+    lines.append(f"workers:  {len(facts['workers'])}, {facts['experiments']} experiments"
+                 + (f", {total:.1f} per hour in total" if total else ""))
     return lines
 
 

@@ -1,0 +1,243 @@
+"""A swarm of loops in clones around one bare repository (and once through `git daemon`).
+
+Every worker runs the real `autoresearch loop` with the stand-in trainer. Checks: the union of
+the workers' files holds each row exactly once, the remote best is the best kept row, workers
+adopt each other's bests, and kills and an unreachable remote lose nothing.
+"""
+import json
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+
+import pytest
+
+from loop_helpers import FAKE_TRAIN, git, ledger_rows, make_cache, make_repo, run_cli
+
+TAG = "sw"
+LEDGER = f"autoresearch/{TAG}-ledger"
+BEST = f"autoresearch/{TAG}.cpu-x1"  # a time budget: one best per device kind
+TRAIN_PY = '''"""A train.py for the stand-in engine."""
+LEARNING_RATE = 0.04  # peak learning rate
+DEPTH = 7  # layers
+SLEEP = 0
+'''
+
+
+@pytest.fixture
+def swarm(tmp_path):
+    origin = make_repo(tmp_path, train_py=TRAIN_PY)
+    remote = tmp_path / "remote.git"
+    git(tmp_path, "clone", "-q", "--bare", str(origin), str(remote))
+    for name in ("a", "b", "c"):
+        git(tmp_path, "clone", "-q", str(remote), str(tmp_path / name))
+        git(tmp_path / name, "config", "user.email", f"{name}@example.com")
+        git(tmp_path / name, "config", "user.name", name)
+    fake = tmp_path / "fake_train.py"
+    fake.write_text(FAKE_TRAIN)
+    env = {"AUTORESEARCH_CACHE": str(make_cache(tmp_path)), "JAX_PLATFORMS": "cpu",
+           "AUTORESEARCH_TRAIN_COMMAND": f"{sys.executable} {fake}"}
+    return tmp_path, remote, env
+
+
+def loop_args(url, name, max_experiments, seed=0):
+    return ["loop", "--tag", TAG, "--agent", "offline", "--remote", str(url), "--worker", name,
+            "--max-experiments", str(max_experiments), "--seed", str(seed)]
+
+
+def start(tmp, url, env, name, max_experiments, seed=0, extra_env=None):
+    return subprocess.Popen([sys.executable, "-m", "engine.cli", *loop_args(url, name, max_experiments, seed)],
+                            cwd=tmp / name, env={**os.environ, **env, **(extra_env or {})},
+                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+
+
+def union(remote) -> dict[str, list[dict]]:
+    names = git(remote, "ls-tree", "--name-only", f"{LEDGER}:workers").splitlines()
+    files = {n.removesuffix(".jsonl"): git(remote, "show", f"{LEDGER}:workers/{n}") for n in names}
+    return {w: [json.loads(line) for line in text.splitlines() if line.strip()] for w, text in files.items()}
+
+
+def check_union(tmp, remote, names):
+    """Every local ledger row is in the union exactly once; the remote best is the best kept row."""
+    shared = union(remote)
+    everything = []
+    for name in names:
+        rows = [item for item in shared[name] if item["record"] == "row"]
+        assert sorted(r["experiment"] for r in rows) == [r["experiment"] for r in ledger_rows(tmp / name, TAG)]
+        everything += rows
+    kept = [r for r in everything if r["kept"]]
+    head = git(remote, "rev-parse", BEST)
+    published = [r for r in kept if _is_ancestor(remote, r["commit"], head)]
+    best = min(published, key=lambda r: r["best_after"])
+    assert head in {r["commit"] for r in published if r["best_after"] == best["best_after"]}
+    # a better kept row off the published line lost a race to publish, and its worker said so
+    lost = {(w, item["commit"]) for w, items in shared.items() for item in items if item["record"] == "lost_race"}
+    for row in kept:
+        if row["best_after"] < best["best_after"] and row not in published:
+            assert (row["worker"], row["commit"]) in lost
+    return everything
+
+
+def _is_ancestor(remote, commit, head) -> bool:
+    return subprocess.run(["git", "merge-base", "--is-ancestor", commit, head], cwd=remote,
+                          capture_output=True).returncode == 0
+
+
+@pytest.mark.slow
+def test_workers_adopt_each_others_best_in_turn(swarm):
+    tmp, remote, env = swarm
+    for name, count, seed in (("a", 4, 0), ("b", 7, 1), ("c", 7, 2), ("a", 8, 0)):
+        done = run_cli(tmp / name, *loop_args(remote, name, count, seed), env=env)
+        assert done.returncode == 0, done.stdout + done.stderr
+    rows = check_union(tmp, remote, "abc")
+    adopted = {r["worker"]: r["adopted_from"] for r in rows if r.get("role") == "adopted"}
+    assert set(adopted) == {"a", "b", "c"} and all(src != w for w, src in adopted.items())
+    # the agent saw the swarm: no worker repeats an idea another already ran
+    ideas = [(r["worker"], r["description"]) for r in rows if r.get("role") == "candidate"]
+    assert len({d for _, d in ideas}) == len(ideas)
+
+
+def test_verify_adoptions_reruns_the_remote_best_before_keeping_it(swarm):
+    tmp, remote, env = swarm
+    for name in "ab":
+        program = tmp / name / "program.md"
+        program.write_text(program.read_text() + "\n## Swarm\n- verify_adoptions: true\n")
+        git(tmp / name, "commit", "-qam", "verify adoptions")
+    assert run_cli(tmp / "a", *loop_args(remote, "a", 4), env=env).returncode == 0
+    done = run_cli(tmp / "b", *loop_args(remote, "b", 4, seed=1), env=env)
+    assert done.returncode == 0, done.stdout + done.stderr
+    a_best = [r for r in ledger_rows(tmp / "a", TAG) if r["kept"]][-1]
+    verified = [r for r in ledger_rows(tmp / "b", TAG) if r.get("verified_adoption")]
+    assert verified and verified[0]["commit"] == a_best["commit"] and verified[0]["adopted_from"] == "a"
+    assert verified[0]["role"] == "candidate" and verified[0]["kept"]  # it ran here, and won here
+    assert not [r for r in ledger_rows(tmp / "b", TAG) if r.get("role") == "adopted"]
+
+
+def test_claims_of_others_hold_until_their_row_or_expiry(tmp_path):
+    from types import SimpleNamespace
+
+    from engine.loop.swarm import Swarm
+
+    swarm = Swarm.__new__(Swarm)
+    swarm.name, swarm.outbox = "a", tmp_path / "a.jsonl"
+    swarm.session = SimpleNamespace(program=SimpleNamespace(hard_timeout=lambda: 10.0))  # claims hold 80 s
+    now = time.time()
+    claim = lambda worker, cid, age: {"record": "claim", "worker": worker, "claim": cid, "at": now - age,
+                                      "description": cid}
+    swarm.shared = {"a": [claim("a", "mine", 1)],
+                    "b": [claim("b", "live", 10), claim("b", "expired", 100), claim("b", "done", 5),
+                          {"record": "row", "worker": "b", "claim": "done", "experiment": 3}]}
+    assert [c["claim"] for c in swarm.claims()] == ["live"]  # a killed worker's claim lapses by itself
+
+
+def test_bad_input_is_refused_with_both_values(swarm):
+    tmp, remote, env = swarm
+    assert run_cli(tmp / "a", *loop_args(remote, "a", 3), env=env).returncode == 0
+    gone = run_cli(tmp / "b", *loop_args(tmp / "nowhere.git", "b", 3), env=env)
+    assert gone.returncode != 0 and "cannot reach the swarm's remote" in gone.stderr
+    budget = run_cli(tmp / "b", *loop_args(remote, "b", 3), "--budget-seconds", "2", env=env)
+    assert budget.returncode != 0 and "time 1 s" in budget.stderr and "time 2 s" in budget.stderr
+    other = tmp / "cache2" / "fake-v512-00000000"
+    other.mkdir(parents=True)
+    (other / "manifest.json").write_text(json.dumps({"fingerprint": "e" * 64}))
+    data = run_cli(tmp / "b", *loop_args(remote, "b", 3), "--data", str(other), env=env)
+    assert data.returncode != 0 and "f" * 64 in data.stderr and "e" * 64 in data.stderr
+    live = start(tmp, remote, env, "b", 30, extra_env={"FAKE_TRAIN_SLEEP": "0.5"})
+    try:
+        _wait_for(lambda: "b" in union(remote))
+        twin = run_cli(tmp / "c", *loop_args(remote, "b", 3), env=env)
+        assert twin.returncode != 0 and "another live worker is named 'b'" in twin.stderr
+    finally:
+        live.kill()
+        live.wait()
+    lone = run_cli(tmp / "c", "loop", "--tag", TAG, "--worker", "c", env=env)
+    assert lone.returncode != 0 and "go together" in lone.stderr
+
+
+@pytest.mark.slow
+def test_kill_minus_nine_and_an_unreachable_remote_lose_nothing(swarm):
+    tmp, remote, env = swarm
+    slow = {"FAKE_TRAIN_SLEEP": "0.2"}
+    for pushes in (1, 2, 3):  # killed while its n-th `git push` is running
+        worker = start(tmp, remote, env, "a", 12, extra_env=slow)
+        _wait_for(lambda: worker.poll() is not None or _pushing(worker.pid, pushes), 60)
+        worker.send_signal(signal.SIGKILL)
+        worker.wait()
+    worker = start(tmp, remote, env, "a", 12, extra_env=slow)
+    _wait_for(lambda: len(ledger_rows(tmp / "a", TAG)) >= 5)
+    away = tmp / "remote.away"
+    remote.rename(away)  # the remote goes away for a while
+    _wait_for(lambda: len(ledger_rows(tmp / "a", TAG)) >= 8)
+    away.rename(remote)
+    out, _ = worker.communicate(timeout=120)
+    assert worker.returncode == 0, out
+    assert "unreachable" in out and "is back" in out
+    rows = check_union(tmp, remote, "a")
+    assert len(rows) == 12
+
+
+_seen_pushes: set = set()
+
+
+def _pushing(pid: int, count: int) -> bool:
+    """True while a `git push` child of pid runs and it is at least the count-th one seen."""
+    for task in os.listdir("/proc"):
+        if not task.isdigit():
+            continue
+        try:
+            stat = open(f"/proc/{task}/stat").read().rsplit(")", 1)[1].split()
+            cmdline = open(f"/proc/{task}/cmdline", "rb").read().split(b"\0")
+        except OSError:
+            continue
+        if int(stat[1]) == pid and cmdline[:2] == [b"git", b"push"]:
+            _seen_pushes.add((pid, int(task)))
+            if sum(1 for p, _ in _seen_pushes if p == pid) >= count:
+                return True
+    return False
+
+
+def _wait_for(condition, timeout=60.0):
+    end = time.monotonic() + timeout
+    while time.monotonic() < end:
+        try:
+            if condition():
+                return
+        except subprocess.CalledProcessError:
+            pass
+        time.sleep(0.005)
+    raise AssertionError("timed out waiting")
+
+
+@pytest.fixture
+def git_daemon(swarm):
+    """`git daemon` on 127.0.0.1 serving the bare remote; bounded by `timeout`, stopped at the end."""
+    tmp, remote, env = swarm
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    daemon = subprocess.Popen(["timeout", "300", "git", "daemon", "--reuseaddr", "--listen=127.0.0.1",
+                               f"--port={port}", f"--base-path={tmp}", "--export-all", "--enable=receive-pack",
+                               str(tmp)], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    url = f"git://127.0.0.1:{port}/remote.git"
+    try:
+        _wait_for(lambda: subprocess.run(["git", "ls-remote", url], capture_output=True).returncode == 0, 20)
+        yield url
+    finally:
+        daemon.terminate()
+        daemon.wait(timeout=10)
+
+
+@pytest.mark.slow
+def test_three_workers_at_once_through_git_daemon(swarm, git_daemon):
+    tmp, remote, env = swarm
+    workers = [start(tmp, git_daemon, env, name, 7, seed) for seed, name in enumerate("abc")]
+    outputs = []
+    for worker in workers:
+        out, _ = worker.communicate(timeout=240)
+        assert worker.returncode == 0, out
+        outputs.append(out)
+    rows = check_union(tmp, remote, "abc")  # racing pushes lost no row
+    assert len(rows) == sum(len(ledger_rows(tmp / name, TAG)) for name in "abc") >= 15
+    assert all("stopped:" in out for out in outputs)
