@@ -5,6 +5,8 @@ from __future__ import annotations
 import sys
 import time
 
+from engine.loop.standings import metric_of, row_value
+
 
 def format_val(value) -> str:
     return f"{value:.6f}" if isinstance(value, (int, float)) else "-"
@@ -44,8 +46,9 @@ class LiveView:
 
     def finish(self, row: dict, best_after, rows: list[dict]) -> None:
         status = row["status"]
-        figure = f"val_bpb {format_val(row.get('val_bpb'))}" if row.get("val_bpb") is not None else (
-            row.get("error") or "not run")
+        value = row_value(row)
+        figure = f"{metric_of(row)} {format_val(value)}" if value is not None else (
+            row.get("error") or row.get("decision") or "not run")
         self.say(f"#{row['experiment']} {status:<8} {figure}  best {format_val(best_after)}  "
                  f"{keep_rate(rows)}  [{row.get('wall_seconds', 0):.0f} s] {row.get('decision', '')}".rstrip())
 

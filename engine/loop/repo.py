@@ -54,6 +54,10 @@ class Repo:
             i += 1
         return sorted(set(paths))
 
+    def tracked_files(self) -> list[str]:
+        """Every path git tracks at HEAD and in the index, relative to the root."""
+        return [path for path in self.git.ls_files("-z").split("\0") if path]
+
     def is_clean(self) -> bool:
         return not self.changed_paths()
 
