@@ -33,7 +33,7 @@ class Session:
     run_dir: Path
     ledger: Ledger
     fixed: guards.FixedFiles
-    data_dir: Path
+    data_dir: Path | None
     seed: int
     live: LiveView
     lock: LoopLock
@@ -94,7 +94,8 @@ def open_session(args, live: LiveView | None = None) -> Session:
     repo = Repo(".")
     program_path = resolve_program_path(args.program, repo.root)
     program = protocol.apply_flags(protocol.load(program_path), args)
-    data_dir = paths.resolve_data_dir(getattr(args, "data", None))
+    # a command task reads no prepared dataset: its score command finds its own data
+    data_dir = None if program.task.is_command else paths.resolve_data_dir(getattr(args, "data", None))
     _check_tag(args.tag)
     if program.task.is_command:
         _check_editable_exist(program, repo)
@@ -117,7 +118,7 @@ def open_session(args, live: LiveView | None = None) -> Session:
         raise
 
 
-def _fixed_files(program: protocol.Program, repo: Repo, data_dir: Path) -> guards.FixedFiles:
+def _fixed_files(program: protocol.Program, repo: Repo, data_dir: Path | None) -> guards.FixedFiles:
     """train: prepare.py, engine/, model/ and the data cache. command: every tracked file that is
     not editable (see tasks.fixed_paths for why)."""
     if not program.task.is_command:
