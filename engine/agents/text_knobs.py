@@ -25,6 +25,8 @@ _PRAGMA = re.compile(rf"\bPRAGMA\s+(?:\w+\.)?(\w+)\s*=\s*({NUMBER})", re.IGNOREC
 _GENERIC = re.compile(rf"^\s*([A-Za-z_][\w\-.]*)\s*[:=]\s*({NUMBER})\s*[;,]?\s*(?:(?:#|--|//).*)?$")
 _JSON_TOKEN = re.compile(rf'"(?:[^"\\]|\\.)*"|{NUMBER}|[{{}}\[\],:]|true|false|null')
 
+_SAFE = re.compile(r"[^A-Za-z0-9_./\-]+")
+
 Found = tuple[str, int | float, tuple[int, int], tuple[int, int]]  # name, value, start, end
 
 
@@ -34,6 +36,7 @@ def find_text_knobs(path: str, source: str) -> list[Found]:
     finder = {".yaml": _yaml, ".yml": _yaml, ".json": _json, ".toml": _toml, ".sql": _sql}.get(suffix, _generic)
     found, seen = [], set()
     for name, text, line, start_col, end_col, raw_line in finder(source):
+        name = _SAFE.sub("_", name).strip("_") or "value"  # a name the agent's descriptions can carry
         if name in seen:
             continue  # the first of a repeated name is the knob
         seen.add(name)
