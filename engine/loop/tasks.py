@@ -79,6 +79,7 @@ class CommandTask:
         status, result, error = judge_score(output, code, timed_out, self.metric, self.timeout)
         if status == "ok":
             result.update({"metric": self.metric, "direction": self.direction, "task": "command",
+                           "holdout_command": self.spec.holdout, "pass_env": self.spec.pass_env,
                            "check_seconds": round(checked - start, 3),
                            "score_seconds": round(time.monotonic() - checked, 3)})
         return Outcome(status, result, code, time.monotonic() - start, log_path, error)
