@@ -48,3 +48,19 @@ def test_score_and_check(tmp_path):
     bad.write_text((EXAMPLE / "retrieval.toml").read_text().replace("chunk_words = 40", "chunk_words = 900"))
     check = script("check.py", "--config", str(bad))
     assert check.returncode == 1 and "chunk_words = 900" in check.stdout
+
+
+def test_the_judge_variant_averages_gemini_scores(monkeypatch):
+    import os
+    from fake_gemini import FakeGemini, answer
+    with FakeGemini() as fake:
+        fake.script(answer({"scores": [{"id": 0, "faithfulness": 1.0}, {"id": 1, "faithfulness": 0.5}]}),
+                    answer({"scores": [{"id": 2, "faithfulness": 2.0}, {"id": 3, "faithfulness": "x"}]}))
+        env = {**os.environ, "GEMINI_API_KEY": "fake-key-123456", "GOOGLE_GEMINI_BASE_URL": fake.url}
+        done = subprocess.run([sys.executable, str(EXAMPLE / "score_judge.py"), "--limit", "4", "--batch", "2"],
+                              capture_output=True, text=True, timeout=120, env=env)
+    assert done.returncode == 0, done.stderr
+    # 1.0 + 0.5 + 2.0 clipped to 1.0 + an unreadable score as 0, over 4 questions
+    assert done.stdout.strip().splitlines()[-1] == "faithfulness: 0.6250"
+    prompt = fake.requests[0].prompt_text()
+    assert "You judge a retrieval system" in prompt and '"passages"' in prompt and '"reference"' in prompt

@@ -1,5 +1,6 @@
 """examples/support-routing: its data, score and check, and the loop maximizing accuracy."""
 import json
+import os
 import shutil
 import subprocess
 import sys
@@ -61,3 +62,30 @@ def test_the_loop_maximizes_accuracy(tmp_path):
     bests = [r["best_after"] for r in rows]
     assert bests == sorted(bests)  # the best only ever rises
     assert any(r["status"] == "keep" for r in rows[1:]) and any(r["status"] == "discard" for r in rows[1:])
+
+
+def test_the_prompt_variant_scores_gemini_answers(tmp_path):
+    from fake_gemini import FakeGemini, answer
+    rows = [json.loads(line) for line in (EXAMPLE / "tickets.jsonl").read_text().splitlines()]
+    dev = [r for r in rows if r["split"] == "dev"][:20]
+    wrong = {"billing": "sales", "sales": "billing", "account": "technical", "technical": "account",
+             "shipping": "returns", "returns": "shipping"}
+    first = {"labels": [{"id": r["id"], "team": r["label"]} for r in dev[:10]]}
+    second = {"labels": [{"id": r["id"], "team": r["label"] if i < 5 else wrong[r["label"]]}
+                         for i, r in enumerate(dev[10:19])]}  # the 20th ticket left out: wrong
+    with FakeGemini() as fake:
+        fake.script(answer(first), answer(second))
+        env = {**os.environ, "GEMINI_API_KEY": "fake-key-123456", "GOOGLE_GEMINI_BASE_URL": fake.url}
+        done = subprocess.run([sys.executable, str(EXAMPLE / "score_prompt.py"), "--limit", "20", "--batch", "10"],
+                              capture_output=True, text=True, timeout=60, env=env)
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.strip().splitlines()[-1] == "accuracy: 0.7500"
+    assert len(fake.requests) == 2 and "You route customer support tickets" in fake.requests[0].prompt_text()
+    assert str(dev[0]["id"]) in fake.requests[0].prompt_text()
+    assert subprocess.run([sys.executable, str(EXAMPLE / "check_prompt.py")]).returncode == 0
+
+
+def test_the_prompt_variant_needs_a_key(monkeypatch):
+    env = {k: v for k, v in os.environ.items() if k not in ("GEMINI_API_KEY", "GOOGLE_API_KEY")}
+    done = subprocess.run([sys.executable, str(EXAMPLE / "score_prompt.py")], capture_output=True, text=True, env=env)
+    assert done.returncode == 2 and "GEMINI_API_KEY" in done.stderr

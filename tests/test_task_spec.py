@@ -1,8 +1,12 @@
 """program.md's ## Task section."""
+from pathlib import Path
+
 import pytest
 
 from engine.errors import UserError
 from engine.loop import protocol
+
+REPO = Path(__file__).resolve().parents[1]
 
 COMMAND = """# a task
 ## Task
@@ -63,3 +67,13 @@ def test_train_kind_refuses_command_settings():
 def test_a_setting_given_twice_is_an_error():
     with pytest.raises(UserError, match="set twice"):
         protocol.parse(COMMAND + "- metric: other\n")
+
+
+@pytest.mark.parametrize("program", sorted((REPO / "examples").glob("*/program*.md")), ids=lambda p: p.parent.name + "/" + p.name)
+def test_every_example_program_is_a_command_task_with_its_files(program):
+    parsed = protocol.load(program)
+    assert parsed.task.is_command and parsed.task.holdout and parsed.task.check
+    assert all((REPO / path).is_file() for path in parsed.editable)
+    for command in (parsed.task.score, parsed.task.holdout, parsed.task.check):
+        script = command.split()[1]
+        assert (REPO / script).is_file(), command

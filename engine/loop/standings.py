@@ -56,11 +56,6 @@ def gain(best: float, value: float, direction: str = "minimize") -> float:
     return value - best if direction == "maximize" else best - value
 
 
-def best_of(values: list[float], direction: str = "minimize") -> float:
-    """The best of some figures in the task's direction."""
-    return max(values) if direction == "maximize" else min(values)
-
-
 def score(row: dict) -> float | None:
     """The figure the loop compared: for a kept row the best after it, else its own value."""
     after = finite(row.get("best_after"))
