@@ -1,5 +1,6 @@
 """The command task kind: check, then score; a misbehaving score is a crash with its reason."""
 import sys
+from pathlib import Path
 
 import pytest
 
@@ -55,3 +56,52 @@ def test_fixed_paths_are_the_tracked_files_outside_editable_and_runs(tmp_path):
     tracked = ["engine/a.py", "ex/score.py", "ex/tuning.sql", "runs/t/results.tsv", "ex/conf/a.yaml"]
     fixed = tasks.fixed_paths(tmp_path, tracked, ["ex/tuning.sql", "ex/conf/*.yaml"])
     assert fixed == [tmp_path / "engine/a.py", tmp_path / "ex/score.py"]
+
+
+SCORE = """import sys, yaml
+x = yaml.safe_load(open('value.yaml'))['x']
+if x < 0.5:
+    sys.exit('score blew up at x = %s' % x)
+print('loss:', (x - 3) ** 2)
+"""
+CHECK = """import sys, yaml
+x = yaml.safe_load(open('value.yaml'))['x']
+sys.exit(0 if x < 2.5 else 'x must stay below 2.5, not %s' % x)
+"""
+PROGRAM = """# t
+## Task
+- kind: command
+- editable: value.yaml
+- score: python score.py
+- metric: loss
+- direction: minimize
+- check: python check.py
+## Noise
+- baseline_runs: 1
+"""
+
+
+@pytest.mark.parametrize("new_x, status, reason", [
+    ("2.0", "keep", "gain 3.000000 > noise"),
+    ("3.0", "discard", "check failed: check `python check.py` exited with status 1: x must stay below 2.5"),
+    ("0.25", "crash", "the score command exited with status 1: score blew up at x = 0.25"),
+])
+def test_the_loop_keeps_discards_on_a_failed_check_and_records_crashes(tmp_path, new_x, status, reason):
+    from loop_helpers import git, ledger_rows, run_cli
+    root = tmp_path / "repo"
+    root.mkdir()
+    for name, text in {"value.yaml": "x: 1.0\n", "score.py": SCORE, "check.py": CHECK, "program.md": PROGRAM,
+                       ".gitignore": "runs/\n__pycache__/\n"}.items():
+        (root / name).write_text(text)
+    git(root, "init", "-q", "-b", "main")
+    for args in (("add", "-A"), ("commit", "-q", "-m", "start")):
+        git(root, "-c", "user.email=t@e", "-c", "user.name=t", *args)
+    agent = f"sed -i 's/x: 1.0/x: {new_x}/' value.yaml && echo set x to {new_x}"
+    repo = str(Path(__file__).resolve().parents[1])
+    done = run_cli(root, "loop", "--tag", "t", "--agent", "command", "--agent-cmd", agent, "--max-experiments", "2",
+                   env={"PYTHONPATH": repo})
+    assert done.returncode == 0, done.stderr
+    rows = ledger_rows(root, "t")
+    assert rows[1]["status"] == status and reason in (rows[1].get("decision") or "")
+    assert rows[1]["kept"] == (status == "keep")
+    assert (root / "value.yaml").read_text() == (f"x: {new_x}\n" if status == "keep" else "x: 1.0\n")
