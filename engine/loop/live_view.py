@@ -47,8 +47,12 @@ class LiveView:
     def finish(self, row: dict, best_after, rows: list[dict]) -> None:
         status = row["status"]
         value = row_value(row)
-        figure = f"{metric_of(row)} {format_val(value)}" if value is not None else (
-            row.get("error") or row.get("decision") or "not run")
+        if value is not None:
+            figure = f"{metric_of(row)} {format_val(value)}"
+        elif status == "discard":  # a failed check: the decision below says why
+            figure = "not scored"
+        else:
+            figure = row.get("error") or "not run"
         self.say(f"#{row['experiment']} {status:<8} {figure}  best {format_val(best_after)}  "
                  f"{keep_rate(rows)}  [{row.get('wall_seconds', 0):.0f} s] {row.get('decision', '')}".rstrip())
 
