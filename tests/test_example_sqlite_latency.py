@@ -72,3 +72,13 @@ def test_four_experiments_through_the_real_loop(small_db):
     assert git(root, "status", "--porcelain") == ""
     best = [r for r in rows if r["kept"]][-1]["commit"]
     assert git(root, "rev-parse", "HEAD") == best
+
+
+def test_the_database_build_is_deterministic(tmp_path):
+    sys.path.insert(0, str(EXAMPLE))
+    import hashlib
+    import workload
+    first, second = tmp_path / "a.db", tmp_path / "b.db"
+    workload.build(first, 3000)
+    workload.build(second, 3000)
+    assert hashlib.sha256(first.read_bytes()).hexdigest() == hashlib.sha256(second.read_bytes()).hexdigest()
