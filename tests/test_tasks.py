@@ -105,3 +105,19 @@ def test_the_loop_keeps_discards_on_a_failed_check_and_records_crashes(tmp_path,
     assert rows[1]["status"] == status and reason in (rows[1].get("decision") or "")
     assert rows[1]["kept"] == (status == "keep")
     assert (root / "value.yaml").read_text() == (f"x: {new_x}\n" if status == "keep" else "x: 1.0\n")
+
+
+def test_a_baseline_that_fails_its_check_stops_the_loop_with_what_to_fix(tmp_path):
+    from loop_helpers import git, run_cli
+    root = tmp_path / "repo"
+    root.mkdir()
+    for name, text in {"value.yaml": "x: 9.0\n", "score.py": SCORE, "check.py": CHECK, "program.md": PROGRAM,
+                       ".gitignore": "runs/\n"}.items():
+        (root / name).write_text(text)
+    git(root, "init", "-q", "-b", "main")
+    for args in (("add", "-A"), ("commit", "-q", "-m", "start")):
+        git(root, "-c", "user.email=t@e", "-c", "user.name=t", *args)
+    done = run_cli(root, "loop", "--tag", "t", "--agent", "offline", "--max-experiments", "2",
+                   env={"PYTHONPATH": str(Path(__file__).resolve().parents[1])})
+    assert done.returncode != 0 and "x must stay below 2.5" in done.stderr
+    assert "fix the task's files or its check and score commands" in done.stderr

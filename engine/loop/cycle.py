@@ -140,7 +140,8 @@ def run_baseline(session: Session) -> None:
     crashed = [r for r in rows if r.get("role") == "baseline" and not r.get("kept")]
     if crashed:
         raise UserError(f"the baseline crashed (experiment {crashed[0]['experiment']}: {crashed[0].get('error')}; "
-                        f"log {session.run_dir / str(crashed[0].get('log'))}): fix train.py, commit, and use a new tag")
+                        f"log {session.run_dir / str(crashed[0].get('log'))}): fix {_what_to_fix(session)}, commit, "
+                        "and use a new tag")
     done = sum(1 for r in rows if r.get("role") == "baseline")
     for index in range(done, session.program.baseline_runs):
         experiment = session.ledger.next_experiment()
@@ -151,7 +152,12 @@ def run_baseline(session: Session) -> None:
         row = record(session, experiment, session.repo.head(), proposal, outcome, "baseline", seed, started)
         if not row["kept"]:
             raise UserError(f"the baseline {row['status']}: {row.get('error')}; see "
-                            f"{session.run_dir / row['log']} (fix train.py and commit, then use a new tag)")
+                            f"{session.run_dir / row['log']} (fix {_what_to_fix(session)} and commit, "
+                            "then use a new tag)")
+
+
+def _what_to_fix(session: Session) -> str:
+    return "the task's files or its check and score commands" if session.task.kind == "command" else "train.py"
 
 
 def _proposal_fields(proposal: Proposal) -> dict:
