@@ -85,3 +85,15 @@ def test_offline_agent_edits_yaml_and_learns_in_the_maximize_direction(tmp_path)
         assert yaml.safe_load(rules.read_text()) != {"threshold": 2.0, "weights": {"billing": 1.0}}
     # the other way (down) is favoured: the loss was read as a loss, not as a gain
     assert seen and all(d.startswith("threshold: 2.0 -> ") and float(d.split("-> ")[1]) < 2.0 for d in seen)
+
+
+def test_with_several_files_knobs_carry_their_file(tmp_path):
+    (tmp_path / "a.toml").write_text("[x]\nk1 = 1.2\n")
+    (tmp_path / "b.sql").write_text("PRAGMA cache_size = 64;\n")
+    proposal = OfflineAgent(seed=1).propose(request(tmp_path, ["a.toml", "b.sql"]))
+    name = proposal.description.split(":")[0]
+    assert name in ("a.toml/x.k1", "b.sql/cache_size")
+    changed = "a.toml" if name.startswith("a.toml") else "b.sql"
+    untouched = {"a.toml": "[x]\nk1 = 1.2\n", "b.sql": "PRAGMA cache_size = 64;\n"}
+    for file, text in untouched.items():
+        assert ((tmp_path / file).read_text() == text) == (file != changed)
