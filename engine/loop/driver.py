@@ -24,6 +24,8 @@ sleep = time.sleep  # tests replace it
 
 
 def stop_reason(session: Session, empty_proposals: int) -> str | None:
+    """Why the loop stops now, or None to go on: program.md's stopping criteria (with the
+    flags' overrides), then an agent that proposed nothing MAX_EMPTY_PROPOSALS times in a row."""
     program, ledger = session.program, session.ledger
     if program.max_experiments is not None and len(ledger.rows) >= program.max_experiments:
         return f"reached max_experiments {program.max_experiments}"
@@ -54,6 +56,7 @@ def one_experiment(session: Session, agent) -> str:
 
 
 def wait_for_agent(session: Session, outages: int) -> None:
+    """Sleep before asking an unavailable agent again: 60 s, doubling per outage, at most 10 min."""
     seconds = min(OUTAGE_FIRST_WAIT_SECONDS * 2 ** (outages - 1), OUTAGE_MAX_WAIT_SECONDS)
     session.live.say(f"the agent's service is unavailable ({outages} in a row): waiting {seconds:.0f} s")
     sleep(seconds)
@@ -78,6 +81,7 @@ def fix_crashes(session: Session, agent, row: dict) -> None:
 
 
 def steps_left(session: Session) -> bool:
+    """Whether max_experiments leaves room for one more experiment."""
     limit = session.program.max_experiments
     return limit is None or len(session.ledger.rows) < limit
 

@@ -74,6 +74,8 @@ def tsv_header(metric: str = "val_bpb") -> str:
 
 
 class Ledger:
+    """The tag's ledger, loaded and repaired on open; rows are appended, never rewritten.
+    `metric` names results.tsv's second column (a command task's metric; val_bpb otherwise)."""
     def __init__(self, run_dir: Path, metric: str = "val_bpb"):
         self.run_dir = Path(run_dir)
         self.metric = metric
@@ -92,6 +94,8 @@ class Ledger:
             write_atomic(self.tsv, expected, durable=True)
 
     def append(self, row: dict) -> dict:
+        """Append one decided row. Refuses an unknown status and any experiment number but the
+        next, so a resumed loop can never record an experiment twice or skip one."""
         if row.get("status") not in STATUSES:
             raise ValueError(f"status {row.get('status')!r} is not one of {STATUSES}")
         if row.get("experiment") != len(self.rows):

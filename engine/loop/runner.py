@@ -42,6 +42,8 @@ class Outcome:
 
 
 def scrubbed_env(env: dict | None = None) -> dict:
+    """The environment without secrets: no variable whose name looks like a key, token or
+    password, nor those that point at credentials. Every train.py run gets this one."""
     env = dict(os.environ if env is None else env)
     clean = {k: v for k, v in env.items() if k not in SECRET_VARS and not SECRET_NAME.search(k)}
     clean["PYTHONUNBUFFERED"] = "1"
@@ -79,6 +81,9 @@ def read_result(path: Path) -> dict:
 
 
 def classify(returncode: int | None, timed_out: bool, result: dict) -> tuple[str, str | None]:
+    """The run's status from how it ended: "timeout" if it was killed at the hard timeout;
+    "ok" only with exit status 0 and a finite, positive val_bpb in the result file; else
+    "crash" with the reason the result file gives, or the exit status."""
     if timed_out:
         return "timeout", "killed at the hard timeout"
     val = result.get("val_bpb")

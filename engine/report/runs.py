@@ -37,6 +37,7 @@ def loop_tags(root: Path) -> list[str]:
 
 
 def resolve_run_dir(tag: str | None, root: Path | None = None) -> Path:
+    """The run directory of a tag; without one, the loop active most recently."""
     root = root or runs_root()
     tags = loop_tags(root)
     if tag is None:

@@ -1,6 +1,6 @@
 """How a run reports: the greppable summary block and the JSON result file.
 
-The block is `---` then `key: value` lines (INTERFACE.md); the JSON holds the same
+The block is `---` then `key: value` lines (the README lists them); the JSON holds the same
 figures and more (docs/internals.md, "Experiment result").
 """
 from __future__ import annotations
@@ -12,7 +12,7 @@ from pathlib import Path
 
 from engine.files import write_atomic
 
-# (key, format) in the order of INTERFACE.md; None values print as "n/a".
+# (key, format) in the order the README shows; None values print as "n/a".
 SUMMARY_FIELDS = (
     ("val_bpb", "{:.6f}"),
     ("training_seconds", "{:.1f}"),
