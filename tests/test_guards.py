@@ -60,3 +60,28 @@ def test_content_restored_with_old_mtime_still_checked(tmp_path):
     path.write_text("P = 9\n")
     os.utime(path, ns=(stat.st_atime_ns, stat.st_mtime_ns))  # hide the edit from mtime
     assert fixed.differences() == ["prepare.py modified"]
+
+
+def test_editable_data_files_must_parse(tmp_path):
+    from engine.loop.guards import check_proposal
+    (tmp_path / "r.yaml").write_text("a: [1, 2\n")
+    (tmp_path / "c.json").write_text('{"a": 1,}')
+    (tmp_path / "s.toml").write_text("k = \n")
+    (tmp_path / "ok.yaml").write_text("a: 1\n")
+    (tmp_path / "t.sql").write_text("anything goes;\n")
+    for name in ("r.yaml", "c.json", "s.toml"):
+        verdict = check_proposal([name], ["*"], tmp_path)
+        assert not verdict.ok and verdict.reason.startswith(f"{name} does not parse")
+    assert check_proposal(["ok.yaml", "t.sql"], ["*"], tmp_path).ok
+
+
+def test_a_given_fixed_set_notices_edits_and_removals(tmp_path):
+    from engine.loop.guards import FixedFiles
+    (tmp_path / "score.py").write_text("print('x: 1')\n")
+    (tmp_path / "data.txt").write_text("fixed\n")
+    fixed = FixedFiles(tmp_path, None, files=[tmp_path / "score.py", tmp_path / "data.txt"])
+    (tmp_path / "new.txt").write_text("untracked scratch is not fixed\n")
+    assert fixed.differences() == []
+    (tmp_path / "score.py").write_text("print('x: 0')\n")
+    (tmp_path / "data.txt").unlink()
+    assert fixed.differences() == ["data.txt removed", "score.py modified"]

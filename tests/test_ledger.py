@@ -58,3 +58,13 @@ def test_misses_in_a_row_counts_since_last_keep(tmp_path):
     assert ledger.misses_in_a_row() == 3
     ledger.append(row(6, "discard", needs_rerun=True))
     assert ledger.misses_in_a_row() == 3
+
+
+def test_a_command_tasks_tsv_names_its_metric(tmp_path):
+    from engine.loop.ledger import Ledger
+    ledger = Ledger(tmp_path, metric="accuracy")
+    ledger.append({"experiment": 0, "commit": "abcdef123", "status": "keep", "description": "baseline",
+                   "metric": "accuracy", "accuracy": 0.8125})
+    lines = (tmp_path / "results.tsv").read_text().splitlines()
+    assert lines[0] == "commit\taccuracy\tmemory_gb\tstatus\tdescription"
+    assert lines[1] == "abcdef1\t0.812500\t0.0\tkeep\tbaseline"

@@ -23,6 +23,9 @@ class ProposalRequest:
     in_flight: list[dict] = dataclasses.field(default_factory=list)
     # a swarm's recent rows from other workers (worker, status, val_bpb, description, hypothesis)
     swarm: list[dict] = dataclasses.field(default_factory=list)
+    task_kind: str = "train"  # or "command" (program.md's ## Task section)
+    metric: str = "val_bpb"  # the figure the loop judges by
+    direction: str = "minimize"  # or "maximize"
 
 
 @dataclasses.dataclass
@@ -40,3 +43,13 @@ class Agent(Protocol):
     def propose(self, request: ProposalRequest) -> Proposal | None:
         """Edit files under request.repo_root; return None when there is nothing to try."""
         ...
+
+
+def editable_paths(root: Path, editable: list[str]) -> list[str]:
+    """The files the editable paths and globs name under root, in a stable order."""
+    root, found = Path(root), []
+    for glob in editable:
+        matches = [glob] if (root / glob).is_file() else sorted(
+            str(p.relative_to(root)) for p in root.glob(glob) if p.is_file())
+        found += [m for m in matches if m not in found and not m.startswith("runs/")]
+    return found

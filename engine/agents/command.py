@@ -13,6 +13,9 @@ secrets are scrubbed later, from the train.py run) plus:
   AUTORESEARCH_LAST_LOG    the previous run's log, where there is one
   AUTORESEARCH_OTHERS      a JSON file {"in_flight": [...], "swarm": [...]}: the ideas other
                            workers are running now and a swarm's recent results, where there are any
+  AUTORESEARCH_METRIC      the metric judged (val_bpb, or a command task's)
+  AUTORESEARCH_DIRECTION   minimize or maximize
+  AUTORESEARCH_EDITABLE    the editable paths and globs, space-separated
 """
 from __future__ import annotations
 
@@ -60,6 +63,9 @@ class CommandAgent:
         env["AUTORESEARCH_EXPERIMENT"] = str(request.experiment)
         env["AUTORESEARCH_PROGRAM"] = str(self._program_path(request))
         env["AUTORESEARCH_RESULTS"] = str(Path(request.run_dir).resolve() / "results.tsv")
+        env["AUTORESEARCH_METRIC"] = request.metric
+        env["AUTORESEARCH_DIRECTION"] = request.direction
+        env["AUTORESEARCH_EDITABLE"] = " ".join(request.editable)
         env.pop("AUTORESEARCH_LAST_LOG", None)
         if request.last_log and Path(request.last_log).exists():
             env["AUTORESEARCH_LAST_LOG"] = str(Path(request.last_log).resolve())

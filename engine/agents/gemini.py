@@ -35,8 +35,10 @@ from google.genai import types
 
 from engine.agents import notes
 from engine.agents import pricing
-from engine.agents.base import Proposal, ProposalRequest
+from engine.agents.base import Proposal, ProposalRequest, editable_paths
 from engine.errors import UserError
+from engine.loop.guards import parse_problem
+from engine.agents.task_prompt import command_setup, system_instruction
 
 DEFAULT_MODEL = "gemini-3.1-pro-preview"
 SECRET_ENV_VARS = ("GEMINI_API_KEY", "GOOGLE_API_KEY")
@@ -54,7 +56,7 @@ ANSWER_SCHEMA = {
     "type": "OBJECT",
     "properties": {
         "description": {"type": "STRING", "description": "one line: what this experiment changes"},
-        "hypothesis": {"type": "STRING", "description": "why it should lower val_bpb"},
+        "hypothesis": {"type": "STRING", "description": "why it should improve the metric"},
         "edits": {
             "type": "ARRAY",
             "items": {
@@ -62,7 +64,7 @@ ANSWER_SCHEMA = {
                 "properties": {
                     "search": {"type": "STRING", "description": "exact passage of the current file, unique"},
                     "replace": {"type": "STRING", "description": "its new text"},
-                    "file": {"type": "STRING", "description": "the file edited; default train.py"},
+                    "file": {"type": "STRING", "description": "the file edited; default the first editable file"},
                 },
                 "required": ["search", "replace"],
             },
@@ -92,7 +94,6 @@ Answer with one JSON object:
   {notes.MAX_NOTES_CHARS} characters. They are shown to you in every future prompt: keep the lessons,
   open hypotheses and plans that matter, drop the rest. Omit the field to leave the notes as they are.
 """
-
 
 @dataclasses.dataclass
 class Usage:
@@ -140,6 +141,7 @@ class GeminiAgent:
     def propose(self, request: ProposalRequest) -> Proposal | None:
         run_dir = Path(request.run_dir or self.run_dir)
         files = _read_editable(Path(request.repo_root), request.editable)
+        self._system = system_instruction(request, SYSTEM_INSTRUCTION)
         contents = [types.Content(role="user", parts=[types.Part(text=build_prompt(request, files, notes.read_notes(run_dir)))])]
         for _ in range(1 + self.max_edit_retries):
             reply = self._generate(contents)
@@ -172,7 +174,7 @@ class GeminiAgent:
 
     def _generate(self, contents: list) -> types.Content | None:
         """One answer's content, retrying transient failures; None once the tries are spent."""
-        config = types.GenerateContentConfig(system_instruction=SYSTEM_INSTRUCTION,
+        config = types.GenerateContentConfig(system_instruction=getattr(self, "_system", SYSTEM_INSTRUCTION),
                                              response_mime_type="application/json",
                                              response_schema=ANSWER_SCHEMA)
         reason = "no try made"
@@ -303,10 +305,13 @@ def build_prompt(request: ProposalRequest, files: dict[str, str], notes_text: st
     """Each part in its own tagged block, so Markdown inside program.md or the notes cannot blur the parts."""
     setup = (f"experiment number: {request.experiment}\nhardware: {request.hardware}\n"
              f"training budget per experiment: {request.budget} (compile time excluded)")
+    if request.task_kind == "command":
+        setup = command_setup(request)
     blocks = [
         _block("program.md", request.program_text, "the research protocol, written by the human: follow it"),
         _block("setup", setup),
-        _block("results", ledger_summary(request.ledger), "the experiments so far, oldest first"),
+        _block("results", ledger_summary(request.ledger, metric=request.metric, direction=request.direction),
+               "the experiments so far, oldest first"),
         _block("notes", notes_text or "(none yet: start them in your answer's \"notes\")",
                "your research notes from earlier answers"),
     ]
@@ -329,25 +334,30 @@ def _block(tag: str, body: str, about: str = "") -> str:
 def _task(request: ProposalRequest) -> str:
     if request.crash_log_tail:
         tail = request.crash_log_tail[-CRASH_TAIL_CHARS:]
-        return ("Task: fix a crash. The train.py above is your last experiment, and it crashed. The end of "
+        what = "train.py above is" if request.task_kind != "command" else "files above are"
+        return (f"Task: fix a crash. The {what} your last experiment, and it crashed. The end of "
                 f"its log:\n\n<log>\n{tail.rstrip()}\n</log>\n\nFix the cause so that the same idea runs; do not start a "
                 "different idea. Describe the fix in \"description\".")
     task = (f"Task: propose experiment {request.experiment}: one idea, as edits to the current file. "
             "Do not repeat an experiment from the results unless you change it meaningfully.")
-    if request.bolder:
+    if request.bolder and request.task_kind == "command":
+        task += (f"\n\nThe last several experiments did not improve {request.metric}. Be bolder: try a "
+                 "larger, structural change rather than another small tweak of a number.")
+    elif request.bolder:
         task += ("\n\nThe last several experiments did not improve val_bpb. Be bolder: try a larger, "
                  "structural change (architecture, optimizer, schedule, batch or sequence shape) "
                  "rather than another small tweak of a constant.")
     return task
 
 
-def ledger_summary(rows: list[dict], limit: int = LEDGER_ROWS_IN_PROMPT) -> str:
-    """One line per experiment: number, status, val_bpb, its change against the best before it."""
+def ledger_summary(rows: list[dict], limit: int = LEDGER_ROWS_IN_PROMPT, metric: str = "val_bpb",
+                   direction: str = "minimize") -> str:
+    """One line per experiment: number, status, the metric, its change against the best before it."""
     if not rows:
         return "(none yet: this is the first experiment)"
     lines, best = [], None
     for row in rows:
-        value = row.get("val_bpb")
+        value = row.get(metric)
         value = value if isinstance(value, (int, float)) else None
         change = f"{value - best:+.6f}" if value is not None and best is not None else ""
         if value is not None and (best is None or row.get("kept") or row.get("status") == "keep"):
@@ -355,10 +365,11 @@ def ledger_summary(rows: list[dict], limit: int = LEDGER_ROWS_IN_PROMPT) -> str:
         lines.append(_ledger_line(row, value, change))
     omitted = len(lines) - limit
     shown = lines[-limit:]
-    header = ["exp | status | val_bpb | vs best before | memory GB | description"]
+    header = [f"exp | status | {metric} | vs best before | memory GB | description"]
     if omitted > 0:
         header.append(f"({omitted} earlier experiments omitted)")
-    footer = f"\nbest val_bpb so far: {best:.6f}" if best is not None else ""
+    better = "higher" if direction == "maximize" else "lower"
+    footer = f"\nbest {metric} so far: {best:.6f} ({better} is better)" if best is not None else ""
     return "\n".join(header + shown) + footer
 
 
@@ -452,6 +463,9 @@ def _closest_hint(search: str, text: str) -> str:
 
 def _check_parses(name: str, text: str) -> None:
     if not name.endswith(".py"):
+        problem = parse_problem(name, text)  # JSON, TOML, YAML
+        if problem:
+            raise EditError(f"after the edits {name} {problem}")
         return
     try:
         ast.parse(text, filename=name)
@@ -461,7 +475,7 @@ def _check_parses(name: str, text: str) -> None:
 
 
 def _read_editable(repo: Path, editable: list[str]) -> dict[str, str]:
-    files = {name: (repo / name).read_text(encoding="utf-8") for name in editable if (repo / name).is_file()}
+    files = {name: (repo / name).read_text(encoding="utf-8") for name in editable_paths(repo, editable)}
     if not files:
         raise UserError(f"none of the editable files {editable} exists in {repo}")
     return files

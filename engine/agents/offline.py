@@ -1,4 +1,5 @@
-"""The offline agent: a search over train.py's UPPER_CASE numeric constants.
+"""The offline agent: a search over train.py's UPPER_CASE numeric constants (for a command
+task: the numbers of every editable file, Python, YAML, JSON, TOML or SQL; see text_knobs.py).
 
 No network, no model. It finds the knobs with `ast`, steps floats by factors
 (probability-like values near 1, such as Adam's betas, by factors of 1 - value) and
@@ -19,10 +20,12 @@ import random
 import re
 from pathlib import Path
 
-from engine.agents.base import Proposal, ProposalRequest
+from engine.agents.base import Proposal, ProposalRequest, editable_paths
+from engine.agents.text_knobs import find_text_knobs
 
 NAME = re.compile(r"^[A-Z][A-Z0-9_]*$")
-CHANGE = re.compile(r"\b([A-Z][A-Z0-9_]*(?:\.[A-Za-z_][A-Za-z0-9_]*)?): (-?[0-9][0-9.e+-]*) -> (-?[0-9][0-9.e+-]*)")
+# NAME, TABLE.key, or a command task's key path (`retrieval.k1`, `rules.yaml/threshold`)
+CHANGE = re.compile(r"(?<![\w./\-])([A-Za-z_][A-Za-z0-9_./\-]*): (-?[0-9][0-9.e+-]*) -> (-?[0-9][0-9.e+-]*)")
 # Settings tables for one platform (CPU_SIZE = dict(depth=4, ...)) matter only on that platform.
 PLATFORM_PREFIX = re.compile(r"^(CPU|GPU|TPU)_")
 SKIP_NAMES = re.compile(r"SEED|VERSION|EVAL|LOG_EVERY|PRINT")
@@ -46,6 +49,7 @@ class Knob:
     value: int | float
     start: tuple[int, int]  # (line, byte column) of the literal, as ast reports them
     end: tuple[int, int]
+    file: str = "train.py"  # relative to the repository root
 
     @property
     def is_int(self) -> bool:
@@ -120,8 +124,19 @@ def apply_values(source: str, knobs: dict[str, Knob], values: dict[str, int | fl
         knob = knobs[name]
         (line1, col1), (line2, col2) = knob.start, knob.end
         head, tail = lines[line1 - 1][:col1], lines[line2 - 1][col2:]
-        lines[line1 - 1: line2] = [head + format_value(values[name]).encode() + tail]
+        text = format_value(values[name])
+        if not knob.file.endswith(".py") and "e" in text and "." not in text:
+            text = text.replace("e", ".0e", 1)  # YAML reads 1e-05 as a string, 1.0e-05 as a number
+        lines[line1 - 1: line2] = [head + text.encode() + tail]
     return b"".join(lines).decode()
+
+
+def file_knobs(path: str, source: str) -> list[Knob]:
+    """The knobs of one editable file: UPPER_CASE constants in Python, every number elsewhere."""
+    if path.endswith(".py"):
+        return [dataclasses.replace(knob, file=path) for knob in find_knobs(source)]
+    return [Knob(name, value, start, end, path) for name, value, start, end in find_text_knobs(path, source)
+            if not SKIP_NAMES.search(name.upper())]
 
 
 # --- steps ---------------------------------------------------------------------
@@ -250,9 +265,9 @@ def mark_in_flight(history: History, in_flight: list[dict]) -> None:
 
 
 def _gain(row: dict) -> float | None:
-    val, base = row.get("val_bpb"), row.get("best_before")
+    val, base = row.get(row.get("metric") or "val_bpb"), row.get("best_before")
     if isinstance(val, (int, float)) and isinstance(base, (int, float)):
-        return base - val
+        return val - base if row.get("direction") == "maximize" else base - val
     return None
 
 
@@ -279,10 +294,16 @@ class OfflineAgent:
         self.train_file = train_file
 
     def propose(self, request: ProposalRequest) -> Proposal | None:
-        path = Path(request.repo_root) / self.train_file
-        source = path.read_text()
+        root = Path(request.repo_root)
+        files = [self.train_file] if request.task_kind == "train" else editable_paths(root, request.editable)
+        sources = {name: (root / name).read_text() for name in files}
         platform = next((row["platform"] for row in reversed(request.ledger) if row.get("platform")), None)
-        knobs = {knob.name: knob for knob in for_platform(find_knobs(source), platform)}
+        knobs = {}
+        for name, source in sources.items():
+            for knob in file_knobs(name, source):
+                knob = knob if len(files) == 1 else dataclasses.replace(knob, name=f"{name}/{knob.name}")
+                knobs.setdefault(knob.name, knob)
+        knobs = {knob.name: knob for knob in for_platform(list(knobs.values()), platform)}
         if not knobs:
             return None
         rng = random.Random(f"{self.seed}:{request.experiment}")
@@ -292,7 +313,10 @@ class OfflineAgent:
         values, why = self._choose(knobs, history, rng, request)
         if not values:
             return None
-        path.write_text(apply_values(source, knobs, values))
+        for name in files:
+            mine = {n: v for n, v in values.items() if knobs[n].file == name}
+            if mine:
+                (root / name).write_text(apply_values(sources[name], knobs, mine))
         changes = ", ".join(f"{n}: {format_value(knobs[n].value)} -> {format_value(v)}" for n, v in values.items())
         prefix = "combine " if len(values) > 1 else ""
         return Proposal(description=prefix + changes, hypothesis=why)

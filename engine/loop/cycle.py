@@ -13,6 +13,7 @@ from pathlib import Path
 from engine.agents.base import Proposal, ProposalRequest
 from engine.loop import guards, runner
 from engine.loop.decide import decide
+from engine.loop.standings import row_value
 from engine.errors import UserError
 from engine.loop.session import TRAIN_FILE, Session, now_iso
 
@@ -33,7 +34,8 @@ def propose(session: Session, agent, experiment: int, crash_log_tail: str | None
         run_dir=session.run_dir, hardware=session.hardware(), budget=session.program.describe_budget(),
         last_log=last_log if last_log and last_log.exists() else None, crash_log_tail=crash_log_tail,
         bolder=session.ledger.misses_in_a_row() >= session.program.bold_after, in_flight=list(in_flight or []),
-        swarm=list(swarm or []))
+        swarm=list(swarm or []), task_kind=session.task.kind, metric=session.task.metric,
+        direction=session.task.direction)
     return agent.propose(request)
 
 
@@ -61,11 +63,10 @@ def run_experiment(session: Session, experiment: int, seed: int, description: st
     exp_dir = session.exp_dir(experiment)
     if exp_dir.exists():
         shutil.rmtree(exp_dir)  # a run cut short by a kill: it runs again from the start
-    session.live.start(experiment, description, session.program.describe_budget(), session.best_val,
+    session.live.start(experiment, description, session.task.describe(), session.best_val,
                        session.ledger.rows, exp_dir)
-    command = runner.build_command(TRAIN_FILE, exp_dir, seed, session.program.budget_flag(), str(session.data_dir))
-    return runner.run_training(command, exp_dir, session.program.hard_timeout(), session.repo.root,
-                      child_record=session.child_record, on_tick=session.live.tick)
+    return session.task.run(exp_dir, seed, session.repo.root, child_record=session.child_record,
+                            on_tick=session.live.tick)
 
 
 def record(session: Session, experiment: int, sha: str | None, proposal: Proposal, outcome: runner.Outcome | None,
@@ -132,7 +133,7 @@ def rerun(session: Session, first: dict) -> dict:
     experiment = session.ledger.next_experiment()
     proposal = Proposal(description=f"{first['description']} (re-run of #{first['experiment']}, seed {first['seed'] + 1})",
                         hypothesis=first.get("hypothesis", ""))
-    extra = {"rerun_of": first["experiment"], "first_val_bpb": first["val_bpb"]}
+    extra = {"rerun_of": first["experiment"], "first_val_bpb": row_value(first)}
     started, seed = now_iso(), first["seed"] + 1
     outcome = run_experiment(session, experiment, seed, proposal.description)
     row = record(session, experiment, first["commit"], proposal, outcome, "rerun", seed, started, extra)
@@ -146,7 +147,8 @@ def run_baseline(session: Session) -> None:
     crashed = [r for r in rows if r.get("role") == "baseline" and not r.get("kept")]
     if crashed:
         raise UserError(f"the baseline crashed (experiment {crashed[0]['experiment']}: {crashed[0].get('error')}; "
-                        f"log {session.run_dir / str(crashed[0].get('log'))}): fix train.py, commit, and use a new tag")
+                        f"log {session.run_dir / str(crashed[0].get('log'))}): fix {_what_to_fix(session)}, commit, "
+                        "and use a new tag")
     done = sum(1 for r in rows if r.get("role") == "baseline")
     for index in range(done, session.program.baseline_runs):
         experiment = session.ledger.next_experiment()
@@ -157,7 +159,12 @@ def run_baseline(session: Session) -> None:
         row = record(session, experiment, session.repo.head(), proposal, outcome, "baseline", seed, started)
         if not row["kept"]:
             raise UserError(f"the baseline {row['status']}: {row.get('error')}; see "
-                            f"{session.run_dir / row['log']} (fix train.py and commit, then use a new tag)")
+                            f"{session.run_dir / row['log']} (fix {_what_to_fix(session)} and commit, "
+                            "then use a new tag)")
+
+
+def _what_to_fix(session: Session) -> str:
+    return "the task's files or its check and score commands" if session.task.kind == "command" else "train.py"
 
 
 def _proposal_fields(proposal: Proposal) -> dict:

@@ -3,6 +3,7 @@ from __future__ import annotations
 
 from engine.loop.runner import Outcome
 from engine.loop.session import Session
+from engine.loop.standings import gain as gain_of, row_value
 
 
 def decide(session: Session, experiment: int, role: str, outcome: Outcome | None, extra: dict) -> dict:
@@ -12,26 +13,31 @@ def decide(session: Session, experiment: int, role: str, outcome: Outcome | None
     a baseline run is always kept, and the best becomes the mean of the baseline's runs. A
     candidate is kept when it beats the best by more than the noise (the spread of the
     baseline's runs); a smaller gain is re-run with another seed while experiments remain, and
-    the re-run keeps the commit only if the two runs' mean beats the best.
+    the re-run keeps the commit only if the two runs' mean beats the best. "Beats" follows the
+    task's direction (engine/loop/standings.py's gain); a command task whose check failed is
+    discarded with the check's reason.
     """
     best, noise = session.best_val, session.noise
+    task = session.task
     if outcome is None:
         return _verdict("rejected", False, best, extra.get("decision", "not run"))
+    if outcome.status == "check_failed":
+        return _verdict("discard", False, best, f"check failed: {outcome.error}")
     if outcome.status != "ok":
         return _verdict(outcome.status, False, best, outcome.error or outcome.status)
-    val = outcome.result["val_bpb"]
+    val = outcome.result[task.metric]
     if role == "baseline":
-        vals = [r["val_bpb"] for r in session.ledger.rows if r.get("role") == "baseline" and r.get("val_bpb")]
+        vals = [v for r in session.ledger.rows if r.get("role") == "baseline" and (v := row_value(r)) is not None]
         mean = (sum(vals) + val) / (len(vals) + 1)
         return _verdict("keep", True, mean, "baseline" if not vals else f"baseline mean {mean:.6f}")
     if role == "rerun":
         first = extra["first_val_bpb"]
         mean = (first + val) / 2
-        kept = mean < best
+        kept = gain_of(best, mean, task.direction) > 0
         return {**_verdict("keep" if kept else "discard", kept, mean if kept else best,
                            f"re-run mean {mean:.6f} {'beats' if kept else 'does not beat'} best {best:.6f}"),
                 "mean_val_bpb": mean}
-    gain = best - val
+    gain = gain_of(best, val, task.direction)
     if gain > noise:
         return _verdict("keep", True, val, f"gain {gain:.6f} > noise {noise:.6f}")
     if gain > 0 and _room_for_one_more(session, experiment):

@@ -12,6 +12,7 @@ from engine.loop.session import Session, open_session
 from engine.agents.choose import make_agent
 from engine.loop.live_view import format_val, keep_rate
 from engine.loop.repo import branch_name
+from engine.loop.standings import gain
 
 MAX_EMPTY_PROPOSALS = 3  # an agent that proposes nothing this many times in a row is done
 # An agent whose service is down (its own retries spent) is waited for, not counted as empty:
@@ -29,9 +30,9 @@ def stop_reason(session: Session, empty_proposals: int) -> str | None:
         return f"reached max_experiments {program.max_experiments}"
     if program.max_hours is not None and time.monotonic() - session.started >= program.max_hours * 3600:
         return f"reached max_hours {program.max_hours:g}"
-    best = session.best_val
-    if program.target_val_bpb is not None and best is not None and best <= program.target_val_bpb:
-        return f"reached target_val_bpb {program.target_val_bpb:g} (best {best:.6f})"
+    best, target = session.best_val, program.target_val_bpb
+    if target is not None and best is not None and gain(target, best, session.task.direction) >= 0:
+        return f"reached target_val_bpb {target:g} (best {best:.6f})"
     if program.patience is not None and ledger.misses_in_a_row() >= program.patience:
         return f"no improvement in {program.patience} experiments in a row (patience)"
     if program.max_cost_usd is not None and ledger.total_cost() > program.max_cost_usd:
@@ -132,8 +133,13 @@ def say_start(session: Session, agent) -> None:
     rows = session.ledger.rows
     resumed = f", resuming after experiment {rows[-1]['experiment']}" if rows else ""
     session.live.say(f"loop {session.tag} on branch {branch_name(session.tag)}: agent {agent.name}, "
-                     f"budget {session.program.describe_budget()}, hard timeout "
+                     f"{_task_words(session)}, hard timeout "
                      f"{session.program.hard_timeout():.0f} s{resumed}")
+
+
+def _task_words(session: Session) -> str:
+    task = session.task
+    return f"budget {task.describe()}" if task.kind == "train" else f"command task, {task.describe()}"
 
 
 def say_end(session: Session, reason: str) -> None:

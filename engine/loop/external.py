@@ -13,6 +13,7 @@ from engine.loop.live_view import format_val
 from engine.loop.repo import branch_name
 from engine.loop.resume import resume
 from engine.loop.session import Session, open_session
+from engine.loop.standings import metric_of, row_value
 
 
 def main(args) -> int:
@@ -30,7 +31,7 @@ def main(args) -> int:
             if ran_baseline:
                 print_outcome(session, session.ledger.rows[-1])
                 return 0
-            raise UserError("nothing changed in the working tree: edit train.py, then run "
+            raise UserError("nothing changed in the working tree: edit the editable files, then run "
                             f"`autoresearch experiment \"what you changed\" --tag {session.tag}`")
         experiment = session.ledger.next_experiment()
         row = cycle.try_candidate(session, Proposal(description=args.description), experiment,
@@ -68,9 +69,9 @@ def _bring_back_edits(session: Session) -> None:
 
 
 def print_outcome(session: Session, row: dict) -> None:
-    val = row.get("val_bpb")
+    val = row_value(row)
     lines = [f"experiment {row['experiment']}: {row['status']}"
-             + (f"  val_bpb {format_val(val)}" if val is not None else "")
+             + (f"  {metric_of(row)} {format_val(val)}" if val is not None else "")
              + f"  (best {format_val(row.get('best_after'))}, noise {session.noise:.6f})",
              f"  {row.get('decision', '')}"]
     if row.get("commit"):

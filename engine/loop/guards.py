@@ -10,7 +10,9 @@ from __future__ import annotations
 import ast
 import dataclasses
 import fnmatch
+import json
 import os
+import tomllib
 from pathlib import Path
 
 from engine.errors import UserError
@@ -40,16 +42,41 @@ def check_proposal(changed: list[str], editable: list[str], root: Path) -> Verdi
                                        f"(editable: {', '.join(editable)})")
     for path in changed:
         file = root / path
-        if path.endswith(".py") and file.exists():
+        if file.is_file():
             try:
-                ast.parse(file.read_text(), filename=path)
-            except SyntaxError as error:
-                return Verdict(False, changed, f"{path} does not parse: line {error.lineno}: {error.msg}")
+                problem = parse_problem(path, file.read_text())
             except UnicodeDecodeError:
-                return Verdict(False, changed, f"{path} is not UTF-8 text")
+                problem = "is not UTF-8 text"
+            if problem:
+                return Verdict(False, changed, f"{path} {problem}")
     if "train.py" in changed and not (root / "train.py").exists():
         return Verdict(False, changed, "train.py was deleted")
     return Verdict(True, changed)
+
+
+def parse_problem(path: str, text: str) -> str | None:
+    """Why a Python, JSON, TOML or YAML file's text does not parse (None when it does, or when
+    the format has no parser here)."""
+    suffix = Path(path).suffix.lower()
+    try:
+        if suffix == ".py":
+            ast.parse(text, filename=path)
+        elif suffix == ".json":
+            json.loads(text)
+        elif suffix == ".toml":
+            tomllib.loads(text)
+        elif suffix in (".yaml", ".yml"):
+            import yaml  # PyYAML, imported only for a YAML file
+            yaml.safe_load(text)
+    except SyntaxError as error:
+        return f"does not parse: line {error.lineno}: {error.msg}"
+    except (ValueError, tomllib.TOMLDecodeError) as error:  # JSONDecodeError is a ValueError
+        return f"does not parse: {str(error).splitlines()[0]}"
+    except Exception as error:  # yaml.YAMLError, without importing yaml for every check
+        if type(error).__module__.startswith("yaml"):
+            return f"does not parse: {' '.join(str(error).split())[:200]}"
+        raise
+    return None
 
 
 def is_editable(path: str, editable: list[str]) -> bool:
@@ -86,18 +113,25 @@ def _stat_key(path: Path) -> tuple:
 
 
 class FixedFiles:
-    """The fingerprint of the fixed files, taken at start."""
+    """The fingerprint of the fixed files, taken at start. `files` replaces the train task's set
+    (FIXED_IN_REPO and the data cache) with a given list (a command task's)."""
 
-    def __init__(self, root: Path, data_dir: Path | None):
+    def __init__(self, root: Path, data_dir: Path | None, files: list[Path] | None = None):
         self.root, self.data_dir = Path(root), data_dir
+        self.files = None if files is None else sorted(Path(f) for f in files if Path(f).is_file())
         self.hashes: dict[Path, str] = {}
         self.stats: dict[Path, tuple] = {}
-        for path in _fixed_files(self.root, data_dir):
+        for path in self._list():
             self.stats[path] = _stat_key(path)
             self.hashes[path] = sha256_file(path)
 
+    def _list(self) -> list[Path]:
+        if self.files is not None:  # a given set: a file can go missing, none can join
+            return [path for path in self.files if path.exists()]
+        return _fixed_files(self.root, self.data_dir)
+
     def differences(self) -> list[str]:
-        now = set(_fixed_files(self.root, self.data_dir))
+        now = set(self._list())
         before = set(self.hashes)
         changes = [f"{self._show(p)} added" for p in sorted(now - before)]
         changes += [f"{self._show(p)} removed" for p in sorted(before - now)]

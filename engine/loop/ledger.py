@@ -23,7 +23,7 @@ STATUSES = ("keep", "discard", "crash", "timeout", "rejected", "invalid", "stale
 
 
 def tsv_line(row: dict) -> str:
-    val = row.get("val_bpb")
+    val = standings.row_value(row)
     val_text = f"{val:.6f}" if isinstance(val, (int, float)) and math.isfinite(val) else "0.000000"
     memory = row.get("memory_gb")
     memory_text = f"{memory:.1f}" if isinstance(memory, (int, float)) else "0.0"
@@ -69,10 +69,17 @@ def read_rows(jsonl: Path) -> list[dict]:
     return rows
 
 
+def tsv_header(metric: str = "val_bpb") -> str:
+    """results.tsv's header: the second column is named after the task's metric."""
+    return "\t".join((TSV_COLUMNS[0], metric, *TSV_COLUMNS[2:])) + "\n"
+
+
 class Ledger:
-    """The tag's ledger, loaded and repaired on open; rows are appended, never rewritten."""
-    def __init__(self, run_dir: Path):
+    """The tag's ledger, loaded and repaired on open; rows are appended, never rewritten.
+    `metric` names results.tsv's second column (a command task's metric; val_bpb otherwise)."""
+    def __init__(self, run_dir: Path, metric: str = "val_bpb"):
         self.run_dir = Path(run_dir)
+        self.metric = metric
         self.run_dir.mkdir(parents=True, exist_ok=True)
         self.jsonl = self.run_dir / "results.jsonl"
         self.tsv = self.run_dir / "results.tsv"
@@ -83,7 +90,7 @@ class Ledger:
         whole = "".join(json.dumps(row) + "\n" for row in self.rows)
         if self.jsonl.exists() and self.jsonl.read_text() != whole:
             write_atomic(self.jsonl, whole, durable=True)
-        expected = "\t".join(TSV_COLUMNS) + "\n" + "".join(tsv_line(row) for row in self.rows)
+        expected = tsv_header(self.metric) + "".join(tsv_line(row) for row in self.rows)
         if not self.tsv.exists() or self.tsv.read_text() != expected:
             write_atomic(self.tsv, expected, durable=True)
 

@@ -11,6 +11,8 @@ from pathlib import Path
 # Written atomically in an experiment's directory by engine/training/progress.py.
 PROGRESS_FILE = "progress.json"
 
+from engine.loop.standings import metric_of, row_value
+
 
 def format_val(value) -> str:
     return f"{value:.6f}" if isinstance(value, (int, float)) else "-"
@@ -81,8 +83,13 @@ class LiveView:
 
     def finish(self, row: dict, best_after, rows: list[dict]) -> None:
         status = row["status"]
-        figure = f"val_bpb {format_val(row.get('val_bpb'))}" if row.get("val_bpb") is not None else (
-            row.get("error") or "not run")
+        value = row_value(row)
+        if value is not None:
+            figure = f"{metric_of(row)} {format_val(value)}"
+        elif status == "discard":  # a failed check: the decision below says why
+            figure = "not scored"
+        else:
+            figure = row.get("error") or "not run"
         self.say(f"#{row['experiment']} {status:<8} {figure}  best {format_val(best_after)}  "
                  f"{keep_rate(rows)}  [{row.get('wall_seconds', 0):.0f} s] {row.get('decision', '')}".rstrip())
 

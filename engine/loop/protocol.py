@@ -13,8 +13,9 @@ import re
 from pathlib import Path
 
 from engine.errors import UserError
+from engine.loop.task_spec import DEFAULT_COMMAND_TIMEOUT_SECONDS, TaskSpec, parse_task
 
-SECTIONS = ("editable files", "stopping criteria", "budget", "noise", "agent", "offline agent bounds")
+SECTIONS = ("editable files", "stopping criteria", "budget", "noise", "agent", "offline agent bounds", "task")
 
 
 @dataclasses.dataclass
@@ -40,6 +41,8 @@ class Program:
     max_fix_attempts: int = 2
     # offline agent: NAME -> (low, high)
     bounds: dict[str, tuple[float, float]] = dataclasses.field(default_factory=dict)
+    # what is optimized: train.py's val_bpb, or a command task (engine/loop/task_spec.py)
+    task: TaskSpec = dataclasses.field(default_factory=TaskSpec)
 
     def budget_flag(self) -> list[str]:
         """The `autoresearch train` flag for this program's budget (time 300 s when none is set)."""
@@ -64,6 +67,8 @@ class Program:
         """Twice the budget plus compile, start-up and eval; flops/tokens budgets assume the default time."""
         if self.timeout_seconds is not None:
             return self.timeout_seconds
+        if self.task.is_command:
+            return self.task.timeout_seconds or DEFAULT_COMMAND_TIMEOUT_SECONDS
         seconds = self.budget_seconds if self.budget_flops is None and self.budget_tokens is None else None
         return 2 * (seconds if seconds is not None else self.budget_seconds_or_default()) + self.compile_allowance_seconds
 
@@ -117,7 +122,8 @@ SETTINGS = {
 
 _SETTING = re.compile(r"^-\s+`?([A-Za-z_][A-Za-z0-9_]*)`?\s*:\s*(.*?)\s*$")
 # NAME or TABLE.key (an entry of a dict constant, as the offline agent names it)
-_BOUNDS = re.compile(r"^-\s+`?([A-Z][A-Z0-9_]*(?:\.[A-Za-z_][A-Za-z0-9_]*)?)`?\s*:\s*(\S+)\s*\.\.\s*(\S+)\s*$")
+# (or, for a command task's YAML/JSON/TOML/SQL files, a key path such as `rules.billing.weight`)
+_BOUNDS = re.compile(r"^-\s+`?([A-Za-z_][A-Za-z0-9_./\-]*)`?\s*:\s*(\S+)\s*\.\.\s*(\S+)\s*$")
 
 
 def parse(text: str, source: str = "program.md") -> Program:
@@ -125,6 +131,7 @@ def parse(text: str, source: str = "program.md") -> Program:
     does not parse stops here with the file, the line and what to write instead."""
     program = Program(text=text)
     editable: list[str] = []
+    task_lines: list[tuple[str, str]] = []
     section = None
     for number, raw in enumerate(text.splitlines(), start=1):
         line = raw.strip()
@@ -137,6 +144,8 @@ def parse(text: str, source: str = "program.md") -> Program:
         where = f"{source} line {number}: {line!r}"
         if section == "editable files":
             editable.append(_editable_path(line, where))
+        elif section == "task":
+            task_lines.append((line, where))
         elif section == "offline agent bounds":
             name, bounds = _bounds(line, where)
             program.bounds[name] = bounds
@@ -144,6 +153,11 @@ def parse(text: str, source: str = "program.md") -> Program:
             _apply_setting(program, section, line, where)
     if editable:
         program.editable = editable
+    task = parse_task(task_lines, source)
+    if task is not None:
+        program.task = task
+        program.editable = task.editable or program.editable
+        program.timeout_seconds = task.timeout_seconds or program.timeout_seconds
     _check_one_budget(program, source)
     return program
 

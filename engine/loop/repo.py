@@ -63,6 +63,10 @@ class Repo:
         out = self.git.ls_files("--others", "--exclude-standard", "-z", "--", *self.editable)
         return sorted(path for path in out.split("\0") if path and is_editable(path, self.editable))
 
+    def tracked_files(self) -> list[str]:
+        """Every path git tracks at HEAD and in the index, relative to the root."""
+        return [path for path in self.git.ls_files("-z").split("\0") if path]
+
     def is_clean(self) -> bool:
         return not self.changed_paths()
 

@@ -15,7 +15,7 @@ from pathlib import Path
 from engine import paths
 from engine.errors import UserError
 from engine.files import write_atomic
-from engine.loop import guards, orphans, protocol
+from engine.loop import guards, orphans, protocol, tasks
 from engine.loop.ledger import Ledger
 from engine.loop.live_view import LiveView
 from engine.loop.lock import LoopLock
@@ -33,7 +33,7 @@ class Session:
     run_dir: Path
     ledger: Ledger
     fixed: guards.FixedFiles
-    data_dir: Path
+    data_dir: Path | None
     seed: int
     live: LiveView
     lock: LoopLock
@@ -43,6 +43,11 @@ class Session:
     def best_val(self) -> float | None:
         """The score to beat (engine/loop/standings.py defines it once)."""
         return self.ledger.best_value()
+
+    @property
+    def task(self):
+        """How an experiment runs and is scored: train.py's val_bpb or a command task (tasks.py)."""
+        return tasks.make_task(self.program, self.data_dir)
 
     @property
     def noise(self) -> float:
@@ -90,9 +95,12 @@ def open_session(args, live: LiveView | None = None) -> Session:
     program_path = resolve_program_path(args.program, repo.root)
     program = protocol.apply_flags(protocol.load(program_path), args)
     repo.editable = list(program.editable)
-    data_dir = paths.resolve_data_dir(getattr(args, "data", None))
+    # a command task reads no prepared dataset: its score command finds its own data
+    data_dir = None if program.task.is_command else paths.resolve_data_dir(getattr(args, "data", None))
     _check_tag(args.tag)
-    if not (repo.root / TRAIN_FILE).exists():
+    if program.task.is_command:
+        _check_editable_exist(program, repo)
+    elif not (repo.root / TRAIN_FILE).exists():
         raise UserError(f"no {TRAIN_FILE} at the repository root {repo.root}: the loop runs experiments on it")
     run_dir = repo.root / "runs" / args.tag
     lock = LoopLock(repo.root / "runs", args.tag).acquire()
@@ -104,11 +112,26 @@ def open_session(args, live: LiveView | None = None) -> Session:
         orphan = orphans.end_orphan(run_dir / "child.json")
         if orphan:
             live.say(f"ended training process {orphan} left running by an interrupted loop")
-        return Session(repo, program, program_path, args.tag, run_dir, Ledger(run_dir),
-                       guards.FixedFiles(repo.root, data_dir), data_dir, args.seed, live, lock)
+        return Session(repo, program, program_path, args.tag, run_dir, Ledger(run_dir, program.task.metric),
+                       _fixed_files(program, repo, data_dir), data_dir, args.seed, live, lock)
     except BaseException:
         lock.release()
         raise
+
+
+def _fixed_files(program: protocol.Program, repo: Repo, data_dir: Path | None) -> guards.FixedFiles:
+    """train: prepare.py, engine/, modelkit/ and the data cache. command: every tracked file that is
+    not editable (see tasks.fixed_paths for why)."""
+    if not program.task.is_command:
+        return guards.FixedFiles(repo.root, data_dir)
+    paths = tasks.fixed_paths(repo.root, repo.tracked_files(), program.editable)
+    return guards.FixedFiles(repo.root, None, files=paths)
+
+
+def _check_editable_exist(program: protocol.Program, repo: Repo) -> None:
+    if not tasks.editable_files(repo.root, program.editable, repo.tracked_files()):
+        raise UserError(f"no file in {repo.root} matches the task's editable globs "
+                        f"({', '.join(program.editable)}): fix `editable` in the ## Task section")
 
 
 def _check_tag(tag: str) -> None:

@@ -25,9 +25,35 @@ def is_baseline(row: dict) -> bool:
     return row.get("role") == "baseline" if "role" in row else row.get("experiment") == 0
 
 
+def metric_of(row: dict) -> str:
+    """The name of the figure a row was judged by: val_bpb, or a command task's metric."""
+    return str(row.get("metric") or "val_bpb")
+
+
 def row_value(row: dict) -> float | None:
-    """The row's own val_bpb."""
-    return finite(row.get("val_bpb"))
+    """The row's own figure (val_bpb, or its command task's metric)."""
+    return finite(row.get(metric_of(row)))
+
+
+def direction_of(rows: list[dict]) -> str:
+    """minimize or maximize: what the rows' task asked for (minimize when no row says)."""
+    for row in reversed(rows):
+        if row.get("direction") in ("minimize", "maximize"):
+            return row["direction"]
+    return "minimize"
+
+
+def metric_name(rows: list[dict]) -> str:
+    """The metric of a loop's rows: the one its scored rows name (val_bpb for a train task)."""
+    for row in reversed(rows):
+        if row.get("metric"):
+            return str(row["metric"])
+    return "val_bpb"
+
+
+def gain(best: float, value: float, direction: str = "minimize") -> float:
+    """How much value improves on best: positive is better, whichever way the metric points."""
+    return value - best if direction == "maximize" else best - value
 
 
 def score(row: dict) -> float | None:

@@ -25,7 +25,7 @@ from engine.agents.base import Proposal
 from engine.errors import UserError
 from engine.loop import cycle, guards, runner
 from engine.loop.device_split import WorkerDevices
-from engine.loop.session import TRAIN_FILE, Session, now_iso
+from engine.loop.session import Session, now_iso
 from engine.loop.worktrees import Worktrees, apply_onto
 from engine.processes import kill_group
 
@@ -157,18 +157,15 @@ class Coordinator:
         job.run_dir = session.run_dir / "inflight" / f"job-{self.jobs_started:04d}-{self.names[worker]}"
         if job.run_dir.exists():
             shutil.rmtree(job.run_dir)
-        devices = self.devices[worker]
-        command = [*devices.prefix, *runner.build_command(TRAIN_FILE, job.run_dir, job.seed,
-                                                         session.program.budget_flag(), str(session.data_dir))]
         self.running[worker] = job
         session.live.say(f"[{self.names[worker]}] running: {job.proposal.description}")
-        thread = threading.Thread(target=self._run, args=(job, command, tree.root, devices.env), daemon=True)
+        thread = threading.Thread(target=self._run, args=(job, tree.root, self.devices[worker]), daemon=True)
         thread.start()
 
-    def _run(self, job: Job, command: list[str], cwd: Path, env: dict) -> None:
+    def _run(self, job: Job, cwd: Path, devices: WorkerDevices) -> None:
         try:
-            outcome = runner.run_training(command, job.run_dir, self.session.program.hard_timeout(), cwd,
-                                          child_record=_child_record(job), extra_env=env)
+            outcome = self.session.task.run(job.run_dir, job.seed, cwd, child_record=_child_record(job),
+                                            devices=devices)
         except Exception as error:  # the coordinator must hear of every run, even one that failed to start
             outcome = runner.Outcome("crash", {}, None, 0.0, job.run_dir / "train.log", f"could not run: {error}")
         self.done.put((job, outcome))

@@ -20,20 +20,27 @@ def plot_progress(facts: dict, path: Path) -> None:
     import matplotlib.pyplot as plt
     from matplotlib.ticker import MaxNLocator
 
-    points = [dict(p, _x=_x(p, i)) for i, p in enumerate(facts["experiments"])]
+    # A maximized metric is drawn negated on a flipped axis, so "better" is up and the zoom
+    # below (made for lower-is-better figures) holds for both directions.
+    sign = -1.0 if facts.get("direction") == "maximize" else 1.0
+    points = [_signed(dict(p, _x=_x(p, i)), sign) for i, p in enumerate(facts["experiments"])]
     scored = [p for p in points if p["val_bpb"] is not None]
     if facts.get("lanes"):  # parallel workers or a swarm: their lanes below, along time
         fig, (ax, lanes_ax) = plt.subplots(2, 1, figsize=(13, 9.5), dpi=110, height_ratios=[3, 1.4])
         plot_lanes(lanes_ax, facts["lanes"])
     else:
         fig, ax = plt.subplots(figsize=(13, 6.5), dpi=110)
-    low, high = _y_range(scored, facts["baseline"])
+    low, high = _y_range(scored, _signed(dict(facts["baseline"] or {}), sign))
     edge = high - 0.02 * (high - low)
     _plot_discarded(ax, scored, edge)
     _plot_best_line(ax, points)
     _plot_kept(ax, scored)
     _plot_failures(ax, points, edge)
     ax.set_ylim(low, high)
+    if sign < 0:
+        from matplotlib.ticker import FuncFormatter
+        ax.yaxis.set_major_formatter(FuncFormatter(lambda y, _: f"{-y:g}"))
+        ax.invert_yaxis()
     xs = [p["_x"] for p in points]
     ax.set_xlim(min(xs) - 0.5, max(max(xs) + 0.5, 1))
     improvements = len(facts["kept"])
@@ -42,7 +49,8 @@ def plot_progress(facts: dict, path: Path) -> None:
                  f"{_title_gain(facts)}", fontsize=13)
     ax.xaxis.set_major_locator(MaxNLocator(integer=True))
     ax.set_xlabel("experiment #")
-    ax.set_ylabel("validation bits per byte (lower is better)")
+    ax.set_ylabel("validation bits per byte (lower is better)" if facts.get("task") != "command" else
+                  f"{facts['metric']} ({'higher' if sign < 0 else 'lower'} is better)")
     ax.grid(alpha=0.25)
     ax.legend(loc="lower left", fontsize=9, framealpha=0.9)
     fig.tight_layout()
@@ -61,6 +69,13 @@ def _y_range(scored: list[dict], baseline: dict | None) -> tuple[float, float]:
     shown_top = max([top] + [v for v in values if v <= top + 1.5 * span])
     height = shown_top - bottom
     return bottom - 0.08 * height, shown_top + 0.12 * height
+
+
+def _signed(point: dict, sign: float) -> dict:
+    for key in ("val_bpb", "best_after"):
+        if point.get(key) is not None:
+            point[key] = sign * point[key]
+    return point
 
 
 def _x(point: dict, index: int) -> int:
@@ -133,7 +148,8 @@ def _title_gain(facts: dict) -> str:
     base, best = facts["baseline"], facts["best"]
     if not base or not best or base.get("val_bpb") is None or best.get("val_bpb") is None:
         return ""
-    return f"; val_bpb {base['val_bpb']:.4f} -> {best['val_bpb']:.4f}"
+    name = "val_bpb" if facts.get("task") != "command" else facts["metric"]
+    return f"; {name} {base['val_bpb']:.4f} -> {best['val_bpb']:.4f}"
 
 
 def _short(text: str, width: int) -> str:

@@ -7,8 +7,9 @@ from __future__ import annotations
 from pathlib import Path
 
 from engine.loop.ledger import STATUSES
-from engine.loop.standings import baseline_rows, count_statuses, is_baseline, is_kept, row_value, score
-from engine.report import heldout, lanes
+from engine.loop.standings import (baseline_rows, count_statuses, direction_of, gain, is_baseline, is_kept,
+                                   metric_name, row_value, score)
+from engine.report import heldout, holdout_command, lanes
 from engine.report.runs import parse_time, running_loops
 
 MAX_DIFF_LINES = 200
@@ -20,14 +21,23 @@ def gather_facts(run_dir: Path, rows: list[dict], repo_root: Path, log=None) -> 
     groups = kept_commits(rows)
     base_group = groups[0] if groups and is_baseline(groups[0]["kept_row"]) else None
     runs = [r for g in groups for r in g["runs"]]
-    tests = heldout.test_figures(run_dir, runs, repo_root, log=log or (lambda m: None),
-                                 busy=_accelerator_busy(run_dir))
+    direction, command_task = direction_of(rows), any(r.get("task") == "command" for r in rows)
+    if command_task:  # the held-out figure of a command task comes from its holdout command
+        tests = holdout_command.holdout_figures(run_dir, runs, repo_root, log=log or (lambda m: None))
+    else:
+        tests = heldout.test_figures(run_dir, runs, repo_root, log=log or (lambda m: None),
+                                     busy=_accelerator_busy(run_dir))
     entries = [_group_entry(g, tests) for g in groups]
     baseline = entries[0] if base_group else _failed_baseline(rows)
     changes = entries[1:] if base_group else entries
     facts = {
         "tag": run_dir.name,
         "run_dir": str(run_dir),
+        # For a command task, the entries' val_bpb and test_bpb hold its metric on the scored
+        # set and on the holdout; "metric" names it and "direction" says which way is better.
+        "task": "command" if command_task else "train",
+        "metric": metric_name(rows),
+        "direction": direction,
         "hardware": _hardware(rows),
         "budget": _common(rows, "budget"),
         "manifest_fingerprint": _common(rows, "manifest_fingerprint"),
@@ -38,11 +48,11 @@ def gather_facts(run_dir: Path, rows: list[dict], repo_root: Path, log=None) -> 
         "agent_cost_usd": round(sum(float(r.get("cost_usd") or 0) for r in rows), 4),
         "noise": _number(rows[-1].get("noise")),
         "baseline": baseline,
-        "best": min(entries, key=lambda e: e["val_bpb"]) if entries else None,
+        "best": _best(entries, direction),
         "experiments": [_point(r) for r in rows],
     }
-    facts["gain"] = _gains(facts["baseline"], facts["best"])
-    facts["kept"] = _with_gains(changes, baseline, repo_root)
+    facts["gain"] = _gains(facts["baseline"], facts["best"], direction)
+    facts["kept"] = _with_gains(changes, baseline, repo_root, direction)
     facts["warnings"] = _warnings(facts)
     _add_workers(facts, run_dir, rows)
     return facts
@@ -149,27 +159,36 @@ def _number(value) -> float | None:
     return float(value) if isinstance(value, (int, float)) and value == value else None
 
 
-def _gains(base: dict | None, best: dict | None) -> dict:
+def _best(entries: list[dict], direction: str) -> dict | None:
+    if not entries:
+        return None
+    pick = max if direction == "maximize" else min
+    return pick(entries, key=lambda e: e["val_bpb"])
+
+
+def _gains(base: dict | None, best: dict | None, direction: str = "minimize") -> dict:
+    """Positive is better whichever way the metric points."""
     gains = {}
     for metric in ("val_bpb", "test_bpb"):
         before = base and base.get(metric)
         after = best and best.get(metric)
         if before and after is not None:
-            gains[metric] = {"absolute": round(before - after, 6),
-                             "relative": round((before - after) / before, 6)}
+            gained = gain(before, after, direction)
+            gains[metric] = {"absolute": round(gained, 6), "relative": round(gained / abs(before), 6)}
         else:
             gains[metric] = None
     return gains
 
 
-def _with_gains(changes: list[dict], baseline: dict | None, repo_root: Path) -> list[dict]:
-    """Each kept change's gain over the one before it (positive: lower bpb) and its diff."""
+def _with_gains(changes: list[dict], baseline: dict | None, repo_root: Path,
+                direction: str = "minimize") -> list[dict]:
+    """Each kept change's gain over the one before it (positive: better) and its diff."""
     previous = baseline
     for change in changes:
         for metric, key in (("val_bpb", "val_gain"), ("test_bpb", "test_gain")):
             before = previous and previous.get(metric)
             after = change.get(metric)
-            change[key] = None if before is None or after is None else round(before - after, 6)
+            change[key] = None if before is None or after is None else round(gain(before, after, direction), 6)
         change["diff"] = _diff(repo_root, previous and previous.get("commit"), change["commit"])
         previous = change
     return changes
@@ -190,8 +209,18 @@ def _diff(repo_root: Path, old: str | None, new: str | None) -> str:
     return "\n".join(lines)
 
 
+def figure_labels(facts: dict) -> tuple[str, str]:
+    """What the entries' val_bpb and test_bpb are called: (val_bpb, test_bpb), or for a command
+    task (its metric, "holdout METRIC")."""
+    if facts.get("task") == "command":
+        return facts["metric"], f"holdout {facts['metric']}"
+    return "val_bpb", "test_bpb"
+
+
 def _warnings(facts: dict) -> list[str]:
     warnings = []
+    val_name, test_name = figure_labels(facts)
+    held = test_name if facts.get("task") == "command" else f"held-out {test_name}"
     for key, what in (("manifest_fingerprint", "datasets"), ("budget", "budgets")):
         if isinstance(facts[key], list):
             warnings.append(f"experiments ran on different {what} ({', '.join(map(str, facts[key]))}): "
@@ -199,18 +228,18 @@ def _warnings(facts: dict) -> list[str]:
     val, test = facts["gain"]["val_bpb"], facts["gain"]["test_bpb"]
     if val and test and val["absolute"] > 0:
         if test["absolute"] <= 0:
-            warnings.append(f"val_bpb improved by {val['absolute']:.6f} but held-out test_bpb "
+            warnings.append(f"{val_name} improved by {val['absolute']:.6f} but {held} "
                             f"did not ({-test['absolute']:+.6f}): the validation set may be over-fitted")
         elif test["relative"] < 0.5 * val["relative"]:
-            warnings.append(f"held-out test_bpb improved {test['relative']:.2%}, under half the "
-                            f"val_bpb gain of {val['relative']:.2%}: part of the gain may be "
+            warnings.append(f"{held} improved {test['relative']:.2%}, under half the "
+                            f"{val_name} gain of {val['relative']:.2%}: part of the gain may be "
                             "over-fitting the validation set")
     for change in facts["kept"]:
         if (change["val_gain"] or 0) > 0 and (change["test_gain"] or 0) < -DISAGREEMENT_TOLERANCE:
             warnings.append(f"experiment {change['experiment']} ({change['description']!r}) improved "
-                            f"val_bpb by {change['val_gain']:.6f} but worsened test_bpb by "
+                            f"{val_name} by {change['val_gain']:.6f} but worsened {test_name} by "
                             f"{-change['test_gain']:.6f}")
     for entry in [facts["baseline"], *facts["kept"]]:
         if entry and entry.get("test_error"):
-            warnings.append(f"no test_bpb for experiment {entry['experiment']}: {entry['test_error']}")
+            warnings.append(f"no {test_name} for experiment {entry['experiment']}: {entry['test_error']}")
     return warnings

@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 from engine.report.lanes import markdown_lines
+from engine.report.facts import figure_labels
 
 def render_markdown(facts: dict) -> str:
     parts = [f"# Research report: {facts['tag']}", "", *_setup_lines(facts), "",
@@ -11,7 +12,7 @@ def render_markdown(facts: dict) -> str:
     if facts.get("lanes"):
         parts += ["## Workers", "", *markdown_lines(facts["lanes"]), ""]
     parts += ["## Experiments", "", *_counts_table(facts), "",
-              "![val_bpb of every experiment](progress.png)", "",
+              f"![{figure_labels(facts)[0]} of every experiment](progress.png)", "",
               "## Kept changes", ""]
     parts += _kept_sections(facts) or ["No change beat the baseline."]
     return "\n".join(parts).rstrip() + "\n"
@@ -26,12 +27,17 @@ def _setup_lines(facts: dict) -> list[str]:
     lines = [f"- Hardware: {device}{extra}",
              f"- Budget per experiment: {facts['budget'] or 'unknown'}",
              f"- Data: manifest {_fingerprint(facts['manifest_fingerprint'])}"]
+    if facts.get("task") == "command":
+        better = "higher" if facts["direction"] == "maximize" else "lower"
+        lines = [f"- Task: a command task scored by {facts['metric']} ({better} is better); "
+                 "the held-out figure comes from its holdout command, run only by the report"]
     if facts["hours"] is not None:
         lines.append(f"- Ran {facts['started'][:16].replace('T', ' ')} to "
                      f"{facts['finished'][:16].replace('T', ' ')}: {facts['hours']:.2f} h, "
                      f"{facts['experiments_per_hour']:.1f} experiments per hour")
     if facts["noise"]:
-        lines.append(f"- Run-to-run noise (spread of the baseline runs): {facts['noise']:.6f} bpb; "
+        unit = "bpb" if facts.get("task") != "command" else facts["metric"]
+        lines.append(f"- Run-to-run noise (spread of the baseline runs): {facts['noise']:.6f} {unit}; "
                      "a smaller gain had to hold up in a re-run with another seed")
     if facts["agent_cost_usd"]:
         lines.append(f"- Agent cost: ${facts['agent_cost_usd']:.2f}")
@@ -40,7 +46,9 @@ def _setup_lines(facts: dict) -> list[str]:
 
 def _result_table(facts: dict) -> list[str]:
     base, best, gain = facts["baseline"], facts["best"], facts["gain"]
-    rows = ["| | experiment | val_bpb | test_bpb (held out) |", "|---|---|---|---|"]
+    val_name, test_name = figure_labels(facts)
+    held = "" if facts.get("task") == "command" else " (held out)"
+    rows = [f"| | experiment | {val_name} | {test_name}{held} |", "|---|---|---|---|"]
     for name, entry in (("baseline", base), ("best", best)):
         if entry:
             rows.append(f"| {name} | {_experiments(entry)} `{_commit(entry)}` | "
@@ -60,14 +68,14 @@ def _counts_table(facts: dict) -> list[str]:
 
 
 def _kept_sections(facts: dict) -> list[str]:
-    lines = []
+    lines, (val_name, test_name) = [], figure_labels(facts)
     for n, change in enumerate(facts["kept"], 1):
         runs = "experiments" if len(change["experiments"]) > 1 else "experiment"
         lines += [f"### {n}. {runs} {_experiments(change)} `{_commit(change)}`: "
                   f"{change['description']}", "",
                   *([f"Found by worker {change['found_by']}.", ""] if change.get("found_by") else []),
-                  f"val_bpb {_num(change['val_bpb'])} (gain {_signed(change['val_gain'])}), "
-                  f"test_bpb {_num(change['test_bpb'])} (gain {_signed(change['test_gain'])})", ""]
+                  f"{val_name} {_num(change['val_bpb'])} (gain {_signed(change['val_gain'])}), "
+                  f"{test_name} {_num(change['test_bpb'])} (gain {_signed(change['test_gain'])})", ""]
         if change["diff"]:
             lines += ["```diff", change["diff"], "```", ""]
     return lines
@@ -75,11 +83,13 @@ def _kept_sections(facts: dict) -> list[str]:
 
 def summary_lines(facts: dict) -> list[str]:
     base, best = facts["baseline"] or {}, facts["best"] or {}
+    val_name, test_name = figure_labels(facts)
+    width = max(len(val_name), len(test_name))
     lines = [f"report: {facts['files']['report_md']}",
              f"chart:  {facts['files']['progress_png']}",
-             f"val_bpb  baseline {_num(base.get('val_bpb'))}  best {_num(best.get('val_bpb'))}  "
+             f"{val_name:<{width}} baseline {_num(base.get('val_bpb'))}  best {_num(best.get('val_bpb'))}  "
              f"gain {_gain(facts['gain']['val_bpb'])}",
-             f"test_bpb baseline {_num(base.get('test_bpb'))}  best {_num(best.get('test_bpb'))}  "
+             f"{test_name:<{width}} baseline {_num(base.get('test_bpb'))}  best {_num(best.get('test_bpb'))}  "
              f"gain {_gain(facts['gain']['test_bpb'])}"]
     return lines + [f"warning: {w}" for w in facts["warnings"]]
 

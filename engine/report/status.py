@@ -2,7 +2,7 @@
 
 Read-only and tolerant of a loop writing at the same moment: a half-written last
 ledger line is skipped, never an error. Shows val_bpb only; test_bpb belongs to
-the report.
+the report. A command task's rows show its metric instead.
 """
 from __future__ import annotations
 
@@ -13,7 +13,8 @@ from pathlib import Path
 
 from engine.loop.ledger import STATUSES, read_rows
 from engine.loop.live_view import describe_progress, read_progress
-from engine.loop.standings import baseline_rows, baseline_value, best_row, count_statuses, row_value, score
+from engine.loop.standings import (baseline_rows, baseline_value, best_row, count_statuses, metric_name, metric_of,
+                                   row_value, score)
 from engine.report.lanes import lane_facts, union_rows
 from engine.report.runs import LEDGER, LOCK, lock_holder, loop_tags, parse_time, resolve_run_dir
 
@@ -92,14 +93,14 @@ def _counts_line(rows: list[dict]) -> str:
 
 def _scores_lines(rows: list[dict]) -> list[str]:
     base, runs, best = baseline_value(rows), baseline_rows(rows), best_row(rows)
-    lines = []
+    metric, lines = metric_name(rows), []
     if runs:
         mean = f" (mean of {len(runs)} runs)" if len(runs) > 1 else ""
-        shown = f"val_bpb {base:.6f}" if base is not None else f"val_bpb - ({runs[0].get('status')})"
+        shown = f"{metric} {base:.6f}" if base is not None else f"{metric} - ({runs[0].get('status')})"
         lines.append(f"baseline: {shown}{mean}")
     if best is not None:
-        gain = f"  {(score(best) - base) / base:+.2%} vs baseline" if base else ""
-        lines.append(f"best:     val_bpb {score(best):.6f}  (experiment {best.get('experiment')}, "
+        gain = f"  {(score(best) - base) / abs(base):+.2%} vs baseline" if base else ""
+        lines.append(f"best:     {metric} {score(best):.6f}  (experiment {best.get('experiment')}, "
                      f"{str(best.get('commit', ''))[:7]}) {best.get('description', '')!r}{gain}")
     return lines
 
@@ -115,7 +116,7 @@ def _last_line(row: dict, now: float) -> str:
 
 def _bpb(row: dict) -> str:
     value = row_value(row)
-    return f"val_bpb {value:.6f}" if value is not None else "val_bpb -"
+    return f"{metric_of(row)} {value:.6f}" if value is not None else f"{metric_of(row)} -"
 
 
 def _experiment_number(path: Path) -> int:
