@@ -14,8 +14,9 @@ import pytest
 from engine.agents import notes
 from engine.agents import pricing
 from engine.agents.base import ProposalRequest
-from engine.agents.gemini import (GeminiAgent, EditError, apply_edits, build_prompt, ledger_summary,
-                                 parse_answer)
+from engine.agents.edits import EditError, apply_edits, parse_answer
+from engine.agents.gemini import GeminiAgent
+from engine.agents.gemini_prompt import build_prompt, ledger_summary
 from engine.errors import UserError
 from fake_gemini import (FakeGemini, Reply, answer, blocked_candidate, client_error, empty_candidates,
                          rate_limited, server_error)

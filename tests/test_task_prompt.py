@@ -1,6 +1,7 @@
 """The Gemini agent's prompt for a command task speaks of its files, metric and direction."""
 from engine.agents.base import ProposalRequest
-from engine.agents.gemini import SYSTEM_INSTRUCTION, build_prompt, ledger_summary
+from engine.agents.gemini import SYSTEM_INSTRUCTION
+from engine.agents.gemini_prompt import build_prompt, ledger_summary
 from engine.agents.task_prompt import system_instruction
 
 

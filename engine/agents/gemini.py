@@ -17,10 +17,7 @@ retries are switched off so this policy is the one in force.
 """
 from __future__ import annotations
 
-import ast
 import dataclasses
-import difflib
-import json
 import os
 import random
 import re
@@ -35,15 +32,15 @@ from google.genai import types
 
 from engine.agents import notes
 from engine.agents import pricing
-from engine.agents.base import Proposal, ProposalRequest, editable_paths
+from engine.agents.base import Proposal, ProposalRequest
 from engine.errors import UserError
-from engine.loop.guards import parse_problem
-from engine.agents.task_prompt import command_setup, system_instruction
+from engine.agents.edits import (EditError, apply_edits, parse_answer, primary_file, read_editable,
+                                 retry_message, write_files)
+from engine.agents.gemini_prompt import build_prompt, one_line
+from engine.agents.task_prompt import system_instruction
 
 DEFAULT_MODEL = "gemini-3.1-pro-preview"
 SECRET_ENV_VARS = ("GEMINI_API_KEY", "GOOGLE_API_KEY")
-LEDGER_ROWS_IN_PROMPT = 40
-CRASH_TAIL_CHARS = 8000
 MAX_DESCRIPTION_CHARS = 200
 MAX_HYPOTHESIS_CHARS = 1000
 # Status codes worth another try; everything else in 4xx is a configuration
@@ -111,10 +108,6 @@ class Usage:
         self.cost_usd += pricing.estimate_cost_usd(model, prompt, output)
 
 
-class EditError(Exception):
-    """An answer that cannot be applied; its message goes back to the model."""
-
-
 class GeminiAgent:
     name = "gemini"
     fixes_crashes = True
@@ -140,7 +133,7 @@ class GeminiAgent:
 
     def propose(self, request: ProposalRequest) -> Proposal | None:
         run_dir = Path(request.run_dir or self.run_dir)
-        files = _read_editable(Path(request.repo_root), request.editable)
+        files = read_editable(Path(request.repo_root), request.editable)
         self._system = system_instruction(request, SYSTEM_INSTRUCTION)
         contents = [types.Content(role="user", parts=[types.Part(text=build_prompt(request, files, notes.read_notes(run_dir)))])]
         for _ in range(1 + self.max_edit_retries):
@@ -151,12 +144,12 @@ class GeminiAgent:
             text = _text_of(reply)
             try:
                 answer = parse_answer(text, list(files))
-                changed = apply_edits(files, answer["edits"], default_file=_primary(files))
+                changed = apply_edits(files, answer["edits"], default_file=primary_file(files))
             except EditError as error:
-                self._log(f"gemini: answer not applied ({_one_line(str(error))}); asking again")
+                self._log(f"gemini: answer not applied ({one_line(str(error))}); asking again")
                 contents += [reply, types.Content(role="user", parts=[types.Part(text=retry_message(error))])]
                 continue
-            _write_files(Path(request.repo_root), changed)
+            write_files(Path(request.repo_root), changed)
             if (answer.get("notes") or "").strip():
                 notes.write_notes(run_dir, redact(answer["notes"]))
             self.last_outcome = "proposed"
@@ -167,7 +160,7 @@ class GeminiAgent:
 
     def _proposal(self, answer: dict) -> Proposal:
         usage, self._unreported = self._unreported, Usage()
-        return Proposal(description=_one_line(redact(answer["description"]))[:MAX_DESCRIPTION_CHARS],
+        return Proposal(description=one_line(redact(answer["description"]))[:MAX_DESCRIPTION_CHARS],
                         hypothesis=redact(str(answer.get("hypothesis") or "")).strip()[:MAX_HYPOTHESIS_CHARS],
                         prompt_tokens=usage.prompt_tokens, output_tokens=usage.output_tokens,
                         cost_usd=usage.cost_usd)
@@ -186,7 +179,7 @@ class GeminiAgent:
                 _raise_if_permanent(error, self.model)
                 reason, server_delay = f"HTTP {error.code} {error.status or ''}".strip(), server_retry_delay(error)
             except TRANSIENT_ERRORS as error:
-                reason = f"{type(error).__name__}: {_one_line(str(error))[:200]}"
+                reason = f"{type(error).__name__}: {one_line(str(error))[:200]}"
             else:
                 self._unreported.add(self.model, response.usage_metadata)
                 content, reason = _answer_content(response)
@@ -237,7 +230,7 @@ def _make_client(request_timeout_s: float) -> genai.Client:
         return genai.Client(http_options=options)
     except Exception as error:  # the client raises ValueError or google.auth errors; all mean "not configured"
         raise UserError(
-            f"Gemini is not configured ({redact(_one_line(str(error)))}): set GEMINI_API_KEY, or for Vertex AI "
+            f"Gemini is not configured ({redact(one_line(str(error)))}): set GEMINI_API_KEY, or for Vertex AI "
             "set GOOGLE_GENAI_USE_VERTEXAI=true, GOOGLE_CLOUD_PROJECT and GOOGLE_CLOUD_LOCATION with "
             "application-default credentials (gcloud auth application-default login); or use --agent offline"
         ) from None
@@ -246,7 +239,7 @@ def _make_client(request_timeout_s: float) -> genai.Client:
 def _raise_if_permanent(error: genai_errors.APIError, model: str) -> None:
     if error.code in RETRIABLE_STATUS or (error.code or 0) >= 500:
         return
-    message = redact(_one_line(error.message or str(error)))[:300]
+    message = redact(one_line(error.message or str(error)))[:300]
     hint = {400: "check the API key and the model's support for JSON output",
             401: "check the API key or application-default credentials",
             403: "check that the key or project may use this model",
@@ -293,198 +286,3 @@ def redact(text: str) -> str:
         if len(secret) >= 8:
             text = text.replace(secret, "[redacted]")
     return text
-
-
-def _one_line(text: str) -> str:
-    return " ".join(text.split())
-
-
-# ---------------------------------------------------------------- the prompt
-
-def build_prompt(request: ProposalRequest, files: dict[str, str], notes_text: str) -> str:
-    """Each part in its own tagged block, so Markdown inside program.md or the notes cannot blur the parts."""
-    setup = (f"experiment number: {request.experiment}\nhardware: {request.hardware}\n"
-             f"training budget per experiment: {request.budget} (compile time excluded)")
-    if request.task_kind == "command":
-        setup = command_setup(request)
-    blocks = [
-        _block("program.md", request.program_text, "the research protocol, written by the human: follow it"),
-        _block("setup", setup),
-        _block("results", ledger_summary(request.ledger, metric=request.metric, direction=request.direction),
-               "the experiments so far, oldest first"),
-        _block("notes", notes_text or "(none yet: start them in your answer's \"notes\")",
-               "your research notes from earlier answers"),
-    ]
-    if request.swarm:
-        blocks.append(_block("swarm", others_summary(request.swarm),
-                             "recent results of the other workers sharing this search: build on what worked"))
-    if request.in_flight:
-        blocks.append(_block("in flight", others_summary(request.in_flight),
-                             "ideas running on other workers right now: propose a different one"))
-    blocks += [_block(name, text, "current version") for name, text in files.items()]
-    blocks.append(_task(request))
-    return "\n\n".join(blocks) + "\n"
-
-
-def _block(tag: str, body: str, about: str = "") -> str:
-    heading = f"<{tag}>" + (f"  ({about})" if about else "")
-    return f"{heading}\n{body.rstrip()}\n</{tag}>"
-
-
-def _task(request: ProposalRequest) -> str:
-    if request.crash_log_tail:
-        tail = request.crash_log_tail[-CRASH_TAIL_CHARS:]
-        what = "train.py above is" if request.task_kind != "command" else "files above are"
-        return (f"Task: fix a crash. The {what} your last experiment, and it crashed. The end of "
-                f"its log:\n\n<log>\n{tail.rstrip()}\n</log>\n\nFix the cause so that the same idea runs; do not start a "
-                "different idea. Describe the fix in \"description\".")
-    task = (f"Task: propose experiment {request.experiment}: one idea, as edits to the current file. "
-            "Do not repeat an experiment from the results unless you change it meaningfully.")
-    if request.bolder and request.task_kind == "command":
-        task += (f"\n\nThe last several experiments did not improve {request.metric}. Be bolder: try a "
-                 "larger, structural change rather than another small tweak of a number.")
-    elif request.bolder:
-        task += ("\n\nThe last several experiments did not improve val_bpb. Be bolder: try a larger, "
-                 "structural change (architecture, optimizer, schedule, batch or sequence shape) "
-                 "rather than another small tweak of a constant.")
-    return task
-
-
-def ledger_summary(rows: list[dict], limit: int = LEDGER_ROWS_IN_PROMPT, metric: str = "val_bpb",
-                   direction: str = "minimize") -> str:
-    """One line per experiment: number, status, the metric, its change against the best before it."""
-    if not rows:
-        return "(none yet: this is the first experiment)"
-    lines, best = [], None
-    for row in rows:
-        value = row.get(metric)
-        value = value if isinstance(value, (int, float)) else None
-        change = f"{value - best:+.6f}" if value is not None and best is not None else ""
-        if value is not None and (best is None or row.get("kept") or row.get("status") == "keep"):
-            best = value
-        lines.append(_ledger_line(row, value, change))
-    omitted = len(lines) - limit
-    shown = lines[-limit:]
-    header = [f"exp | status | {metric} | vs best before | memory GB | description"]
-    if omitted > 0:
-        header.append(f"({omitted} earlier experiments omitted)")
-    better = "higher" if direction == "maximize" else "lower"
-    footer = f"\nbest {metric} so far: {best:.6f} ({better} is better)" if best is not None else ""
-    return "\n".join(header + shown) + footer
-
-
-def others_summary(rows: list[dict], limit: int = LEDGER_ROWS_IN_PROMPT) -> str:
-    """One line per idea of another worker: who, status, val_bpb, what and why."""
-    lines = []
-    for row in rows[-limit:]:
-        value = row.get("val_bpb")
-        figure = f"{value:.6f}" if isinstance(value, (int, float)) else "-"
-        why = _one_line(str(row.get("hypothesis") or ""))[:160]
-        lines.append(" | ".join([str(row.get("worker", "?")), str(row.get("status", "running")), figure,
-                                 _one_line(str(row.get("description", "")))[:160]] + ([why] if why else [])))
-    return "worker | status | val_bpb | description | hypothesis\n" + "\n".join(lines)
-
-
-def _ledger_line(row: dict, value: float | None, change: str) -> str:
-    status = row.get("status", "?")
-    description = _one_line(str(row.get("description", "")))[:160]
-    if status not in ("keep", "discard") and row.get("error"):
-        description += f" [{_one_line(str(row['error']))[:120]}]"
-    memory = row.get("memory_gb")
-    if memory is None and isinstance(row.get("peak_vram_mb"), (int, float)):
-        memory = row["peak_vram_mb"] / 1024
-    cells = [row.get("experiment", "?"), status, f"{value:.6f}" if value is not None else "-", change or "-",
-             f"{memory:.1f}" if isinstance(memory, (int, float)) else "-", description]
-    return " | ".join(str(cell) for cell in cells)
-
-
-def retry_message(error: EditError) -> str:
-    return (f"Your answer could not be applied: {error}\n\nNothing was changed; the files are as shown in "
-            "the first message. Send the whole JSON object again, with every \"search\" copied exactly "
-            "from the current file.")
-
-
-# ---------------------------------------------------------------- answers and edits
-
-def parse_answer(text: str, editable: list[str]) -> dict:
-    """The answer's JSON object, checked for the fields the loop needs."""
-    text = re.sub(r"^\s*```(?:json)?\s*|\s*```\s*$", "", text)
-    try:
-        answer = json.loads(text)
-    except json.JSONDecodeError as error:
-        raise EditError(f"the answer is not valid JSON ({error.msg} at line {error.lineno} column {error.colno})")
-    if not isinstance(answer, dict):
-        raise EditError("the answer must be a JSON object")
-    if not isinstance(answer.get("description"), str) or not answer["description"].strip():
-        raise EditError("\"description\" must be a non-empty string")
-    edits = answer.get("edits")
-    if not isinstance(edits, list) or not edits:
-        raise EditError("\"edits\" must be a non-empty list of {\"search\", \"replace\"} objects")
-    for number, edit in enumerate(edits, 1):
-        if not isinstance(edit, dict) or not isinstance(edit.get("search"), str) \
-                or not isinstance(edit.get("replace"), str):
-            raise EditError(f"edit {number} must have string fields \"search\" and \"replace\"")
-        if edit.get("file") not in (None, "", *editable):
-            raise EditError(f"edit {number} names file {edit['file']!r}; only {', '.join(editable)} may change")
-    if answer.get("notes") is not None and not isinstance(answer["notes"], str):
-        raise EditError("\"notes\" must be a string")
-    return answer
-
-
-def apply_edits(files: dict[str, str], edits: list[dict], default_file: str) -> dict[str, str]:
-    """The new text of every changed file. Each search must occur exactly once in the text as
-    edited so far; the result must differ and, for Python, parse."""
-    new = dict(files)
-    for number, edit in enumerate(edits, 1):
-        name = edit.get("file") or default_file
-        search, text = edit["search"], new[name]
-        if not search:
-            raise EditError(f"edit {number}: \"search\" is empty")
-        count = text.count(search)
-        if count == 0:
-            raise EditError(f"edit {number}: its \"search\" text is not in {name}{_closest_hint(search, text)}")
-        if count > 1:
-            raise EditError(f"edit {number}: its \"search\" text occurs {count} times in {name}; "
-                            "include more surrounding lines so it is unique")
-        new[name] = text.replace(search, edit["replace"], 1)
-    changed = {name: text for name, text in new.items() if text != files[name]}
-    if not changed:
-        raise EditError("the edits leave every file unchanged")
-    for name, text in changed.items():
-        _check_parses(name, text)
-    return changed
-
-
-def _closest_hint(search: str, text: str) -> str:
-    first = next((line for line in search.splitlines() if line.strip()), "")
-    close = difflib.get_close_matches(first, text.splitlines(), n=1, cutoff=0.6)
-    return f" (its first line is closest to this line of the file: {close[0]!r})" if close else ""
-
-
-def _check_parses(name: str, text: str) -> None:
-    if not name.endswith(".py"):
-        problem = parse_problem(name, text)  # JSON, TOML, YAML
-        if problem:
-            raise EditError(f"after the edits {name} {problem}")
-        return
-    try:
-        ast.parse(text, filename=name)
-    except SyntaxError as error:
-        raise EditError(f"after the edits {name} does not parse: {error.msg} at line {error.lineno}: "
-                        f"{(error.text or '').strip()!r}")
-
-
-def _read_editable(repo: Path, editable: list[str]) -> dict[str, str]:
-    files = {name: (repo / name).read_text(encoding="utf-8") for name in editable_paths(repo, editable)}
-    if not files:
-        raise UserError(f"none of the editable files {editable} exists in {repo}")
-    return files
-
-
-def _primary(files: dict[str, str]) -> str:
-    return "train.py" if "train.py" in files else next(iter(files))
-
-
-def _write_files(repo: Path, changed: dict[str, str]) -> None:
-    for name, text in changed.items():
-        (repo / name).write_text(text, encoding="utf-8")
