@@ -52,7 +52,7 @@ def main(args: argparse.Namespace) -> int:
     with tempfile.TemporaryDirectory(prefix="autoresearch-train-") as private:
         run_dir = Path(private) / "run" if args.no_checkpoint else Path(args.run_dir or _default_run_dir())
         try:
-            result = run(args, run_dir, data_dir, Path(private))
+            result = train_then_score(args, run_dir, data_dir, Path(private))
         except Exception as error:  # never leave a result file that this process did not write
             result = summary.failure("crash", f"autoresearch train failed: {type(error).__name__}: {error}")
     code = result.pop("exit_status", None) or (0 if result["status"] == "ok" else 1)
@@ -70,7 +70,7 @@ def _write(args, result: dict) -> None:
         summary.write_json(args.json_path, result)
 
 
-def run(args, run_dir: Path, data_dir: Path, private: Path) -> dict:
+def train_then_score(args, run_dir: Path, data_dir: Path, private: Path) -> dict:
     """Train, then score; the result as the loop will read it."""
     trained = _train(args, run_dir, data_dir, private / "trainer.json")
     if trained["status"] != "ok":

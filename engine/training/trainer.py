@@ -20,7 +20,6 @@ import traceback
 from pathlib import Path
 
 import jax
-import jax.numpy as jnp
 import numpy as np
 
 from engine import constants, paths
@@ -31,6 +30,7 @@ from engine.training import clock
 from engine.training import compile as compiling
 from engine.training import devices
 from engine.training import export
+from engine.training import hosts
 from engine.training import integrity
 from engine.training import sandbox
 from engine.training import sharding
@@ -38,6 +38,7 @@ from engine.training import summary
 from engine.errors import UserError
 from engine.training.contract import Budget, Context, Experiment
 from engine.training.progress import Progress
+from modelkit import flops
 
 # A loss above this many nats per token has diverged (the reference's threshold).
 EXPLODING_LOSS = 100.0
@@ -66,7 +67,7 @@ def _train(args: argparse.Namespace) -> int:
     started = time.perf_counter()
     guard = sandbox.Guard()
     try:
-        result = run(args, started, guard)
+        result = run_trainer(args, started, guard)
         guard.check()
     except UserError as error:
         _write_result(args, summary.failure("crash", str(error)))
@@ -87,7 +88,7 @@ def _train(args: argparse.Namespace) -> int:
     return 0
 
 
-def run(args, started: float, guard: sandbox.Guard | None = None) -> dict:
+def run_trainer(args, started: float, guard: sandbox.Guard | None = None) -> dict:
     guard = guard or sandbox.Guard()
     budget = clock.budget_from_args(args, constants.TIME_BUDGET_SECONDS)
     data_dir = paths.resolve_data_dir(args.data)
@@ -109,7 +110,7 @@ def run(args, started: float, guard: sandbox.Guard | None = None) -> dict:
     init_started = time.perf_counter()
     state = jax.block_until_ready(compiled.init(rng))
     init_seconds = time.perf_counter() - init_started
-    _warm_up_hosts(mesh, ctx)
+    hosts.warm_up(mesh, ctx)
     batches = _train_batches(train_split, exp, mesh, args.seed, ctx.bos_id)
     watch = compiling.compile_watch()
     budget_clock = clock.BudgetClock(budget, exp.batch_size * exp.sequence_length, compiled.step_flops)
@@ -220,7 +221,7 @@ def train(step, state, batches, budget_clock: clock.BudgetClock, watch, on_loss=
     arrives (progress), never making the host wait for the device.
     """
     on_loss = on_loss or (lambda _clock, _loss: None)
-    agree = _agreement(budget_clock)
+    agree = hosts.agreement(budget_clock)
     agree(False, 0.0)  # compiles the agreement and opens its channels before the clock
     progress, pending, loss = 0.0, None, math.nan
     watch.count, watch.seconds, watch.active = 0, 0.0, True
@@ -254,17 +255,6 @@ def _progress(args, exp: Experiment, ctx: Context, compiled) -> Progress:
                     run_dir=getattr(args, "run_dir", None), show=jax.process_index() == 0)
 
 
-def _warm_up_hosts(mesh, ctx: Context) -> None:
-    """Across hosts, the first collective sets up connections (seconds with gloo): not training time."""
-    if jax.process_count() == 1:
-        return
-    from jax.experimental import multihost_utils
-    rows = np.full((sharding.data_axis_size(mesh), 2), ctx.bos_id, np.int32)
-    batch = sharding.global_batch(sharding.process_share(rows), mesh, len(rows))
-    jax.block_until_ready(jax.jit(jnp.sum, out_shardings=sharding.replicated(mesh))(batch))
-    multihost_utils.sync_global_devices("autoresearch: start the clock")
-
-
 def _complete(metrics: dict, budget_clock: clock.BudgetClock, watch) -> float:
     loss = float(metrics["loss"])  # waits for that step only; the next one is already queued
     budget_clock.exclude(watch.seconds)
@@ -273,51 +263,6 @@ def _complete(metrics: dict, budget_clock: clock.BudgetClock, watch) -> float:
         raise LossDiverged(f"training loss {loss:.4g} at step {budget_clock.completed}: "
                            f"{'not a number' if math.isnan(loss) else 'diverged'}; run stopped")
     return loss
-
-
-def _agreement(budget_clock: clock.BudgetClock):
-    """With several hosts and a time budget, all follow host 0's clock, or they would deadlock.
-
-    Host 0 posts each decision in the coordinator's key-value store: host-to-host only, so
-    no host waits for the device to drain a step.
-    """
-    if jax.process_count() == 1 or budget_clock.budget.mode != "time":
-        return lambda stop, progress: (stop, progress)
-    client = _coordinator_client()
-    if client is None:
-        return _agreement_by_broadcast()
-    decisions = iter(range(2**62))
-
-    def agree(stop: bool, progress: float):
-        key = f"autoresearch/clock/{next(decisions)}"
-        if jax.process_index() == 0:
-            client.key_value_set(key, f"{int(stop)} {progress!r}")
-        else:
-            stop_text, progress_text = client.blocking_key_value_get(key, AGREE_TIMEOUT_MS).split()
-            stop, progress = stop_text == "1", float(progress_text)
-        return stop, progress
-    return agree
-
-
-AGREE_TIMEOUT_MS = 10 * 60 * 1000  # host 0 may be inside a long step
-
-
-def _coordinator_client():
-    try:
-        from jax._src import distributed  # the key-value store has no public handle
-        client = distributed.global_state.client
-        return client if hasattr(client, "blocking_key_value_get") else None
-    except (ImportError, AttributeError):
-        return None
-
-
-def _agreement_by_broadcast():
-    from jax.experimental import multihost_utils
-
-    def agree(stop: bool, progress: float):
-        shared = multihost_utils.broadcast_one_to_all(np.array([float(stop), progress], np.float32))
-        return bool(shared[0]), float(shared[1])
-    return agree
 
 
 def _save(args, run_dir: Path, state, manifest: dict, budget_clock: clock.BudgetClock,
@@ -371,8 +316,7 @@ def _result(exp, ctx, manifest, compiled, budget_clock, watch, final_loss, saved
 
 def count_params(abstract_state) -> int:
     """Elements of the state's `params` entry (key or attribute) if it has one, else of all of it."""
-    params = _params_entry(abstract_state)
-    return int(sum(np.prod(leaf.shape, dtype=np.int64) for leaf in jax.tree.leaves(params)))
+    return flops.count_params(_params_entry(abstract_state))
 
 
 def _params_entry(state):
