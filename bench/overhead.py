@@ -25,7 +25,8 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
-from engine.loop import cycle as steps  # noqa: E402  (the loop's own step functions)
+from engine.loop import cycle  # noqa: E402  (the loop's own step functions)
+from engine.loop.session import open_session  # noqa: E402
 from engine.agents.base import Proposal  # noqa: E402
 from engine.loop.live_view import LiveView  # noqa: E402
 
@@ -67,17 +68,17 @@ def measure(args) -> list[dict]:
         loop_args = argparse.Namespace(tag="bench", program="program.md", data=args.data, seed=0,
                                        max_experiments=None, max_hours=None, timeout=None,
                                        budget_seconds=args.budget_seconds, budget_flops=None, budget_tokens=None)
-        session = steps.open_session(loop_args, LiveView(interactive=False))
+        session = open_session(loop_args, LiveView(interactive=False))
         try:
             session.repo.checkout_branch("bench")
-            steps.run_baseline(session)  # cold: fills the persistent compilation cache
+            cycle.run_baseline(session)  # cold: fills the persistent compilation cache
             figures = []
             agent = CommentAgent()
             for _ in range(args.experiments):
                 start = time.monotonic()
                 experiment = session.ledger.next_experiment()
-                proposal = steps.propose(session, agent, experiment)
-                row = steps.try_candidate(session, proposal, experiment)
+                proposal = cycle.propose(session, agent, experiment)
+                row = cycle.try_candidate(session, proposal, experiment)
                 figures.append({**row, "step_seconds": time.monotonic() - start})
             return figures
         finally:

@@ -4,7 +4,7 @@
     python bench/throughput.py --data stdlib-...    # also print the unigram bound of that cache
 
 Model FLOP/s = 6 x parameters x tokens/s, printed three ways: all parameters (the
-issue's literal formula), matrix parameters only (the embedding table is a lookup,
+common 6N rule of thumb), matrix parameters only (the embedding table is a lookup,
 not a matmul), and train.py's own flops_per_token (matrices plus causal attention).
 On CPU each is divided by the FLOP/s of a large jitted float32 matmul measured in the
 same run, in alternating rounds, best of each, so a busy machine slows both alike.
@@ -27,7 +27,7 @@ sys.path.insert(0, str(REPO))
 from engine.training import devices  # noqa: E402
 from engine.training.contract import Budget, Context  # noqa: E402
 from engine.training.trainer import load_experiment  # noqa: E402
-from model.flops import count_params  # noqa: E402
+from modelkit.flops import count_params  # noqa: E402
 
 MATMUL_SIZES = (2048, 3072)  # the best of these is the machine's matmul speed
 

@@ -19,7 +19,7 @@ COMMANDS = {
     "evaluate": "engine.scoring.evaluate",
     "verify": "engine.scoring.verify",
     "loop": "engine.loop.driver",
-    "experiment": "engine.loop.cycle",
+    "experiment": "engine.loop.external",
     "report": "engine.report.report",
     "status": "engine.report.status",
     "sample": "engine.scoring.sample",

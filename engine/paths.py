@@ -1,6 +1,7 @@
 """Where things live on disk: the data cache, the compilation cache, run directories."""
 from __future__ import annotations
 
+import json
 import os
 from pathlib import Path
 
@@ -34,3 +35,17 @@ def resolve_data_dir(data: str | None) -> Path:
 
 def compilation_cache_dir() -> Path:
     return Path(os.environ.get("JAX_COMPILATION_CACHE_DIR", cache_root() / "xla"))
+
+
+def find_data_dir(fingerprint: str | None) -> Path | None:
+    """The prepared cache whose manifest has this fingerprint (the loop's data)."""
+    root = cache_root()
+    if not fingerprint or not root.is_dir():
+        return None
+    for manifest in sorted(root.glob("*/manifest.json")):
+        try:
+            if json.loads(manifest.read_text()).get("fingerprint") == fingerprint:
+                return manifest.parent
+        except (OSError, json.JSONDecodeError):
+            continue
+    return None

@@ -1,11 +1,13 @@
 """Shared fixtures. `prepared_data` builds one tiny real cache per test session."""
 from __future__ import annotations
 
+import sys
 from pathlib import Path
 
 import pytest
 
 from engine import cli, paths
+from loop_helpers import FAKE_TRAIN, make_cache, make_repo
 
 # A tiny but real cache: the first few MB of the stdlib corpus through the real prepare.
 TINY_PREPARE = ["prepare", "--dataset", "stdlib", "--max-chars", "3000000", "--vocab-size", "512",
@@ -24,3 +26,16 @@ def prepared_data(tmp_path_factory) -> Path:
         yield paths.resolve_data_dir(None)
     finally:
         patch.undo()
+
+
+@pytest.fixture
+def loop_env(tmp_path, monkeypatch):
+    """A scratch repo as cwd, a fake data cache, and the stand-in train command."""
+    root = make_repo(tmp_path)
+    cache = make_cache(tmp_path)
+    fake = tmp_path / "fake_train.py"
+    fake.write_text(FAKE_TRAIN)
+    monkeypatch.setenv("AUTORESEARCH_CACHE", str(cache))
+    monkeypatch.setenv("AUTORESEARCH_TRAIN_COMMAND", f"{sys.executable} {fake}")
+    monkeypatch.chdir(root)
+    return root

@@ -138,7 +138,7 @@ def test_description_falls_back_when_nothing_is_printed(repo):
 
 # ---------------------------------------------------------------- through the real loop
 
-from test_loop_support import ledger_rows, loop_env, run_cli  # noqa: E402,F401 (loop_env is a fixture)
+from loop_helpers import ledger_rows, run_cli
 
 
 def test_the_loop_runs_a_command_agent(loop_env, tmp_path):

@@ -296,7 +296,7 @@ def test_price_estimates():
 
 # ---------------------------------------------------------------- through the real loop
 
-from test_loop_support import ledger_rows, loop_env, run_cli  # noqa: E402,F401 (loop_env is a fixture)
+from loop_helpers import ledger_rows, run_cli
 
 
 def lr_edit(old: str, new: str, description: str, **more) -> dict:

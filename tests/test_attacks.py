@@ -256,7 +256,7 @@ PROGRAM = """# attacks
 
 @pytest.mark.slow
 def test_the_loop_records_attacks_as_invalid_and_crash_with_their_reasons(prepared_data, tmp_path):
-    from test_loop_support import git, ledger_rows, make_repo
+    from loop_helpers import git, ledger_rows, make_repo
     source = TINY_TRAIN.read_text()
     root = make_repo(tmp_path, train_py=source, program_md=PROGRAM, fixed_engine=False)
     edits = {

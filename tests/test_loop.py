@@ -1,4 +1,4 @@
-"""The research loop end to end, against a stand-in for `autoresearch train` (see test_loop_support)."""
+"""The research loop end to end, against a stand-in for `autoresearch train` (see loop_helpers.py)."""
 import os
 import re
 import subprocess
@@ -10,7 +10,7 @@ import pytest
 from engine import cli
 from engine.loop import driver as loop
 from engine.agents.base import Proposal
-from test_loop_support import git, ledger_rows, loop_env, run_cli  # noqa: F401  (loop_env is a fixture)
+from loop_helpers import git, ledger_rows, run_cli
 
 
 class ScriptedAgent:

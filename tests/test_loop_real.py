@@ -5,7 +5,7 @@ from pathlib import Path
 
 import pytest
 
-from test_loop_support import git, ledger_rows, make_repo
+from loop_helpers import git, ledger_rows, make_repo
 
 FIXTURE = Path(__file__).parent / "fixtures" / "tiny_train.py"
 PROGRAM = """# tiny

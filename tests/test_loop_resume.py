@@ -10,9 +10,10 @@ import time
 import pytest
 
 from engine.loop import lock as locks
-from engine.loop import runner
+from engine.loop.orphans import end_orphan
+from engine.processes import process_start_time
 from engine.errors import UserError
-from test_loop_support import git, ledger_rows, loop_env  # noqa: F401
+from loop_helpers import git, ledger_rows
 
 LOOP = ["-m", "engine.cli", "loop", "--tag", "k", "--agent", "offline", "--max-experiments", "9"]
 
@@ -46,9 +47,9 @@ def test_kill_minus_9_then_resume(loop_env):
         if record.exists():  # the training child went with its loop (PDEATHSIG) or is ended on restart
             pid = json.loads(record.read_text())["pid"]
             deadline = time.monotonic() + 5
-            while runner.process_start_time(pid) is not None and time.monotonic() < deadline:
+            while process_start_time(pid) is not None and time.monotonic() < deadline:
                 time.sleep(0.05)
-            assert runner.process_start_time(pid) is None
+            assert process_start_time(pid) is None
         check_consistent(loop_env, ledger_rows(loop_env, "k"))
     assert kills >= 2
     final = start_loop(loop_env, sleep="0")
@@ -86,10 +87,10 @@ def test_restarted_loop_ends_an_orphaned_child(tmp_path):
     orphan = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(120)"], start_new_session=True)
     record = tmp_path / "child.json"
     record.write_text(json.dumps({"pid": orphan.pid, "pgid": orphan.pid,
-                                  "start_time": runner.process_start_time(orphan.pid)}))
-    assert locks.end_orphan(record) == orphan.pid
+                                  "start_time": process_start_time(orphan.pid)}))
+    assert end_orphan(record) == orphan.pid
     orphan.wait(timeout=10)  # end_orphan may already have reaped it
-    assert runner.process_start_time(orphan.pid) is None
+    assert process_start_time(orphan.pid) is None
     assert not record.exists()
     record.write_text(json.dumps({"pid": os.getpid(), "pgid": os.getpid(), "start_time": "0"}))
-    assert locks.end_orphan(record) is None  # a reused pid is not ours to kill
+    assert end_orphan(record) is None  # a reused pid is not ours to kill

@@ -5,6 +5,7 @@ import textwrap
 import time
 
 from engine.loop import runner
+from engine.processes import process_start_time
 
 
 def script(tmp_path, body: str):
@@ -19,21 +20,21 @@ def test_result_comes_from_the_json_not_the_output(tmp_path):
         print("val_bpb: 0.001")  # a printed figure must not count
         json.dump({"status": "ok", "error": None, "val_bpb": 1.5}, open(sys.argv[1], "w"))
     """) + [str(tmp_path / "exp" / "result.json")]
-    outcome = runner.run(command, tmp_path / "exp", timeout=60, cwd=tmp_path)
+    outcome = runner.run_training(command, tmp_path / "exp", timeout=60, cwd=tmp_path)
     assert outcome.status == "ok" and outcome.result["val_bpb"] == 1.5
     assert "val_bpb: 0.001" in outcome.log_path.read_text()
 
 
 def test_crash_nan_and_missing_result(tmp_path):
     exp = tmp_path / "exp"
-    crash = runner.run(script(tmp_path, "raise SystemExit(3)"), exp, timeout=60, cwd=tmp_path)
+    crash = runner.run_training(script(tmp_path, "raise SystemExit(3)"), exp, timeout=60, cwd=tmp_path)
     assert crash.status == "crash" and "exit status 3" in crash.error
-    nan = runner.run(script(tmp_path, f"""
+    nan = runner.run_training(script(tmp_path, f"""
         import json; json.dump({{"status": "nan", "error": "loss is nan at step 7"}}, open({str(exp / 'result.json')!r}, "w"))
         raise SystemExit(1)
     """), exp, timeout=60, cwd=tmp_path)
     assert nan.status == "crash" and "loss is nan" in nan.error
-    silent = runner.run(script(tmp_path, "pass"), exp, timeout=60, cwd=tmp_path)
+    silent = runner.run_training(script(tmp_path, "pass"), exp, timeout=60, cwd=tmp_path)
     assert silent.status == "crash" and "val_bpb" in silent.error
 
 
@@ -43,7 +44,7 @@ def test_secrets_never_reach_the_child(tmp_path, monkeypatch):
         monkeypatch.setenv(name, "s3cret")
     monkeypatch.setenv("AUTORESEARCH_CACHE", "/cache")
     out = tmp_path / "env.json"
-    runner.run(script(tmp_path, f"import json, os; json.dump(dict(os.environ), open({str(out)!r}, 'w'))"),
+    runner.run_training(script(tmp_path, f"import json, os; json.dump(dict(os.environ), open({str(out)!r}, 'w'))"),
                tmp_path / "exp", timeout=60, cwd=tmp_path)
     env = json.loads(out.read_text())
     assert "s3cret" not in env.values()
@@ -61,15 +62,15 @@ def test_timeout_kills_the_whole_group(tmp_path):
     record = tmp_path / "child.json"
     ticks = []
     start = time.monotonic()
-    outcome = runner.run(command, tmp_path / "exp", timeout=2, cwd=tmp_path, child_record=record,
+    outcome = runner.run_training(command, tmp_path / "exp", timeout=2, cwd=tmp_path, child_record=record,
                          on_tick=ticks.append)
     assert outcome.status == "timeout" and time.monotonic() - start < 30
     assert ticks and not record.exists()
     grandchild = int(pid_file.read_text())
     deadline = time.monotonic() + 10
-    while runner.process_start_time(grandchild) is not None and time.monotonic() < deadline:
+    while process_start_time(grandchild) is not None and time.monotonic() < deadline:
         time.sleep(0.1)
-    assert runner.process_start_time(grandchild) is None
+    assert process_start_time(grandchild) is None
 
 
 def test_build_command_passes_budget_seed_and_paths(tmp_path, monkeypatch):

@@ -1,10 +1,10 @@
-"""model/sampling.py against tiny pure-JAX logits functions with known answers."""
+"""modelkit/sampling.py against tiny pure-JAX logits functions with known answers."""
 import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from model.sampling import generate
+from modelkit.sampling import generate
 
 VOCAB = 11
 

@@ -8,7 +8,8 @@ from types import SimpleNamespace
 
 import pytest
 
-from engine.report import status
+from engine.loop import standings
+from engine.report import runs, status
 from engine.errors import UserError
 
 
@@ -48,7 +49,7 @@ def test_counts_best_and_last_from_the_ledger(tmp_path):
     run_dir = write_loop(tmp_path, "demo", ROWS)
     text = "\n".join(status.status_lines(run_dir))
     assert "running:  no" in text
-    assert "5 experiments (keep 2, discard 1, crash 1, timeout 1, rejected 0, invalid 0)" in text
+    assert "5 experiments (keep 2, discard 1, crash 1, timeout 1)" in text
     assert "baseline: val_bpb 2.000000" in text
     assert "best:     val_bpb 1.800000  (experiment 2" in text
     assert "'double the learning rate'" in text and "-10.00% vs baseline" in text
@@ -62,7 +63,7 @@ def test_best_is_the_last_kept_row_not_the_lowest_single_run(tmp_path):
             ledger_row(2, "keep", 2.2487, "halve the batch", best_after=2.2487)]
     text = "\n".join(status.status_lines(write_loop(tmp_path, "noisy", rows)))
     assert "best:     val_bpb 2.248700  (experiment 2" in text
-    assert status.best_kept(rows)["experiment"] == 2
+    assert standings.best_row(rows)["experiment"] == 2
 
 
 def test_running_loop_shows_the_experiment_in_progress(tmp_path):
@@ -100,12 +101,12 @@ def test_default_tag_is_the_most_recent_loop(tmp_path, monkeypatch, capsys):
 def test_unknown_tag_names_the_known_ones(tmp_path):
     write_loop(tmp_path, "demo", ROWS)
     with pytest.raises(UserError, match=r"'nope'.*demo"):
-        status.resolve_run_dir("nope", tmp_path / "runs")
+        runs.resolve_run_dir("nope", tmp_path / "runs")
 
 
 def test_no_loops_says_how_to_start_one(tmp_path):
     with pytest.raises(UserError, match="autoresearch loop --tag"):
-        status.resolve_run_dir(None, tmp_path / "runs")
+        runs.resolve_run_dir(None, tmp_path / "runs")
 
 
 def test_cli_status_runs_without_jax(tmp_path):

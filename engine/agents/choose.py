@@ -10,16 +10,19 @@ AGENTS = ("offline", "gemini", "command")
 
 
 def gemini_configured(env=None) -> bool:
+    """Whether google-genai would find credentials: an API key, or Vertex AI switched on."""
     env = os.environ if env is None else env
     vertex = env.get("GOOGLE_GENAI_USE_VERTEXAI", "").strip().lower() in ("1", "true", "yes")
     return bool(env.get("GEMINI_API_KEY") or env.get("GOOGLE_API_KEY")) or vertex
 
 
 def default_agent(env=None) -> str:
+    """gemini when it is configured, else the offline agent (no network, no key)."""
     return "gemini" if gemini_configured(env) else "offline"
 
 
 def make_agent(name: str | None, args, run_dir: Path | None = None, program=None):
+    """The agent named by --agent (or the default), configured from the flags and program.md."""
     name = name or default_agent()
     if name == "offline":
         from engine.agents.offline import OfflineAgent

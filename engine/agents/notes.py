@@ -7,8 +7,9 @@ a runaway answer must not grow it without end.
 """
 from __future__ import annotations
 
-import os
 from pathlib import Path
+
+from engine.files import write_atomic
 
 NOTES_FILE = "notes.md"
 MAX_NOTES_CHARS = 6000
@@ -40,7 +41,5 @@ def write_notes(run_dir: Path, text: str, limit: int = MAX_NOTES_CHARS) -> Path:
     """Replace the notes atomically, so a loop killed mid-write never leaves half a file."""
     path = notes_path(run_dir)
     path.parent.mkdir(parents=True, exist_ok=True)
-    temporary = path.with_suffix(".md.tmp")
-    temporary.write_text(bound_notes(text, limit), encoding="utf-8")
-    os.replace(temporary, path)
+    write_atomic(path, bound_notes(text, limit))
     return path

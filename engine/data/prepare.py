@@ -9,7 +9,6 @@ a killed prepare never leaves a cache that looks complete.
 from __future__ import annotations
 
 import datetime
-import hashlib
 import json
 import os
 import re
@@ -18,7 +17,6 @@ import sys
 import threading
 import time
 from pathlib import Path
-from typing import Iterator
 
 import numpy as np
 
@@ -27,8 +25,9 @@ from engine.data import cache as data
 from engine.data import sources
 from engine.data import splits
 from engine.errors import UserError
-from engine.files import sha256_file, sha256_json
-from engine.loop.processes import process_alive
+from engine.data.streams import DocumentStore, TokenWriter
+from engine.files import sha256_file, sha256_json, write_atomic
+from engine.processes import process_alive
 from engine.data.tokenizer import TRAINER_OPTIONS, Tokenizer, train_tokenizer
 
 FORMAT = 1
@@ -155,55 +154,8 @@ def build_cache(work: Path, name: str, spec: dict, constants_: dict) -> dict:
         store.remove()
     check_held_out_sizes(split_facts, constants_["eval_tokens"], spec)
     manifest = make_manifest(work, name, spec, constants_, tokenizer, split_facts)
-    write_atomically(work / data.MANIFEST, json.dumps(manifest, indent=2) + "\n")
+    write_atomic(work / data.MANIFEST, json.dumps(manifest, indent=2) + "\n")
     return manifest
-
-
-class DocumentStore:
-    """One split's documents spooled to disk as UTF-8, read back in batches."""
-
-    def __init__(self, path: Path):
-        self.path = path
-        self._file = open(path, "wb")
-        self.offsets = [0]
-        self.chars = 0
-        self.sample_keys: list[float] = []  # per document, in [0, 1): picks the tokenizer's sample
-
-    def add(self, text: str, sample_key: float) -> None:
-        encoded = text.encode("utf-8")
-        self._file.write(encoded)
-        self.offsets.append(self.offsets[-1] + len(encoded))
-        self.chars += len(text)
-        self.sample_keys.append(sample_key)
-
-    @property
-    def documents(self) -> int:
-        return len(self.offsets) - 1
-
-    @property
-    def bytes(self) -> int:
-        return self.offsets[-1]
-
-    def close(self) -> None:
-        self._file.close()
-
-    def batches(self, max_chars: int, chosen=None) -> Iterator[list[str]]:
-        batch, size = [], 0
-        with open(self.path, "rb") as stream:
-            for i in range(self.documents):
-                text = stream.read(self.offsets[i + 1] - self.offsets[i]).decode("utf-8")
-                if chosen is not None and not chosen(i):
-                    continue
-                batch.append(text)
-                size += len(text)
-                if size >= max_chars:
-                    yield batch
-                    batch, size = [], 0
-        if batch:
-            yield batch
-
-    def remove(self) -> None:
-        self.path.unlink(missing_ok=True)
 
 
 def spool_documents(work: Path, spec: dict, constants_: dict) -> dict[str, DocumentStore]:
@@ -296,45 +248,6 @@ def tokenize_split(work: Path, split: str, store: DocumentStore, tokenizer: Toke
     return {"documents": store.documents, "tokens": writer.count, "bytes": store.bytes, "sha256": sha256}
 
 
-class TokenWriter:
-    """Streams a split's flat token array to .npy without holding it in memory."""
-
-    def __init__(self, path: Path, dtype):
-        self.path, self.dtype = path, np.dtype(dtype)
-        self._raw_path = path.with_suffix(".raw")
-        self._raw = open(self._raw_path, "wb")
-        self._hash = hashlib.sha256()
-        self.doc_starts = [0]
-        self.count = 0
-        self.last_chunk = np.zeros(0, dtype=self.dtype)
-
-    def add_documents(self, documents: list[list[int]], bos_id: int) -> None:
-        bos = np.array([bos_id], dtype=self.dtype)
-        parts = []
-        for ids in documents:
-            parts.append(bos)
-            parts.append(np.asarray(ids, dtype=self.dtype))
-            self.count += len(ids) + 1
-            self.doc_starts.append(self.count)
-        chunk = np.concatenate(parts) if parts else np.zeros(0, dtype=self.dtype)
-        encoded = chunk.tobytes()
-        self._raw.write(encoded)
-        self._hash.update(encoded)
-        self.last_chunk = chunk
-
-    def finish(self, docs_path: Path) -> str:
-        self._raw.close()
-        header = {"descr": np.lib.format.dtype_to_descr(self.dtype), "fortran_order": False, "shape": (self.count,)}
-        with open(self.path, "wb") as out, open(self._raw_path, "rb") as raw:
-            np.lib.format.write_array_header_1_0(out, header)
-            shutil.copyfileobj(raw, out, 1 << 24)
-        self._raw_path.unlink()
-        doc_starts = np.asarray(self.doc_starts[:-1] + [self.count], dtype=np.int64)
-        np.save(docs_path, doc_starts)
-        self._hash.update(doc_starts.tobytes())
-        return self._hash.hexdigest()
-
-
 def make_manifest(work: Path, name: str, spec: dict, constants_: dict, tokenizer: Tokenizer,
                   split_facts: dict) -> dict:
     tokenizer_sha = sha256_file(work / data.TOKENIZER)
@@ -353,16 +266,6 @@ def print_summary(manifest: dict, path: Path, seconds: float) -> None:
     for split, facts in manifest["splits"].items():
         print(f"  {split:5s} {facts['documents']:8d} documents {facts['tokens']:12d} tokens "
               f"{facts['bytes']:12d} bytes")
-
-
-# helpers --------------------------------------------------------------------
-
-
-
-def write_atomically(path: Path, text: str) -> None:
-    staged = path.with_name(path.name + ".partial")
-    staged.write_text(text)
-    os.replace(staged, path)
 
 
 def note(message: str) -> None:

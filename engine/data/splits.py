@@ -23,6 +23,8 @@ def unit_interval(digest: bytes, part: int = 0) -> float:
 
 def split_of(text: str, val_fraction: float = constants.VAL_FRACTION,
              test_fraction: float = constants.TEST_FRACTION) -> str:
+    """train, val or test for a document, by a hash of its content: the same text always
+    lands in the same split, whatever the source order or the machine."""
     return split_of_digest(document_hash(text), val_fraction, test_fraction)
 
 

@@ -6,7 +6,9 @@ from __future__ import annotations
 
 import time
 
-from engine.loop import cycle as steps
+from engine.loop import cycle
+from engine.loop.resume import resume
+from engine.loop.session import Session, open_session
 from engine.agents.choose import make_agent
 from engine.errors import UserError
 from engine.loop.live_view import format_val, keep_rate
@@ -20,7 +22,9 @@ OUTAGE_MAX_WAIT_SECONDS = 600.0
 sleep = time.sleep  # tests replace it
 
 
-def stop_reason(session: steps.Session, empty_proposals: int) -> str | None:
+def stop_reason(session: Session, empty_proposals: int) -> str | None:
+    """Why the loop stops now, or None to go on: program.md's stopping criteria (with the
+    flags' overrides), then an agent that proposed nothing MAX_EMPTY_PROPOSALS times in a row."""
     program, ledger = session.program, session.ledger
     if program.max_experiments is not None and len(ledger.rows) >= program.max_experiments:
         return f"reached max_experiments {program.max_experiments}"
@@ -38,44 +42,45 @@ def stop_reason(session: steps.Session, empty_proposals: int) -> str | None:
     return None
 
 
-def one_experiment(session: steps.Session, agent) -> str:
+def one_experiment(session: Session, agent) -> str:
     """Propose and try one idea (with crash fix-ups): "tried", "empty" or "unavailable"."""
     experiment = session.ledger.next_experiment()
-    proposal = steps.propose(session, agent, experiment)
+    proposal = cycle.propose(session, agent, experiment)
     if proposal is None or not session.repo.changed_paths():
         session.repo.restore()
         return "unavailable" if getattr(agent, "last_outcome", "") == "unavailable" else "empty"
-    row = steps.try_candidate(session, proposal, experiment, extra={"agent": agent.name})
+    row = cycle.try_candidate(session, proposal, experiment, extra={"agent": agent.name})
     fix_crashes(session, agent, row)
     return "tried"
 
 
-def wait_for_agent(session: steps.Session, outages: int) -> None:
+def wait_for_agent(session: Session, outages: int) -> None:
+    """Sleep before asking an unavailable agent again: 60 s, doubling per outage, at most 10 min."""
     seconds = min(OUTAGE_FIRST_WAIT_SECONDS * 2 ** (outages - 1), OUTAGE_MAX_WAIT_SECONDS)
     session.live.say(f"the agent's service is unavailable ({outages} in a row): waiting {seconds:.0f} s")
     sleep(seconds)
 
 
-def fix_crashes(session: steps.Session, agent, row: dict) -> None:
+def fix_crashes(session: Session, agent, row: dict) -> None:
     """Give an agent that can fix crashes the crashed code and its log, up to max_fix_attempts times."""
     attempts = 0
     while (row["status"] == "crash" and getattr(agent, "fixes_crashes", False) and row.get("commit")
            and attempts < session.program.max_fix_attempts and steps_left(session)):
         attempts += 1
-        crashed_commit, idea = row["commit"], row.get("fix_of", row["experiment"])
-        for path in session.repo.git.diff("--name-only", f"{crashed_commit}~1", crashed_commit).split():
-            (session.repo.root / path).write_text(session.repo.file_at(crashed_commit, path))
-        tail = steps.crash_log_tail(session.run_dir / row["log"]) if row.get("log") else ""
+        idea = row.get("fix_of", row["experiment"])
+        session.repo.put_back(row["commit"])
+        tail = cycle.crash_log_tail(session.run_dir / row["log"]) if row.get("log") else ""
         experiment = session.ledger.next_experiment()
-        proposal = steps.propose(session, agent, experiment, crash_log_tail=tail)
+        proposal = cycle.propose(session, agent, experiment, crash_log_tail=tail)
         if proposal is None or not session.repo.changed_paths():
             session.repo.restore()
             return
-        row = steps.try_candidate(session, proposal, experiment, role="fix",
+        row = cycle.try_candidate(session, proposal, experiment, role="fix",
                                   extra={"agent": agent.name, "fix_of": idea, "fix_attempt": attempts})
 
 
-def steps_left(session: steps.Session) -> bool:
+def steps_left(session: Session) -> bool:
+    """Whether max_experiments leaves room for one more experiment."""
     limit = session.program.max_experiments
     return limit is None or len(session.ledger.rows) < limit
 
@@ -84,13 +89,13 @@ def main(args) -> int:
     if getattr(args, "remote", None) or getattr(args, "worker", None):
         raise UserError("--remote/--worker (a swarm sharing a git remote) is not built yet: "
                         "run one loop per repository without them")
-    session = steps.open_session(args)
+    session = open_session(args)
     try:
         session.repo.checkout_branch(args.tag)
         agent = make_agent(args.agent, args, run_dir=session.run_dir, program=session.program)
         say_start(session, agent)
-        steps.resume(session)
-        steps.run_baseline(session)
+        resume(session)
+        cycle.run_baseline(session)
         empty = outages = 0
         while (reason := stop_reason(session, empty)) is None:
             outcome = one_experiment(session, agent)
@@ -104,7 +109,7 @@ def main(args) -> int:
         session.close()
 
 
-def say_start(session: steps.Session, agent) -> None:
+def say_start(session: Session, agent) -> None:
     rows = session.ledger.rows
     resumed = f", resuming after experiment {rows[-1]['experiment']}" if rows else ""
     session.live.say(f"loop {session.tag} on branch {branch_name(session.tag)}: agent {agent.name}, "
@@ -112,7 +117,7 @@ def say_start(session: steps.Session, agent) -> None:
                      f"{session.program.hard_timeout():.0f} s{resumed}")
 
 
-def say_end(session: steps.Session, reason: str) -> None:
+def say_end(session: Session, reason: str) -> None:
     rows = session.ledger.rows
     baselines = [r for r in rows if r.get("role") == "baseline"]
     baseline_mean = baselines[-1].get("best_after") if baselines else None  # mean of its runs

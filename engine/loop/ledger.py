@@ -12,9 +12,13 @@ import math
 import os
 from pathlib import Path
 
+from engine.files import write_atomic
+from engine.loop import standings
+
 TSV_COLUMNS = ("commit", "val_bpb", "memory_gb", "status", "description")
-# invalid: the scorer refused the model (it saw later tokens or other rows, or its logits are not finite)
-STATUSES = ("keep", "discard", "crash", "timeout", "rejected", "invalid")
+# invalid: the scorer's causality probe failed; stale: a parallel candidate whose change no
+# longer applies to the best.
+STATUSES = ("keep", "discard", "crash", "timeout", "rejected", "invalid", "stale")
 
 
 def tsv_line(row: dict) -> str:
@@ -35,14 +39,6 @@ def _append(path: Path, text: str) -> None:
         os.close(fd)
 
 
-def _write_atomic(path: Path, text: str) -> None:
-    tmp = path.with_name(path.name + ".tmp")
-    tmp.write_text(text)
-    with open(tmp, "rb+") as f:
-        os.fsync(f.fileno())
-    os.replace(tmp, path)
-
-
 def _finite(value):
     """JSON has no NaN or infinity: such figures are written as null."""
     if isinstance(value, float) and not math.isfinite(value):
@@ -55,19 +51,25 @@ def _finite(value):
 
 
 def read_rows(jsonl: Path) -> list[dict]:
-    """Every whole row; a torn last line (a kill mid-write) is ignored."""
-    if not jsonl.exists():
+    """Every whole row, oldest first. A line that is not a JSON object (the torn tail of a
+    kill mid-write, or a line still being written while a reader looks) is left out."""
+    try:
+        text = Path(jsonl).read_text(encoding="utf-8", errors="replace")
+    except FileNotFoundError:
         return []
     rows = []
-    for line in jsonl.read_text().splitlines():
+    for line in text.splitlines():
         try:
-            rows.append(json.loads(line))
+            row = json.loads(line)
         except json.JSONDecodeError:
-            break
+            continue
+        if isinstance(row, dict):
+            rows.append(row)
     return rows
 
 
 class Ledger:
+    """The tag's ledger, loaded and repaired on open; rows are appended, never rewritten."""
     def __init__(self, run_dir: Path):
         self.run_dir = Path(run_dir)
         self.run_dir.mkdir(parents=True, exist_ok=True)
@@ -79,12 +81,14 @@ class Ledger:
     def _repair(self) -> None:
         whole = "".join(json.dumps(row) + "\n" for row in self.rows)
         if self.jsonl.exists() and self.jsonl.read_text() != whole:
-            _write_atomic(self.jsonl, whole)
+            write_atomic(self.jsonl, whole, durable=True)
         expected = "\t".join(TSV_COLUMNS) + "\n" + "".join(tsv_line(row) for row in self.rows)
         if not self.tsv.exists() or self.tsv.read_text() != expected:
-            _write_atomic(self.tsv, expected)
+            write_atomic(self.tsv, expected, durable=True)
 
     def append(self, row: dict) -> dict:
+        """Append one decided row. Refuses an unknown status and any experiment number but the
+        next, so a resumed loop can never record an experiment twice or skip one."""
         if row.get("status") not in STATUSES:
             raise ValueError(f"status {row.get('status')!r} is not one of {STATUSES}")
         if row.get("experiment") != len(self.rows):
@@ -95,27 +99,22 @@ class Ledger:
         self.rows.append(row)
         return row
 
-    # Facts the loop and agents derive from the rows.
+    # Facts derived from the rows: engine/loop/standings.py defines them once.
 
     def next_experiment(self) -> int:
         return len(self.rows)
 
-    def kept(self) -> list[dict]:
-        return [row for row in self.rows if row.get("kept")]
-
     def best_commit(self) -> str | None:
-        kept = self.kept()
-        return kept[-1]["commit"] if kept else None
+        return standings.best_commit(self.rows)
+
+    def best_value(self) -> float | None:
+        return standings.best_value(self.rows)
+
+    def noise(self) -> float:
+        return standings.noise(self.rows)
 
     def total_cost(self) -> float:
-        return sum(float(row.get("cost_usd") or 0.0) for row in self.rows)
+        return standings.total_cost(self.rows)
 
     def misses_in_a_row(self) -> int:
-        """Candidates since the last keep that did not improve (rejected ones included)."""
-        count = 0
-        for row in reversed(self.rows):
-            if row.get("kept"):
-                break
-            if not row.get("needs_rerun"):
-                count += 1
-        return count
+        return standings.misses_in_a_row(self.rows)

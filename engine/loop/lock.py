@@ -1,4 +1,4 @@
-"""One loop per repository, and no training child that outlives its loop.
+"""One loop per repository: an flock held for the loop's life.
 
 The lock is an flock on runs/.loop.lock, held for the loop's life: the kernel drops
 it when the process dies (kill -9 included), so a stale lock from a dead pid is simply
@@ -12,7 +12,6 @@ import os
 import time
 from pathlib import Path
 
-from engine.loop import runner
 from engine.errors import UserError
 
 
@@ -59,39 +58,3 @@ class LoopLock:
 
     def __exit__(self, *exc) -> None:
         self.release()
-
-
-def end_orphan(child_record: Path) -> int | None:
-    """Kill the training child a dead loop left running; return its pid if there was one."""
-    try:
-        record = json.loads(child_record.read_text())
-        pid, pgid = int(record["pid"]), int(record["pgid"])
-    except (OSError, ValueError, KeyError):
-        child_record.unlink(missing_ok=True)
-        return None
-    alive = runner.process_start_time(pid)
-    if alive is not None and alive == record.get("start_time"):
-        runner.kill_group(pgid)
-        _reap(pid)
-    else:
-        pid = None
-    child_record.unlink(missing_ok=True)
-    return pid
-
-
-def _reap(pid: int) -> None:
-    """Wait until pid is gone (it may be our own child in tests)."""
-    deadline = time.monotonic() + 10
-    while time.monotonic() < deadline and runner.process_start_time(pid) is not None:
-        try:
-            if os.waitpid(pid, os.WNOHANG)[0] == pid:
-                return
-        except ChildProcessError:
-            pass
-        stat = Path(f"/proc/{pid}/stat")
-        try:
-            if stat.read_text().rsplit(")", 1)[1].split()[0] == "Z":
-                return
-        except OSError:
-            return
-        time.sleep(0.05)

@@ -121,6 +121,8 @@ _BOUNDS = re.compile(r"^-\s+`?([A-Z][A-Z0-9_]*(?:\.[A-Za-z_][A-Za-z0-9_]*)?)`?\s
 
 
 def parse(text: str, source: str = "program.md") -> Program:
+    """program.md's settings: only known `## ` sections, only their `- ` lines; a value that
+    does not parse stops here with the file, the line and what to write instead."""
     program = Program(text=text)
     editable: list[str] = []
     section = None

@@ -122,6 +122,29 @@ class Repo:
         self.git.reset("--hard", "-q", sha)
         self.git.clean("-f", "-d", "-q")
 
+    def changed_in(self, sha: str) -> list[str]:
+        """Paths the commit changed against its parent."""
+        return self.git.diff("--name-only", f"{sha}~1", sha).splitlines()
+
+    def put_back(self, sha: str) -> list[str]:
+        """Write the files a commit changed, as they are in it, into the working tree
+        (uncommitted): a crashed idea goes back to the agent that will fix it."""
+        restored = []
+        for path in self.changed_in(sha):
+            try:
+                text = self.file_at(sha, path)
+            except Exception:  # GitPython's GitCommandError: deleted in that commit
+                continue
+            (self.root / path).write_text(text)
+            restored.append(path)
+        return restored
+
+    def stash(self, message: str) -> None:
+        self.git.stash("push", "--include-untracked", "-q", "-m", message)
+
+    def unstash(self) -> None:
+        self.git.stash("pop", "-q")
+
     def restore(self) -> None:
         """Throw away every uncommitted change (a rejected or abandoned proposal)."""
         self.reset_to("HEAD")

@@ -23,10 +23,12 @@ import time
 from pathlib import Path
 from typing import Callable
 
+from engine.files import write_atomic
+from engine.processes import kill_group, process_start_time
+
 SECRET_NAME = re.compile(r"KEY|TOKEN|SECRET|PASSWORD|PASSWD|CREDENTIAL|AUTH|COOKIE|SESSION", re.IGNORECASE)
 # Not secrets by name, but they point at or switch on credentials.
 SECRET_VARS = {"GOOGLE_APPLICATION_CREDENTIALS", "GOOGLE_GENAI_USE_VERTEXAI", "CLOUDSDK_CONFIG", "NETRC"}
-KILL_GRACE_SECONDS = 5.0
 POLL_SECONDS = 0.25
 
 
@@ -41,6 +43,8 @@ class Outcome:
 
 
 def scrubbed_env(env: dict | None = None) -> dict:
+    """The environment without secrets: no variable whose name looks like a key, token or
+    password, nor those that point at credentials. Every train.py run gets this one."""
     env = dict(os.environ if env is None else env)
     clean = {k: v for k, v in env.items() if k not in SECRET_VARS and not SECRET_NAME.search(k)}
     clean["PYTHONUNBUFFERED"] = "1"
@@ -69,31 +73,6 @@ def _die_with_parent() -> None:
         pass  # not Linux: the restarted loop ends orphans instead
 
 
-def process_start_time(pid: int) -> str | None:
-    """The kernel's start time of pid (to tell it from a later process with the same pid)."""
-    try:
-        stat = Path(f"/proc/{pid}/stat").read_text()
-    except OSError:
-        return None
-    return stat.rsplit(")", 1)[1].split()[19]
-
-
-def kill_group(pgid: int) -> None:
-    """SIGTERM the whole group, then SIGKILL what is left after a grace period."""
-    for sig, wait in ((signal.SIGTERM, KILL_GRACE_SECONDS), (signal.SIGKILL, 0)):
-        try:
-            os.killpg(pgid, sig)
-        except ProcessLookupError:
-            return
-        deadline = time.monotonic() + wait
-        while time.monotonic() < deadline:
-            try:
-                os.killpg(pgid, 0)
-            except ProcessLookupError:
-                return
-            time.sleep(0.1)
-
-
 def read_result(path: Path) -> dict:
     try:
         value = json.loads(path.read_text())
@@ -103,6 +82,9 @@ def read_result(path: Path) -> dict:
 
 
 def classify(returncode: int | None, timed_out: bool, result: dict) -> tuple[str, str | None]:
+    """The run's status from how it ended: "timeout" if it was killed at the hard timeout;
+    "ok" only with exit status 0 and a finite, positive val_bpb in the result file; else
+    "crash" with the reason the result file gives, or the exit status."""
     if timed_out:
         return "timeout", "killed at the hard timeout"
     val = result.get("val_bpb")
@@ -118,7 +100,7 @@ def classify(returncode: int | None, timed_out: bool, result: dict) -> tuple[str
     return "crash", "no valid val_bpb in the result file"
 
 
-def run(command: list[str], exp_dir: Path, timeout: float, cwd: Path,
+def run_training(command: list[str], exp_dir: Path, timeout: float, cwd: Path,
         child_record: Path | None = None, on_tick: Callable[[float], None] | None = None) -> Outcome:
     """Run command with output to exp_dir/train.log; the result comes from exp_dir/result.json."""
     exp_dir.mkdir(parents=True, exist_ok=True)
@@ -164,6 +146,4 @@ def _record_child(path: Path | None, pid: int, exp_dir: Path) -> None:
     if path is None:
         return
     record = {"pid": pid, "pgid": pid, "start_time": process_start_time(pid), "exp_dir": str(exp_dir)}
-    tmp = path.with_name(path.name + ".tmp")
-    tmp.write_text(json.dumps(record))
-    os.replace(tmp, path)
+    write_atomic(path, json.dumps(record))

@@ -1,22 +1,23 @@
 """test_bpb on the held-out split: computed here only, for the report.
 
-For the baseline and each kept experiment, `autoresearch evaluate --split test`
-scores its saved checkpoint in a subprocess: the scorer runs the exported forward
-saved beside it and never imports train.py (the commit's train.py is passed along
-for the record only). Figures are cached in runs/<tag>/heldout.json so a second report is
+For the baseline and each kept experiment, the train.py of its commit (from git)
+scores its saved checkpoint with `autoresearch evaluate --split test` in a
+subprocess. Figures are cached in runs/<tag>/heldout.json so a second report is
 quick. Nothing here writes to the ledger or anywhere an agent reads, so the loop
 never sees a test figure.
 """
 from __future__ import annotations
 
 import json
-import os
 import subprocess
 import sys
 import tempfile
 from pathlib import Path
 
 from engine import paths
+from engine.files import write_atomic
+from engine.loop.runner import scrubbed_env
+from engine.report.runs import checkpoint_of, train_source
 
 CACHE_FILE = "heldout.json"
 EVALUATE_TIMEOUT_SECONDS = 3600
@@ -46,26 +47,12 @@ def test_figures(run_dir: Path, rows: list[dict], repo_root: Path,
     return figures
 
 
-def checkpoint_of(run_dir: Path, row: dict) -> Path:
-    recorded = row.get("checkpoint")
-    if recorded:
-        path = Path(recorded)
-        return path if path.is_absolute() else Path(run_dir).parent.parent / path
-    return Path(run_dir) / f"exp-{int(row.get('experiment', 0)):04d}" / "checkpoint"
-
-
-def data_dir_for(fingerprint: str | None) -> Path | None:
-    """The prepared cache whose manifest has this fingerprint (the loop's data)."""
-    from engine.data import cache
-    return cache.find_by_fingerprint(paths.cache_root(), fingerprint)
-
-
 def _evaluate(run_dir: Path, row: dict, repo_root: Path) -> dict:
     checkpoint = checkpoint_of(run_dir, row)
     if not checkpoint.exists():
         return _failure(f"no checkpoint at {checkpoint}")
     fingerprint = row.get("manifest_fingerprint")
-    data = data_dir_for(fingerprint)
+    data = paths.find_data_dir(fingerprint)
     if data is None:
         return _failure(f"no prepared dataset with manifest fingerprint {fingerprint} under "
                         f"{paths.cache_root()}: prepare the loop's dataset again")
@@ -85,7 +72,7 @@ def _run_evaluate(tmp: Path, source: str, checkpoint: Path, data: Path, repo_roo
                "--data", str(data), "--json", str(result_json)]
     try:
         done = subprocess.run(command, cwd=repo_root, capture_output=True, text=True,
-                              timeout=EVALUATE_TIMEOUT_SECONDS, env=_evaluate_env())
+                              timeout=EVALUATE_TIMEOUT_SECONDS, env=scrubbed_env())
     except subprocess.TimeoutExpired:
         return _failure(f"evaluate took over {EVALUATE_TIMEOUT_SECONDS} s")
     if done.returncode != 0 or not result_json.exists():
@@ -95,20 +82,6 @@ def _run_evaluate(tmp: Path, source: str, checkpoint: Path, data: Path, repo_roo
     return {"test_bpb": result.get("bpb"), "tokens": result.get("tokens"),
             "manifest_fingerprint": result.get("manifest_fingerprint"),
             "checkpoint": str(checkpoint), "error": None}
-
-
-def train_source(repo_root: Path, row: dict) -> str:
-    """train.py as it was at the commit of a ledger row."""
-    import git  # GitPython, only where it is used
-
-    train_path = row.get("train_path", "train.py")
-    return git.Repo(repo_root).git.show(f"{row['commit']}:{train_path}")
-
-
-def _evaluate_env() -> dict:
-    # An API key has no business in a run of train.py.
-    secrets = ("GEMINI_API_KEY", "GOOGLE_API_KEY")
-    return {k: v for k, v in os.environ.items() if k not in secrets}
 
 
 def _failure(error: str) -> dict:
@@ -127,7 +100,4 @@ def _load_cache(run_dir: Path) -> dict:
 
 
 def _save_cache(run_dir: Path, entries: dict) -> None:
-    path = Path(run_dir) / CACHE_FILE
-    temporary = path.with_suffix(".json.tmp")
-    temporary.write_text(json.dumps({"entries": entries}, indent=1, sort_keys=True))
-    os.replace(temporary, path)
+    write_atomic(Path(run_dir) / CACHE_FILE, json.dumps({"entries": entries}, indent=1, sort_keys=True))

@@ -2,7 +2,7 @@
 
 The model is the train.py of the best kept commit (read from git, so the working
 tree may be anywhere), its state restored with Orbax onto this machine's devices,
-and its Experiment.logits drives model/sampling.py.
+and its Experiment.logits drives modelkit/sampling.py.
 """
 from __future__ import annotations
 
@@ -11,23 +11,24 @@ import tempfile
 from pathlib import Path
 
 from engine import constants, paths
-from engine.report import heldout
 from engine.errors import UserError
-from engine.report.status import best_kept, read_ledger, resolve_run_dir, score
+from engine.loop.ledger import read_rows
+from engine.loop.standings import best_row, score
+from engine.report.runs import LEDGER, checkpoint_of, resolve_run_dir, train_source
 
 
 def main(args) -> int:
     _check_settings(args.max_tokens, args.temperature, args.top_k)
     run_dir = resolve_run_dir(args.tag)
-    best = best_kept(read_ledger(run_dir))
+    best = best_row(read_rows(run_dir / LEDGER))
     if best is None:
         raise UserError(f"loop {run_dir.name!r} has no kept experiment with a val_bpb yet: "
                         "wait for the baseline to finish (`autoresearch status`)")
-    checkpoint = heldout.checkpoint_of(run_dir, best)
+    checkpoint = checkpoint_of(run_dir, best)
     if not checkpoint.exists():
         raise UserError(f"the best experiment ({best.get('experiment')}) has no checkpoint at "
                         f"{checkpoint}: was the loop run with checkpoints turned off?")
-    data_dir = heldout.data_dir_for(best.get("manifest_fingerprint"))
+    data_dir = paths.find_data_dir(best.get("manifest_fingerprint"))
     if data_dir is None:
         data_dir = paths.resolve_data_dir(None)
         print(f"note: no cache matches the loop's manifest; using {data_dir}", file=sys.stderr)
@@ -55,7 +56,7 @@ def sample_text(train_py: Path, checkpoint: Path, data_dir: Path, prompt: str, m
     from engine.training import trainer
     from engine.training.contract import Budget
     from engine.data.tokenizer import Tokenizer
-    from model.sampling import generate
+    from modelkit.sampling import generate
 
     _check_settings(max_tokens, temperature, top_k)
     manifest = data.load_manifest(data_dir)
@@ -99,7 +100,7 @@ def _budget_of(row: dict):
 
 def _train_source(run_dir: Path, row: dict) -> str:
     try:
-        return heldout.train_source(run_dir.parent.parent, row)
+        return train_source(run_dir.parent.parent, row)
     except Exception as error:  # GitPython raises several kinds for a missing commit or path
         raise UserError(f"cannot read train.py of commit {row.get('commit')} from git: {error}; "
                         "run sample in the repository the loop ran in") from error

@@ -113,6 +113,7 @@ def peak_flops_per_device(kind: str | None = None) -> float | None:
 
 def mfu_percent(model_flops_per_second: float, kind: str | None = None,
                 num_devices: int | None = None) -> float | None:
+    """Model FLOP/s as a percentage of the chips' bf16 peak; None on CPU or an unknown chip."""
     peak = peak_flops_per_device(kind)
     if peak is None or platform() == "cpu":
         return None
@@ -145,6 +146,7 @@ def _process_peak_rss_bytes() -> int:
 
 
 def is_out_of_memory(error: BaseException) -> bool:
+    """Whether an exception is the backend running out of device memory (status "oom")."""
     if isinstance(error, MemoryError):
         return True
     text = str(error).lower()

@@ -16,7 +16,7 @@ import dataclasses
 import jax
 from jax.extend import core as jex
 
-from model import attention
+from modelkit import attention
 
 LOOP_PRIMITIVES = ("scan",)
 UNKNOWN_TRIP_PRIMITIVES = ("while",)

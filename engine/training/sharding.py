@@ -37,6 +37,7 @@ def batch_sharding(mesh: Mesh) -> NamedSharding:
 
 
 def check_divisible(rows: int, mesh: Mesh, what: str) -> None:
+    """A batch must split evenly over every device and every host, or the run stops with what to change."""
     devices = data_axis_size(mesh)
     processes = jax.process_count()
     if rows <= 0 or rows % devices or rows % processes:

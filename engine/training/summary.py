@@ -1,6 +1,6 @@
 """How a run reports: the greppable summary block and the JSON result file.
 
-The block is `---` then `key: value` lines (INTERFACE.md); the JSON holds the same
+The block is `---` then `key: value` lines (the README lists them); the JSON holds the same
 figures and more (docs/internals.md, "Experiment result").
 """
 from __future__ import annotations
@@ -10,7 +10,9 @@ import math
 import os
 from pathlib import Path
 
-# (key, format) in the order of INTERFACE.md; None values print as "n/a".
+from engine.files import write_atomic
+
+# (key, format) in the order the README shows; None values print as "n/a".
 SUMMARY_FIELDS = (
     ("val_bpb", "{:.6f}"),
     ("training_seconds", "{:.1f}"),
@@ -59,9 +61,7 @@ def write_json(path: str | os.PathLike, result: dict) -> None:
     """Atomically: a reader never sees half a result."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(path.name + f".tmp{os.getpid()}")
-    tmp.write_text(json.dumps(_finite(result), indent=2, sort_keys=True) + "\n")
-    os.replace(tmp, path)
+    write_atomic(path, json.dumps(_finite(result), indent=2, sort_keys=True) + "\n")
 
 
 def _finite(result: dict) -> dict:

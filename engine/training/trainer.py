@@ -129,7 +129,7 @@ def check_flops_countable(compiled, budget: Budget) -> None:
     if budget.mode == "flops":
         raise UserError(f"train_step contains {what}, whose FLOPs the engine cannot count, so a flops "
                         "budget would not hold: use lax.scan or fori_loop with static bounds and the "
-                        "model/ kernels, or a time or tokens budget")
+                        "modelkit/ kernels, or a time or tokens budget")
     print(f"note: step FLOPs leave out {what} (MFU may read low)", file=sys.stderr)
 
 

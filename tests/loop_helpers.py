@@ -1,4 +1,6 @@
-"""Shared by the loop tests: a scratch repository and a stand-in for `autoresearch train`.
+"""Helpers for the loop tests: a scratch repository and a stand-in for `autoresearch train`.
+
+The `loop_env` fixture that uses them is in conftest.py.
 
 The stand-in scores train.py from its constants, so tests of the loop's logic take
 milliseconds per experiment; the real engine is exercised in test_loop_real.py.
@@ -11,8 +13,6 @@ import subprocess
 import sys
 import textwrap
 from pathlib import Path
-
-import pytest
 
 FAKE_TRAIN = textwrap.dedent('''
     """Stand-in for `autoresearch train`: val_bpb is a bowl around LEARNING_RATE 0.01, DEPTH 3."""
@@ -95,19 +95,6 @@ def make_cache(tmp: Path) -> Path:
     (data / "train.tokens.npy").write_bytes(b"0" * 1000)
     (cache / "LATEST").write_text(data.name)
     return cache
-
-
-@pytest.fixture
-def loop_env(tmp_path, monkeypatch):
-    """A scratch repo as cwd, a fake data cache, and the stand-in train command."""
-    root = make_repo(tmp_path)
-    cache = make_cache(tmp_path)
-    fake = tmp_path / "fake_train.py"
-    fake.write_text(FAKE_TRAIN)
-    monkeypatch.setenv("AUTORESEARCH_CACHE", str(cache))
-    monkeypatch.setenv("AUTORESEARCH_TRAIN_COMMAND", f"{sys.executable} {fake}")
-    monkeypatch.chdir(root)
-    return root
 
 
 def run_cli(root: Path, *argv: str, env: dict | None = None, timeout: float = 120) -> subprocess.CompletedProcess:

@@ -1,0 +1,79 @@
+"""`autoresearch experiment`: one loop step for an external agent that edited the files itself.
+
+The agent (Claude Code, Codex, a script) edits train.py, then calls this: commit, run,
+keep or reset, exactly as the loop would. A crashed idea is left in the working tree,
+uncommitted, so the agent can fix it and call again.
+"""
+from __future__ import annotations
+
+from engine.agents.base import Proposal
+from engine.errors import UserError
+from engine.loop import cycle, guards
+from engine.loop.live_view import format_val
+from engine.loop.repo import branch_name
+from engine.loop.resume import resume
+from engine.loop.session import Session, open_session
+
+
+def main(args) -> int:
+    session = open_session(args)
+    try:
+        stashed = _set_aside_edits(session)
+        if session.repo.current_branch() != branch_name(session.tag):
+            session.repo.checkout_branch(session.tag)
+        resume(session)
+        ran_baseline = not session.ledger.rows
+        cycle.run_baseline(session)
+        if stashed:
+            _bring_back_edits(session)
+        if not session.repo.changed_paths():
+            if ran_baseline:
+                print_outcome(session, session.ledger.rows[-1])
+                return 0
+            raise UserError("nothing changed in the working tree: edit train.py, then run "
+                            f"`autoresearch experiment \"what you changed\" --tag {session.tag}`")
+        experiment = session.ledger.next_experiment()
+        row = cycle.try_candidate(session, Proposal(description=args.description), experiment,
+                            extra={"agent": "external"})
+        if row["status"] in ("crash", "timeout", "invalid") and row.get("commit"):
+            session.repo.put_back(row["commit"])
+            session.live.say("the crashed version is back in the working tree, uncommitted: fix it and run "
+                             "`autoresearch experiment` again, or drop it with `git checkout -- train.py`")
+        print_outcome(session, row)
+        return 0 if row["status"] in ("keep", "discard") else 1
+    finally:
+        session.close()
+
+
+def _set_aside_edits(session: Session) -> bool:
+    """Stash an external agent's edits while the branch is set up and the baseline runs."""
+    changed = session.repo.changed_paths()
+    if not changed:
+        return False
+    on_branch = session.repo.current_branch() == branch_name(session.tag)
+    outside = [p for p in changed if not guards.is_editable(p, session.program.editable)]
+    if outside and not on_branch:
+        raise UserError(f"uncommitted changes to files the agent may not edit: {', '.join(outside[:5])}; "
+                        "commit or stash them first")
+    session.repo.stash(f"autoresearch experiment ({session.tag})")
+    return True
+
+
+def _bring_back_edits(session: Session) -> None:
+    try:
+        session.repo.unstash()
+    except Exception as error:  # GitPython raises GitCommandError; the stash stays for the user
+        raise UserError(f"could not put your edits back on branch {branch_name(session.tag)} ({error}); "
+                        "they are in `git stash list`") from None
+
+
+def print_outcome(session: Session, row: dict) -> None:
+    val = row.get("val_bpb")
+    lines = [f"experiment {row['experiment']}: {row['status']}"
+             + (f"  val_bpb {format_val(val)}" if val is not None else "")
+             + f"  (best {format_val(row.get('best_after'))}, noise {session.noise:.6f})",
+             f"  {row.get('decision', '')}"]
+    if row.get("commit"):
+        lines.append(f"  commit {row['commit'][:7]} on {branch_name(session.tag)}; "
+                     f"log {session.run_dir / row['log']}" if row.get("log") else "")
+    print("\n".join(line for line in lines if line.strip()))

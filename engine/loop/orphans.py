@@ -1,0 +1,49 @@
+"""No training child outlives its loop: a restarted loop ends the one a killed loop left.
+
+While a child runs, runs/<tag>/child.json names it (pid, process group, kernel start time),
+so a later process with the same pid is never mistaken for it.
+"""
+from __future__ import annotations
+
+import json
+import os
+import time
+from pathlib import Path
+
+from engine.processes import kill_group, process_start_time
+
+
+def end_orphan(child_record: Path) -> int | None:
+    """Kill the training child a dead loop left running; return its pid if there was one."""
+    try:
+        record = json.loads(child_record.read_text())
+        pid, pgid = int(record["pid"]), int(record["pgid"])
+    except (OSError, ValueError, KeyError):
+        child_record.unlink(missing_ok=True)
+        return None
+    alive = process_start_time(pid)
+    if alive is not None and alive == record.get("start_time"):
+        kill_group(pgid)
+        _reap(pid)
+    else:
+        pid = None
+    child_record.unlink(missing_ok=True)
+    return pid
+
+
+def _reap(pid: int) -> None:
+    """Wait until pid is gone (it may be our own child in tests)."""
+    deadline = time.monotonic() + 10
+    while time.monotonic() < deadline and process_start_time(pid) is not None:
+        try:
+            if os.waitpid(pid, os.WNOHANG)[0] == pid:
+                return
+        except ChildProcessError:
+            pass
+        stat = Path(f"/proc/{pid}/stat")
+        try:
+            if stat.read_text().rsplit(")", 1)[1].split()[0] == "Z":
+                return
+        except OSError:
+            return
+        time.sleep(0.05)

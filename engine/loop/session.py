@@ -1,0 +1,119 @@
+"""A loop session: the repository, program.md, the tag's run directory, ledger and lock.
+
+`open_session` is where `autoresearch loop` and `autoresearch experiment` begin: it locks
+the repository, ends a training child an interrupted loop left running, and fingerprints
+the fixed files.
+"""
+from __future__ import annotations
+
+import dataclasses
+import datetime as dt
+import json
+import time
+from pathlib import Path
+
+from engine import paths
+from engine.errors import UserError
+from engine.files import write_atomic
+from engine.loop import guards, orphans, protocol
+from engine.loop.ledger import Ledger
+from engine.loop.live_view import LiveView
+from engine.loop.lock import LoopLock
+from engine.loop.repo import Repo
+
+TRAIN_FILE = "train.py"
+
+
+@dataclasses.dataclass
+class Session:
+    repo: Repo
+    program: protocol.Program
+    program_path: Path
+    tag: str
+    run_dir: Path
+    ledger: Ledger
+    fixed: guards.FixedFiles
+    data_dir: Path
+    seed: int
+    live: LiveView
+    lock: LoopLock
+    started: float = dataclasses.field(default_factory=time.monotonic)
+
+    @property
+    def best_val(self) -> float | None:
+        """The score to beat (engine/loop/standings.py defines it once)."""
+        return self.ledger.best_value()
+
+    @property
+    def noise(self) -> float:
+        return self.ledger.noise()
+
+    @property
+    def child_record(self) -> Path:
+        return self.run_dir / "child.json"
+
+    @property
+    def pending_path(self) -> Path:
+        return self.run_dir / "pending.json"
+
+    def exp_dir(self, experiment: int) -> Path:
+        return self.run_dir / f"exp-{experiment:04d}"
+
+    def hardware(self) -> str:
+        for row in reversed(self.ledger.rows):
+            if row.get("device"):
+                return str(row["device"])
+        return "unknown until the baseline has run"
+
+    def write_pending(self, pending: dict) -> None:
+        """What is about to run, so a loop killed mid-run can run it again (see resume.py)."""
+        write_atomic(self.pending_path, json.dumps(pending, default=str))
+
+    def read_pending(self) -> dict:
+        try:
+            return json.loads(self.pending_path.read_text())
+        except (OSError, ValueError):
+            return {}
+
+    def close(self) -> None:
+        self.lock.release()
+
+
+def resolve_program_path(program: str, root: Path) -> Path:
+    path = Path(program)
+    return path if path.is_absolute() or path.exists() else root / program
+
+
+def open_session(args, live: LiveView | None = None) -> Session:
+    """Lock the repository, switch to the tag's branch, end an orphaned run, fingerprint fixed files."""
+    repo = Repo(".")
+    program_path = resolve_program_path(args.program, repo.root)
+    program = protocol.apply_flags(protocol.load(program_path), args)
+    data_dir = paths.resolve_data_dir(getattr(args, "data", None))
+    _check_tag(args.tag)
+    if not (repo.root / TRAIN_FILE).exists():
+        raise UserError(f"no {TRAIN_FILE} at the repository root {repo.root}: the loop runs experiments on it")
+    run_dir = repo.root / "runs" / args.tag
+    lock = LoopLock(repo.root / "runs", args.tag).acquire()
+    try:
+        repo.ensure_ignored("runs")
+        live = live or LiveView()
+        if repo.clear_stale_index_lock():
+            live.say("removed .git/index.lock left by an interrupted git command")
+        orphan = orphans.end_orphan(run_dir / "child.json")
+        if orphan:
+            live.say(f"ended training process {orphan} left running by an interrupted loop")
+        return Session(repo, program, program_path, args.tag, run_dir, Ledger(run_dir),
+                       guards.FixedFiles(repo.root, data_dir), data_dir, args.seed, live, lock)
+    except BaseException:
+        lock.release()
+        raise
+
+
+def _check_tag(tag: str) -> None:
+    if not tag or not all(c.isalnum() or c in "-_." for c in tag) or tag.startswith("."):
+        raise UserError(f"tag {tag!r} must be letters, digits, '-', '_' or '.', like `nov26`")
+
+
+def now_iso() -> str:
+    return dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds")

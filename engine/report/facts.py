@@ -1,0 +1,207 @@
+"""The facts of a loop's report, gathered from its ledger, git and the held-out scores.
+
+One dict (`gather_facts`) feeds report.md, progress.png and `report --json` alike.
+"""
+from __future__ import annotations
+
+from pathlib import Path
+
+from engine.loop.ledger import STATUSES
+from engine.loop.standings import baseline_rows, count_statuses, is_baseline, is_kept, row_value, score
+from engine.report import heldout
+from engine.report.runs import parse_time, running_loops
+
+MAX_DIFF_LINES = 200
+# A kept change is suspect when test_bpb moves against val_bpb by more than this.
+DISAGREEMENT_TOLERANCE = 1e-4
+
+
+def gather_facts(run_dir: Path, rows: list[dict], repo_root: Path, log=None) -> dict:
+    groups = kept_commits(rows)
+    base_group = groups[0] if groups and is_baseline(groups[0]["kept_row"]) else None
+    runs = [r for g in groups for r in g["runs"]]
+    tests = heldout.test_figures(run_dir, runs, repo_root, log=log or (lambda m: None),
+                                 busy=_accelerator_busy(run_dir))
+    entries = [_group_entry(g, tests) for g in groups]
+    baseline = entries[0] if base_group else _failed_baseline(rows)
+    changes = entries[1:] if base_group else entries
+    facts = {
+        "tag": run_dir.name,
+        "run_dir": str(run_dir),
+        "hardware": _hardware(rows),
+        "budget": _common(rows, "budget"),
+        "manifest_fingerprint": _common(rows, "manifest_fingerprint"),
+        **_pace(rows),
+        "counts": count_statuses(rows, STATUSES),
+        "counts_after_baseline": count_statuses(_after_baseline(rows), STATUSES),
+        "rates": _rates(rows),
+        "agent_cost_usd": round(sum(float(r.get("cost_usd") or 0) for r in rows), 4),
+        "noise": _number(rows[-1].get("noise")),
+        "baseline": baseline,
+        "best": min(entries, key=lambda e: e["val_bpb"]) if entries else None,
+        "experiments": [_point(r) for r in rows],
+    }
+    facts["gain"] = _gains(facts["baseline"], facts["best"])
+    facts["kept"] = _with_gains(changes, baseline, repo_root)
+    facts["warnings"] = _warnings(facts)
+    return facts
+
+
+def _accelerator_busy(run_dir: Path) -> str | None:
+    """A running loop holds the accelerator (a TPU admits one process)."""
+    loops = running_loops(run_dir.parent)
+    if not loops:
+        return None
+    return "a loop is running (" + ", ".join(f"tag {t}, pid {p}" for t, p in loops) + ")"
+
+
+def kept_commits(rows: list[dict]) -> list[dict]:
+    """Each commit the loop kept, in order, with every run of it that scored (a baseline or a
+    change confirmed by a re-run has several)."""
+    groups: dict[str, dict] = {}
+    for row in rows:
+        if is_kept(row) and score(row) is not None and row.get("commit"):
+            groups.setdefault(row["commit"], {"commit": row["commit"]})["kept_row"] = row
+    for group in groups.values():
+        group["runs"] = [r for r in rows if r.get("commit") == group["commit"]
+                         and row_value(r) is not None]
+    return list(groups.values())
+
+
+def _group_entry(group: dict, tests: dict) -> dict:
+    kept_row, runs = group["kept_row"], group["runs"]
+    figures = [tests.get(r.get("experiment"), {}) for r in runs]
+    values = [f["test_bpb"] for f in figures if f.get("test_bpb") is not None]
+    errors = [f["error"] for f in figures if f.get("error")]
+    return {"experiment": kept_row.get("experiment"),
+            "experiments": [r.get("experiment") for r in runs],
+            "commit": group["commit"],
+            "description": runs[0].get("description") if runs else kept_row.get("description"),
+            "val_bpb": score(kept_row),
+            "test_bpb": round(sum(values) / len(values), 6) if values else None,
+            "test_error": None if values else (errors[0] if errors else "not evaluated")}
+
+
+def _failed_baseline(rows: list[dict]) -> dict | None:
+    first = next(iter(baseline_rows(rows)), None)
+    if first is None:
+        return None
+    return {"experiment": first.get("experiment"), "experiments": [first.get("experiment")],
+            "commit": first.get("commit"), "description": first.get("description"),
+            "val_bpb": None, "test_bpb": None, "test_error": f"the baseline {first.get('status')}"}
+
+
+def _after_baseline(rows: list[dict]) -> list[dict]:
+    return [r for r in rows if not is_baseline(r)]
+
+
+def _hardware(rows: list[dict]) -> dict:
+    row = next((r for r in rows if r.get("device")), {})
+    return {key: row.get(key) for key in ("device", "platform", "num_devices", "num_processes")}
+
+
+def _common(rows: list[dict], key: str):
+    """The value every run shares; several values are reported as a list."""
+    values = list(dict.fromkeys(r.get(key) for r in rows if r.get(key) is not None))
+    if len(values) > 1:
+        return values
+    return values[0] if values else None
+
+
+def _pace(rows: list[dict]) -> dict:
+    starts = [t for t in (parse_time(r.get("started")) for r in rows) if t]
+    ends = [t for t in (parse_time(r.get("finished")) for r in rows) if t]
+    if not starts or not ends:
+        return {"started": None, "finished": None, "hours": None, "experiments_per_hour": None}
+    hours = max((max(ends) - min(starts)).total_seconds() / 3600, 1e-9)
+    ran = sum(1 for r in rows if r.get("status") != "rejected")
+    return {"started": min(starts).isoformat(), "finished": max(ends).isoformat(),
+            "hours": round(hours, 4), "experiments_per_hour": round(ran / hours, 2)}
+
+
+def _rates(rows: list[dict]) -> dict:
+    """Shares of the experiments after the baseline that ran (rejected ones never ran)."""
+    ran = [r for r in _after_baseline(rows) if r.get("status") != "rejected"]
+    if not ran:
+        return {"keep": None, "discard": None, "crash": None, "timeout": None}
+    share = lambda status: round(sum(r.get("status") == status for r in ran) / len(ran), 4)
+    return {"keep": round(sum(is_kept(r) for r in ran) / len(ran), 4), "discard": share("discard"),
+            "crash": share("crash"), "timeout": share("timeout")}
+
+
+def _point(row: dict) -> dict:
+    return {"experiment": row.get("experiment"), "status": row.get("status"),
+            "baseline": is_baseline(row), "kept": is_kept(row), "val_bpb": row_value(row), "score": score(row) if is_kept(row) else None,
+            "best_after": _number(row.get("best_after")),
+            "description": row.get("description", "")}
+
+
+def _number(value) -> float | None:
+    return float(value) if isinstance(value, (int, float)) and value == value else None
+
+
+def _gains(base: dict | None, best: dict | None) -> dict:
+    gains = {}
+    for metric in ("val_bpb", "test_bpb"):
+        before = base and base.get(metric)
+        after = best and best.get(metric)
+        if before and after is not None:
+            gains[metric] = {"absolute": round(before - after, 6),
+                             "relative": round((before - after) / before, 6)}
+        else:
+            gains[metric] = None
+    return gains
+
+
+def _with_gains(changes: list[dict], baseline: dict | None, repo_root: Path) -> list[dict]:
+    """Each kept change's gain over the one before it (positive: lower bpb) and its diff."""
+    previous = baseline
+    for change in changes:
+        for metric, key in (("val_bpb", "val_gain"), ("test_bpb", "test_gain")):
+            before = previous and previous.get(metric)
+            after = change.get(metric)
+            change[key] = None if before is None or after is None else round(before - after, 6)
+        change["diff"] = _diff(repo_root, previous and previous.get("commit"), change["commit"])
+        previous = change
+    return changes
+
+
+def _diff(repo_root: Path, old: str | None, new: str | None) -> str:
+    if not old or not new:
+        return ""
+    try:
+        from engine.loop.repo import Repo
+
+        text = Repo(repo_root).diff(old, new)
+    except Exception as error:  # a commit gone from the repository, or no repository
+        return f"(diff unavailable: {str(error).splitlines()[0] if str(error) else error})"
+    lines = text.splitlines()
+    if len(lines) > MAX_DIFF_LINES:
+        lines = lines[:MAX_DIFF_LINES] + [f"... ({len(lines) - MAX_DIFF_LINES} more lines)"]
+    return "\n".join(lines)
+
+
+def _warnings(facts: dict) -> list[str]:
+    warnings = []
+    for key, what in (("manifest_fingerprint", "datasets"), ("budget", "budgets")):
+        if isinstance(facts[key], list):
+            warnings.append(f"experiments ran on different {what} ({', '.join(map(str, facts[key]))}): "
+                            "their val_bpb are not comparable")
+    val, test = facts["gain"]["val_bpb"], facts["gain"]["test_bpb"]
+    if val and test and val["absolute"] > 0:
+        if test["absolute"] <= 0:
+            warnings.append(f"val_bpb improved by {val['absolute']:.6f} but held-out test_bpb "
+                            f"did not ({-test['absolute']:+.6f}): the validation set may be over-fitted")
+        elif test["relative"] < 0.5 * val["relative"]:
+            warnings.append(f"held-out test_bpb improved {test['relative']:.2%}, under half the "
+                            f"val_bpb gain of {val['relative']:.2%}: part of the gain may be "
+                            "over-fitting the validation set")
+    for change in facts["kept"]:
+        if (change["val_gain"] or 0) > 0 and (change["test_gain"] or 0) < -DISAGREEMENT_TOLERANCE:
+            warnings.append(f"experiment {change['experiment']} ({change['description']!r}) improved "
+                            f"val_bpb by {change['val_gain']:.6f} but worsened test_bpb by "
+                            f"{-change['test_gain']:.6f}")
+    for entry in [facts["baseline"], *facts["kept"]]:
+        if entry and entry.get("test_error"):
+            warnings.append(f"no test_bpb for experiment {entry['experiment']}: {entry['test_error']}")
+    return warnings
