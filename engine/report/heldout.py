@@ -1,9 +1,8 @@
 """test_bpb on the held-out split: computed here only, for the report.
 
-For the baseline and each kept experiment, `autoresearch evaluate --split test`
-scores its saved checkpoint in a subprocess: the scorer runs the exported forward
-saved beside it and never imports train.py (the commit's train.py is passed along
-for the record only). Figures are cached in runs/<tag>/heldout.json so a second report is
+For the baseline and each kept experiment, the train.py of its commit (from git)
+scores its saved checkpoint with `autoresearch evaluate --split test` in a
+subprocess. Figures are cached in runs/<tag>/heldout.json so a second report is
 quick. Nothing here writes to the ledger or anywhere an agent reads, so the loop
 never sees a test figure.
 """
