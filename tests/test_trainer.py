@@ -30,11 +30,12 @@ def variant(tmp_path, body: str, name: str = "train_variant.py") -> Path:
     return path
 
 
-def test_success_prints_summary_last_and_writes_json(prepared_data, tmp_path, capsys):
+def test_success_prints_summary_last_and_writes_json(prepared_data, tmp_path, capfd):
+    """capfd: the progress lines come from the trainer process, the block from this one."""
     code, result = train(prepared_data, tmp_path, TINY_TRAIN, "--budget-tokens", TOKENS,
                          "--run-dir", str(tmp_path / "run"))
     assert code == 0
-    out = capsys.readouterr().out.rstrip().splitlines()
+    out = capfd.readouterr().out.rstrip().splitlines()
     block = out[out.index("---"):]
     assert len(block) == 1 + len(summary.SUMMARY_FIELDS)
     parsed = summary.parse_block("\n".join(out))
