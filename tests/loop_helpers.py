@@ -3,7 +3,7 @@
 The `loop_env` fixture that uses them is in conftest.py.
 
 The stand-in scores train.py from its constants, so tests of the loop's logic take
-milliseconds per experiment; the real engine is exercised in test_loop_real.py.
+milliseconds per experiment; the real engine is exercised in test_driver_real.py.
 """
 from __future__ import annotations
 
