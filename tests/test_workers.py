@@ -159,3 +159,43 @@ def test_an_error_in_the_coordinator_ends_the_runs_in_flight(workers_env, monkey
     else:
         raise AssertionError(f"training process {pid} outlived the coordinator")
     assert git(root, "worktree", "list").count("\n") == 0
+
+
+MAXIMIZE_SCORE = """import yaml
+x = yaml.safe_load(open('knob.yaml'))['x']
+print('accuracy:', 1.0 - abs(x - 4.0) / 10)
+"""
+MAXIMIZE_PROGRAM = """# two workers on a command task
+## Task
+- kind: command
+- editable: knob.yaml
+- score: python score.py
+- metric: accuracy
+- direction: maximize
+## Noise
+- baseline_runs: 1
+"""
+
+
+def test_workers_run_a_command_task_in_its_direction(tmp_path):
+    """--workers judges a command task's metric, higher is better, and keeps only gains."""
+    from pathlib import Path
+
+    from loop_helpers import run_cli
+    root = tmp_path / "repo"
+    root.mkdir()
+    for name, text in {"knob.yaml": "x: 1.0\n", "score.py": MAXIMIZE_SCORE, "program.md": MAXIMIZE_PROGRAM,
+                       ".gitignore": "runs/\n__pycache__/\n"}.items():
+        (root / name).write_text(text)
+    git(root, "init", "-q", "-b", "main")
+    for args in (("add", "-A"), ("commit", "-q", "-m", "start")):
+        git(root, "-c", "user.email=t@e", "-c", "user.name=t", *args)
+    repo = str(Path(__file__).resolve().parents[1])
+    done = run_cli(root, "loop", "--tag", "w", "--agent", "offline", "--workers", "2", "--max-experiments", "8",
+                   env={"PYTHONPATH": repo})
+    assert done.returncode == 0, done.stderr
+    rows = ledger_rows(root, "w")
+    assert (root / "runs" / "w" / "results.tsv").read_text().splitlines()[0].split("\t")[1] == "accuracy"
+    assert {row["worker"] for row in rows} == {"w0", "w1"}
+    kept = [row["best_after"] for row in rows if row.get("kept")]
+    assert len(kept) >= 2 and kept == sorted(kept) and kept[-1] > kept[0]  # each keep raised accuracy

@@ -247,7 +247,8 @@ class Swarm:
             return None
         rows = [row for row in self.union() if row.get("commit") == sha and standings.is_kept(row)
                 and standings.score(row) is not None and (not self.per_kind or device_kind(row) == self.kind())]
-        return (sha, min(rows, key=standings.score)) if rows else None
+        direction = self.session.task.direction
+        return (sha, max(rows, key=lambda row: standings.gain(0.0, standings.score(row), direction))) if rows else None
 
     def sync(self, adopt: bool = True) -> None:
         """Fetch, push what is not yet pushed, adopt a better remote best (unless told not to:
@@ -275,7 +276,8 @@ class Swarm:
         if found is None or own is None:
             return False
         sha, row = found
-        if sha == self.session.ledger.best_commit() or not standings.score(row) < own - noise:
+        better = standings.gain(own, standings.score(row), self.session.task.direction)
+        if sha == self.session.ledger.best_commit() or not better > noise:
             return False
         if self.settings.verify_adoptions:
             self.merge_next = (sha, f"verify {row['worker']}'s best: {row.get('description', '')}")
@@ -288,6 +290,8 @@ class Swarm:
         experiment = session.ledger.next_experiment()
         row = {"experiment": experiment, "commit": sha, "role": "adopted", "status": "keep", "kept": True,
                "val_bpb": source.get("val_bpb"), "best_before": session.best_val, "noise": session.noise,
+               **({"metric": source["metric"], source["metric"]: source.get(source["metric"]),
+                   "direction": source.get("direction")} if source.get("metric") else {}),
                "best_after": standings.score(source), "device": source.get("device"),
                "description": f"adopted {source['worker']}'s best: {source.get('description', '')}",
                "adopted_from": source["worker"], "adopted_experiment": source.get("experiment"),

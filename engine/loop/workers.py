@@ -26,6 +26,7 @@ from engine.errors import UserError
 from engine.loop import cycle, guards, runner
 from engine.loop.device_split import WorkerDevices
 from engine.loop.session import Session, now_iso
+from engine.loop.standings import gain, row_value
 from engine.loop.worktrees import Worktrees, apply_onto
 from engine.processes import kill_group
 
@@ -217,12 +218,13 @@ class Coordinator:
         it is kept), this row is a discard that says so; a change that conflicts, or that the
         best already holds, is `stale`.
         """
-        value = outcome.result["val_bpb"]
+        task = self.session.task
+        value = outcome.result[task.metric]
         if job.role == "rerun":
             value = (job.extra["first_val_bpb"] + value) / 2
         base_value, now = job.base_value, self.session.best_val
         verdict = {"kept": False, "best_after": now, "needs_rerun": False}
-        if base_value is None or value >= base_value:
+        if base_value is None or gain(base_value, value, task.direction) <= 0:
             return {**verdict, "status": "discard",
                     "decision": f"no gain over its base ({value:.6f} vs {_fmt(base_value)}); the best moved meanwhile"}
         tree = self.trees.open(job.worker, best)
@@ -231,13 +233,13 @@ class Coordinator:
                             f"experiment {experiment} merged onto {best[:7]}")
         if merged is None:
             return {**verdict, "status": "stale",
-                    "decision": f"beat its base ({value:.6f} < {base_value:.6f}) but its change no longer "
+                    "decision": f"beat its base ({value:.6f} vs {base_value:.6f}) but its change no longer "
                                 f"applies to the best {best[:7]}"}
         proposal = Proposal(description=f"{description} (merged onto {best[:7]})", hypothesis=job.proposal.hypothesis)
         self.queued.insert(0, Job("candidate", merged, best, now, proposal, self.session.seed,
                                   {"agent": job.extra.get("agent"), "merged_from": experiment}))
         return {**verdict, "status": "discard",
-                "decision": f"beat its base ({value:.6f} < {base_value:.6f}) but the best moved to {best[:7]}: "
+                "decision": f"beat its base ({value:.6f} vs {base_value:.6f}) but the best moved to {best[:7]}: "
                             f"merged onto it as {merged[:7]}, to run again"}
 
 
@@ -249,7 +251,7 @@ def _child_record(job: Job) -> Path:
 def _rerun_of(job: Job, row: dict) -> Job:
     proposal = Proposal(description=f"{row['description']} (re-run of #{row['experiment']}, seed {job.seed + 1})",
                         hypothesis=job.proposal.hypothesis)
-    extra = {"agent": job.extra.get("agent"), "rerun_of": row["experiment"], "first_val_bpb": row["val_bpb"]}
+    extra = {"agent": job.extra.get("agent"), "rerun_of": row["experiment"], "first_val_bpb": row_value(row)}
     return Job("rerun", job.commit, job.base_commit, job.base_value, proposal, job.seed + 1, extra)
 
 
