@@ -116,7 +116,7 @@ def test_report_facts_figures_and_rates(loop_repo, capsys):
     # 7 experiments after the baseline ran: 2 kept, 3 discarded, 1 crash, 1 timeout.
     assert facts["rates"] == {"keep": pytest.approx(2 / 7, abs=1e-4), "discard": pytest.approx(3 / 7, abs=1e-4),
                               "crash": pytest.approx(1 / 7, abs=1e-4),
-                              "timeout": pytest.approx(1 / 7, abs=1e-4)}
+                              "timeout": pytest.approx(1 / 7, abs=1e-4), "invalid": 0.0}
     # 9 ran between 01:00 and 09:30.
     assert facts["experiments_per_hour"] == pytest.approx(9 / 8.5, abs=0.01)
     assert [k["description"] for k in facts["kept"]] == ["lower lr", "lower lr again"]
