@@ -42,3 +42,11 @@ def kill_group(pgid: int) -> None:
             except ProcessLookupError:
                 return
             time.sleep(0.1)
+
+
+def engine_command(*args: str) -> list[str]:
+    """`autoresearch ARGS` as a child process of this Python. -P keeps the working directory
+    (a repository that an agent and train.py write in) off the child's import path, so a file
+    named like a module there (numpy.py, jax.py) cannot stand in for it in the scorer."""
+    import sys
+    return [sys.executable, "-P", "-m", "engine.cli", *args]

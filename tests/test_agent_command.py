@@ -170,6 +170,25 @@ def test_the_loop_runs_a_command_agent(loop_env, tmp_path):
     assert number == "2" and Path(results) == (loop_env / "runs" / "c" / "results.tsv").resolve()
 
 
+def test_a_file_planted_outside_the_editable_paths_is_removed_and_the_idea_rejected(loop_env, tmp_path):
+    """A numpy.py beside the scripts the engine runs would run as numpy; files that were there
+    before the agent ran (a .venv) are left alone."""
+    (loop_env / ".venv").mkdir()
+    (loop_env / ".venv" / "pyvenv.cfg").write_text("home = /usr/bin\n")
+    agent = script(tmp_path, "import pathlib\n"
+                   "p = pathlib.Path('train.py')\n"
+                   "p.write_text(p.read_text().replace('LEARNING_RATE = 0.04', 'LEARNING_RATE = 0.02'))\n"
+                   "pathlib.Path('numpy.py').write_text('raise SystemExit(1)')\n"
+                   "print('lower lr, and a helper')\n")
+    done = run_cli(loop_env, "loop", "--tag", "p", "--agent", "command", "--agent-cmd", agent, "--max-experiments", "3")
+    assert done.returncode == 0, done.stderr
+    rows = ledger_rows(loop_env, "p")
+    assert rows[2]["status"] == "rejected"
+    assert "created files outside the editable paths: numpy.py (removed" in rows[2]["decision"]
+    assert not (loop_env / "numpy.py").exists() and (loop_env / ".venv" / "pyvenv.cfg").exists()
+    assert "LEARNING_RATE = 0.04" in (loop_env / "train.py").read_text()
+
+
 def test_an_external_agent_driving_autoresearch_experiment(loop_env):
     """The workflow of docs/agents.md: the agent edits train.py, then one command per idea."""
     train = loop_env / "train.py"

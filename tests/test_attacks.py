@@ -155,6 +155,20 @@ def test_reading_the_val_split_is_a_crash_even_when_the_error_is_swallowed(prepa
     assert_caught(code, result, "crash", "val.tokens.npy: held-out data is not readable during training")
 
 
+def test_planting_a_module_for_the_scorer_is_a_crash(prepared_data, tmp_path):
+    """A file named like a module, left where the scorer starts (the repository), is refused."""
+    planted = tmp_path / "numpy.py"
+    path = attack(tmp_path, f"""
+        try:
+            open({str(planted)!r}, "w").write("raise SystemExit('the scorer ran train.py code')")
+        except Exception:
+            pass
+        """)
+    code, result = train(prepared_data, tmp_path, path)
+    assert_caught(code, result, "crash", "numpy.py: the training process may write only in its run directory")
+    assert not planted.exists()
+
+
 def test_reading_another_runs_checkpoint_is_a_crash(prepared_data, tmp_path):
     earlier = tmp_path / "runs" / "tag" / "exp-0003" / "checkpoint"
     earlier.mkdir(parents=True)
@@ -199,7 +213,8 @@ def test_atexit_and_threads_cannot_rewrite_the_result(prepared_data, tmp_path, h
         _threading.Thread(target=_keep_forging, daemon=True).start()
         """)
     code, result = train(prepared_data, tmp_path, path)
-    assert code == 0 and result["val_bpb"] == honest["val_bpb"] and result["scored_by"] == "scorer"
+    # the thread's first write outside the run directory is refused, and the refusal ends the run
+    assert_caught(code, result, "crash", "result.json: the training process may write only in its run directory")
     assert not marker.exists()  # the trainer process ends with os._exit: no atexit handler ran
 
 

@@ -12,7 +12,8 @@ SCRIPT = textwrap.dedent('''
     root = Path(sys.argv[1])
     data, runs = root / "cache" / "ds", root / "runs"
     run_dir = runs / "tag" / "exp-0002"
-    guard = sandbox.install(run_dir, data, root / "cache", [data / "manifest.json", root / "cache" / "xla"])
+    guard = sandbox.install(run_dir, data, root / "cache", [data / "manifest.json", root / "cache" / "xla"],
+                            writable=[root / "cache" / "xla"])
     results = {}
 
     def attempt(name, action):
@@ -29,6 +30,10 @@ SCRIPT = textwrap.dedent('''
     attempt("read other run", lambda: open(runs / "tag" / "exp-0001" / "result.json").read())
     attempt("list other runs", lambda: os.listdir(runs / "tag"))
     attempt("write own run", lambda: (run_dir / "out.txt").write_text("x"))
+    attempt("write the repository", lambda: (root / "numpy.py").write_text("x"))
+    attempt("append elsewhere", lambda: open(root / "elsewhere.txt", "a").write("x"))
+    attempt("os.open to create", lambda: os.open(root / "sitecustomize.py", os.O_WRONLY | os.O_CREAT))
+    attempt("rename into the repository", lambda: os.rename(run_dir / "out.txt", root / "jax.py"))
     attempt("symlink to val", lambda: os.symlink(data / "val.tokens.npy", run_dir / "v.npy"))
     attempt("relative path", lambda: (os.chdir(data), open("val.tokens.npy", "rb")))
     os.chdir(root)
@@ -71,7 +76,10 @@ def test_hooks_refuse_what_training_does_not_need_and_allow_the_rest(tmp_path):
     got = json.loads(done.stdout.strip().splitlines()[-1])
     refused = {name for name, outcome in got.items() if outcome.startswith("refused")}
     assert refused == {"read val", "read train", "read other run", "list other runs", "symlink to val",
-                       "relative path", "subprocess", "os.system", "inet socket", "ctypes", "engine code", "gc"}
+                       "relative path", "subprocess", "os.system", "inet socket", "ctypes", "engine code", "gc",
+                       "write the repository", "append elsewhere", "os.open to create", "rename into the repository"}
+    assert "numpy.py: the training process may write only in its run directory" in got["write the repository"]
+    assert not (tmp_path / "numpy.py").exists() and not (tmp_path / "sitecustomize.py").exists()
     assert "val.tokens.npy: held-out data is not readable during training" in got["read val"]
     assert "other runs' files are not readable during training" in got["read other run"]
     assert "started a process" in got["subprocess"] and "network socket" in got["inet socket"]

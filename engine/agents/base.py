@@ -35,6 +35,8 @@ class Proposal:
     prompt_tokens: int = 0
     output_tokens: int = 0
     cost_usd: float = 0.0
+    # files the agent created outside the editable paths (the loop removed them; the proposal is rejected)
+    planted: list[str] = dataclasses.field(default_factory=list)
 
 
 class Agent(Protocol):

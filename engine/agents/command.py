@@ -29,6 +29,7 @@ from pathlib import Path
 
 from engine.files import write_atomic
 from engine.agents.base import Proposal, ProposalRequest
+from engine.loop.repo import Repo
 
 DEFAULT_TIMEOUT_S = 4 * 3600.0  # an agent that thinks for longer than this is stuck
 MAX_DESCRIPTION_CHARS = 200
@@ -47,13 +48,14 @@ class CommandAgent:
 
     def propose(self, request: ProposalRequest) -> Proposal | None:
         repo = Path(request.repo_root)
-        base = _git(repo, "rev-parse", "HEAD")
+        git = Repo(repo, editable=request.editable)
+        base = git.head()
         returncode, lines = self._run(repo, self._environment(request))
         if returncode != 0:
             _warn(f"agent command exited with status {returncode}: no experiment")
             return None
-        _undo_commits_since(repo, base)
-        if not _git(repo, "status", "--porcelain"):
+        _undo_commits_since(git, base)
+        if not git.git.status("--porcelain").strip():
             _warn("agent command changed nothing: no experiment")
             return None
         return Proposal(description=_description(lines, request.experiment))
@@ -120,15 +122,10 @@ def _description(lines: list[str], experiment: int) -> str:
     return text[:MAX_DESCRIPTION_CHARS]
 
 
-def _undo_commits_since(repo: Path, base: str) -> None:
+def _undo_commits_since(git: Repo, base: str) -> None:
     """An agent that committed its edit gets it back as working-tree changes: the loop commits."""
-    if _git(repo, "rev-parse", "HEAD") != base:
-        _git(repo, "reset", "--mixed", "--quiet", base)
-
-
-def _git(repo: Path, *args: str) -> str:
-    done = subprocess.run(["git", *args], cwd=repo, capture_output=True, text=True, check=True)
-    return done.stdout.strip()
+    if git.head() != base:
+        git.git.reset("--mixed", "--quiet", base)
 
 
 def _kill_group(process: subprocess.Popen) -> None:

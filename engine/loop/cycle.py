@@ -15,6 +15,7 @@ from engine.loop import guards, runner
 from engine.loop.decide import decide
 from engine.loop.standings import row_value
 from engine.errors import UserError
+from engine.loop.repo import Repo
 from engine.loop.session import TRAIN_FILE, Session, now_iso
 
 CRASH_LOG_LINES = 60
@@ -36,18 +37,34 @@ def propose(session: Session, agent, experiment: int, crash_log_tail: str | None
         bolder=session.ledger.misses_in_a_row() >= session.program.bold_after, in_flight=list(in_flight or []),
         swarm=list(swarm or []), task_kind=session.task.kind, metric=session.task.metric,
         direction=session.task.direction)
-    return agent.propose(request)
+    repo = session.repo if repo_root is None else Repo(repo_root, editable=session.program.editable)
+    before = repo.untracked_elsewhere()
+    proposal = agent.propose(request)
+    planted = sorted(repo.untracked_elsewhere() - before)
+    if planted:  # a file named like a module, beside a script the engine runs, would run as it
+        repo.remove_untracked(planted)
+        if proposal is not None:
+            proposal.planted = planted
+    return proposal
 
 
-def guard(session: Session) -> guards.Verdict:
-    """Only editable files changed and they parse; the fixed files are as they were at start."""
+def guard(session: Session, proposal: Proposal | None = None) -> guards.Verdict:
+    """Only editable files changed and they parse, no file was added outside them; the fixed
+    files are as they were at start."""
     changed = session.repo.changed_paths()
+    if proposal is not None and proposal.planted:
+        return guards.Verdict(False, changed, planted_reason(proposal.planted, session.program.editable))
     if not changed:
         return guards.Verdict(False, [], "nothing changed")
     verdict = guards.check_proposal(changed, session.program.editable, session.repo.root)
     if verdict.ok:  # a rejected proposal is undone by git; what git cannot undo stops the loop
         session.fixed.check("before a run")
     return verdict
+
+
+def planted_reason(planted: list[str], editable: list[str]) -> str:
+    return (f"created files outside the editable paths: {', '.join(planted[:5])} (removed; editable: "
+            f"{', '.join(editable)})")
 
 
 def commit(session: Session, experiment: int, proposal: Proposal, changed: list[str],
@@ -106,7 +123,7 @@ def keep_or_reset(session: Session, row: dict) -> None:
 def try_candidate(session: Session, proposal: Proposal, experiment: int, role: str = "candidate",
                   extra: dict | None = None) -> dict:
     """guard -> commit -> run -> record -> keep_or_reset for the proposal now in the working tree."""
-    verdict = guard(session)
+    verdict = guard(session, proposal)
     if not verdict.ok:
         row = record(session, experiment, None, proposal, None, role, session.seed, now_iso(),
                      {**(extra or {}), "decision": verdict.reason})

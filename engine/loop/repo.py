@@ -63,6 +63,16 @@ class Repo:
         out = self.git.ls_files("--others", "--exclude-standard", "-z", "--", *self.editable)
         return sorted(path for path in out.split("\0") if path and is_editable(path, self.editable))
 
+    def untracked_elsewhere(self) -> set[str]:
+        """Files git neither tracks nor ignores outside the editable paths (a .venv, notes):
+        the loop leaves those alone, but notices the ones an agent adds."""
+        out = self.git.ls_files("--others", "--exclude-standard", "-z")
+        return {path for path in out.split("\0") if path and not is_editable(path, self.editable)}
+
+    def remove_untracked(self, paths: list[str]) -> None:
+        for path in paths:
+            self._remove(self.root / path)
+
     def tracked_files(self) -> list[str]:
         """Every path git tracks at HEAD and in the index, relative to the root."""
         return [path for path in self.git.ls_files("-z").split("\0") if path]

@@ -18,13 +18,12 @@ import re
 import shlex
 import signal
 import subprocess
-import sys
 import time
 from pathlib import Path
 from typing import Callable
 
 from engine.files import write_atomic
-from engine.processes import kill_group, process_start_time
+from engine.processes import engine_command, kill_group, process_start_time
 
 SECRET_NAME = re.compile(r"KEY|TOKEN|SECRET|PASSWORD|PASSWD|CREDENTIAL|AUTH|COOKIE|SESSION", re.IGNORECASE)
 # Not secrets by name, but they point at or switch on credentials.
@@ -53,7 +52,7 @@ def scrubbed_env(env: dict | None = None) -> dict:
 
 def train_command() -> list[str]:
     prefix = os.environ.get("AUTORESEARCH_TRAIN_COMMAND")
-    return shlex.split(prefix) if prefix else [sys.executable, "-m", "engine.cli", "train"]
+    return shlex.split(prefix) if prefix else engine_command("train")
 
 
 def build_command(train_file: str, exp_dir: Path, seed: int, budget_flag: list[str],

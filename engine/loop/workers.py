@@ -137,6 +137,8 @@ class Coordinator:
             return None
         self.empty = 0
         verdict = guards.check_proposal(changed, session.program.editable, tree.root)
+        if proposal.planted:
+            verdict = guards.Verdict(False, changed, cycle.planted_reason(proposal.planted, session.program.editable))
         if not verdict.ok:
             self._record_rejected(proposal, verdict.reason, worker, best)
             return None

@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import json
 import subprocess
-import sys
 import tempfile
 from pathlib import Path
 
@@ -18,6 +17,7 @@ from engine import paths
 from engine.files import write_atomic
 from engine.loop.runner import scrubbed_env
 from engine.report.runs import checkpoint_of, train_source
+from engine.processes import engine_command
 
 CACHE_FILE = "heldout.json"
 EVALUATE_TIMEOUT_SECONDS = 3600
@@ -67,9 +67,9 @@ def _evaluate(run_dir: Path, row: dict, repo_root: Path) -> dict:
 def _run_evaluate(tmp: Path, source: str, checkpoint: Path, data: Path, repo_root: Path) -> dict:
     train_py, result_json = tmp / "train.py", tmp / "test.json"
     train_py.write_text(source)
-    command = [sys.executable, "-m", "engine.cli", "evaluate", str(train_py),
+    command = engine_command("evaluate", str(train_py),
                "--checkpoint", str(checkpoint.resolve()), "--split", "test",
-               "--data", str(data), "--json", str(result_json)]
+               "--data", str(data), "--json", str(result_json))
     try:
         done = subprocess.run(command, cwd=repo_root, capture_output=True, text=True,
                               timeout=EVALUATE_TIMEOUT_SECONDS, env=scrubbed_env())

@@ -9,13 +9,13 @@ from __future__ import annotations
 
 import json
 import subprocess
-import sys
 import tempfile
 from pathlib import Path
 
 from engine import paths
 from engine.errors import UserError
 from engine.training import summary
+from engine.processes import engine_command
 
 # Same machine and JAX: the same figure to the last digit. Elsewhere, float reordering.
 TOLERANCE = 1e-5
@@ -48,8 +48,8 @@ def rescore(checkpoint: Path, data_dir: Path) -> dict:
     """The scorer's figures for the val split, from a process of its own."""
     with tempfile.TemporaryDirectory(prefix="autoresearch-verify-") as tmp:
         out = Path(tmp) / "score.json"
-        command = [sys.executable, "-m", "engine.cli", "evaluate", "--checkpoint", str(checkpoint),
-                   "--split", "val", "--data", str(data_dir), "--json", str(out)]
+        command = engine_command("evaluate", "--checkpoint", str(checkpoint),
+                   "--split", "val", "--data", str(data_dir), "--json", str(out))
         done = subprocess.run(command, capture_output=True, text=True, stdin=subprocess.DEVNULL)
         try:
             return json.loads(out.read_text())

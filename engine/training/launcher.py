@@ -26,6 +26,7 @@ from pathlib import Path
 from engine import paths
 from engine.errors import UserError
 from engine.training import summary
+from engine.processes import engine_command
 
 # The trainer's figures a result may carry (for people and for MFU/throughput reports).
 TRAINER_FIGURES = (
@@ -89,9 +90,9 @@ def train_then_score(args, run_dir: Path, data_dir: Path, private: Path) -> dict
 
 
 def _train(args, run_dir: Path, data_dir: Path, figures: Path) -> dict:
-    command = [sys.executable, "-m", "engine.cli", "train", str(args.path), "--trainer-only",
+    command = engine_command("train", str(args.path), "--trainer-only",
                "--json", str(figures), "--run-dir", str(run_dir), "--data", str(data_dir),
-               "--seed", str(args.seed), *budget_flags(args)]
+               "--seed", str(args.seed), *budget_flags(args))
     if args.no_checkpoint:
         command.append("--no-checkpoint")
     done = subprocess.run(command, stdin=subprocess.DEVNULL)
@@ -107,8 +108,8 @@ def _train(args, run_dir: Path, data_dir: Path, figures: Path) -> dict:
 
 def _score(checkpoint: Path, data_dir: Path, figures: Path) -> dict:
     started = time.perf_counter()
-    command = [sys.executable, "-m", "engine.cli", "evaluate", "--checkpoint", str(checkpoint),
-               "--split", "val", "--data", str(data_dir), "--json", str(figures)]
+    command = engine_command("evaluate", "--checkpoint", str(checkpoint),
+               "--split", "val", "--data", str(data_dir), "--json", str(figures))
     done = subprocess.run(command, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
                           text=True)
     sys.stderr.write(done.stderr)

@@ -7,6 +7,9 @@ Installed by the trainer before train.py is imported, for the rest of the proces
   so train.py sees training data only as the batches its train_step gets), nor other
   runs' files (a runs/ directory outside this run's own); the manifest, the tokenizer and
   the compilation cache stay readable;
+- no writing outside its own run directory (temporary files go there too) and the
+  compilation cache: a file left in the repository or in site-packages could run in the
+  scorer or in every later run;
 - no subprocesses, no network sockets (AF_UNIX socket pairs stay: asyncio needs them), no
   ctypes libraries, no tracing or profiling hooks, no walking the garbage collector;
 - no replacing the code of the engine's functions in place (`object.__setattr__` on them;
@@ -25,6 +28,7 @@ from __future__ import annotations
 import dataclasses
 import os
 import sys
+import tempfile
 from pathlib import Path
 
 from engine import paths
@@ -42,13 +46,16 @@ class Guard:
         self.hooks: Sandbox | None = None
         self.engine: dict | None = None
 
-    def install(self, run_dir: Path, data_dir: Path) -> None:
+    def install(self, run_dir: Path, data_dir: Path, figures: Path | None = None) -> None:
+        """`figures`: where the trainer writes its own figures for the launcher (its folder stays writable)."""
         check_paths(run_dir, data_dir)
         Path(run_dir).mkdir(parents=True, exist_ok=True)  # its parents may hold other runs
         compiling.compile_watch()  # registered before the snapshot: engine state, not tampering
+        private_temp(run_dir)
         self.engine = integrity.snapshot()
         readable = [data_dir / data.MANIFEST, data_dir / data.TOKENIZER, paths.compilation_cache_dir()]
-        self.hooks = install(run_dir, data_dir, paths.cache_root(), readable)
+        self.hooks = install(run_dir, data_dir, paths.cache_root(), readable,
+                             writable=[paths.compilation_cache_dir(), *([Path(figures).parent] if figures else [])])
 
     def check(self) -> None:
         if self.hooks is not None:
@@ -84,15 +91,24 @@ _PROCESS_EVENTS = ("subprocess.Popen", "os.system", "os.exec", "os.posix_spawn",
                    "os.forkpty", "os.startfile", "os.kill", "os.killpg")
 _NETWORK_EVENTS = ("socket.connect", "socket.bind", "socket.sendto", "socket.sendmsg", "socket.getaddrinfo",
                    "socket.gethostbyname", "urllib.Request", "http.client.connect")
+# Events that change the file system, -> indices of the paths they write (the destination of a
+# copy, link or move; every path of a removal).
+_WRITE_EVENTS = {
+    "os.remove": (0,), "os.rmdir": (0,), "os.truncate": (0,), "os.link": (1,), "os.symlink": (1,),
+    "os.rename": (0, 1), "os.mkdir": (0,), "os.chmod": (0,), "shutil.copyfile": (1,), "shutil.copytree": (1,),
+    "shutil.rmtree": (0,), "shutil.move": (0, 1),
+}
+_WRITE_FLAGS = os.O_WRONLY | os.O_RDWR | os.O_CREAT | os.O_APPEND | os.O_TRUNC
 _CODE_ATTRIBUTES = ("__code__", "__defaults__", "__kwdefaults__", "__globals__", "__closure__")
 _INTROSPECTION_EVENTS = ("ctypes.dlopen", "ctypes.dlsym", "ctypes.cdata", "gc.get_objects", "gc.get_referrers",
                          "gc.get_referents", "sys._current_frames", "sys.settrace", "sys.setprofile")
 
 
 def install(run_dir: Path, data_dir: Path, cache_root: Path, readable: list[Path],
-            what: str = "train.py") -> Sandbox:
+            what: str = "train.py", writable: list[Path] = ()) -> Sandbox:
     """Add the hook; from now on this process is under it. `readable` paths inside the cache
-    (manifest, tokenizer, compilation cache) stay open to it."""
+    (manifest, tokenizer, compilation cache) stay open to it; it writes only in its run
+    directory (temporary files included: see `private_temp`) and the `writable` paths."""
     realpath = os.path.realpath
     own = realpath(run_dir)
     runs_root = _runs_root(Path(own))
@@ -101,7 +117,9 @@ def install(run_dir: Path, data_dir: Path, cache_root: Path, readable: list[Path
     if runs_root is not None:
         denied.append((realpath(runs_root), "other runs' files are not readable during training"))
     violations: list[str] = []
+    writable = (own, "/dev", *[realpath(path) for path in writable])
     sys.addaudithook(_hook(_path_rule(tuple([own] + [realpath(p) for p in readable]), tuple(denied), what),
+                           _write_rule(writable, what),
                            violations, what))
     return Sandbox(violations)
 
@@ -132,7 +150,38 @@ def _path_rule(allowed: tuple, denied: tuple, what: str):
     return rule
 
 
-def _hook(path_rule, violations: list, what: str):
+def _write_rule(writable: tuple, what: str):
+    """path -> the refusal message for writing there, or None: the training process writes only
+    its own run directory, temporary files and the compilation cache. Anywhere else (the
+    repository, site-packages) a file it left could run in the scorer, or in every later run."""
+    realpath, sep, join, fspath, getcwd = os.path.realpath, os.sep, os.path.join, os.fspath, os.getcwd
+
+    def rule(raw) -> str | None:
+        if isinstance(raw, int) or raw is None:
+            return None
+        try:
+            text = fspath(raw)
+            text = text.decode() if isinstance(text, bytes) else text
+            path = realpath(text if text.startswith(sep) else join(getcwd(), text))
+        except (TypeError, ValueError, OSError):
+            return None
+        if any(path == root or path.startswith(root + sep) for root in writable):
+            return None
+        return (f"{what} wrote {path}: the training process may write only in its run directory "
+                "and temporary files")
+    return rule
+
+
+def _writes(args: tuple, write_flags: int) -> bool:
+    """Whether an "open" event opens for writing: a mode with w, a, x or +, or write flags."""
+    mode = args[1] if len(args) > 1 else None
+    flags = args[2] if len(args) > 2 else 0
+    return (isinstance(mode, str) and any(c in mode for c in "wax+")) or \
+        (isinstance(flags, int) and bool(flags & write_flags))
+
+
+def _hook(path_rule, write_rule, violations: list, what: str):
+    write_events, write_flags, writes = dict(_WRITE_EVENTS), _WRITE_FLAGS, _writes
     path_events, process_events = dict(_PATH_EVENTS), frozenset(_PROCESS_EVENTS)
     network_events, introspection_events = frozenset(_NETWORK_EVENTS), frozenset(_INTROSPECTION_EVENTS)
     code_attributes, engine_function, name_of = frozenset(_CODE_ATTRIBUTES), _is_engine_function, _name_of
@@ -143,6 +192,11 @@ def _hook(path_rule, violations: list, what: str):
         raise Refused(message)
 
     def hook(event: str, args: tuple) -> None:
+        written = write_events.get(event, (0,) if event == "open" and writes(args, write_flags) else ())
+        for index in written:
+            message = write_rule(args[index]) if index < len(args) else None
+            if message:
+                refuse(message)
         if event in path_events:
             for index in path_events[event]:
                 message = path_rule(args[index]) if index < len(args) else None
@@ -184,6 +238,15 @@ def _is_engine_function(obj) -> bool:
 
 def _name_of(obj) -> str:
     return f"{getattr(obj, '__module__', '?')}.{getattr(obj, '__qualname__', type(obj).__name__)}"
+
+
+def private_temp(run_dir: Path) -> Path:
+    """Temporary files of this process go inside its run directory, the one place it may write."""
+    temp = Path(run_dir) / "tmp"
+    temp.mkdir(parents=True, exist_ok=True)
+    os.environ["TMPDIR"] = str(temp)
+    tempfile.tempdir = str(temp)
+    return temp
 
 
 def check_paths(run_dir: Path, data_dir: Path) -> None:

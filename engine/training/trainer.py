@@ -98,7 +98,7 @@ def run_trainer(args, started: float, guard: sandbox.Guard | None = None) -> dic
     ctx = make_context(manifest, budget, args.seed)
     train_split = data.load_split(data_dir, "train")  # mapped now: train.py may not open the cache
     run_dir = Path(args.run_dir) if args.run_dir else _default_run_dir()
-    guard.install(run_dir, data_dir)
+    guard.install(run_dir, data_dir, figures=Path(args.json_path) if args.json_path else None)
     exp = load_experiment(args.path, ctx)
     guard.check()
     mesh = sharding.make_mesh()
