@@ -9,7 +9,7 @@ from engine.errors import UserError
 
 
 def cache_root() -> Path:
-    return Path(os.environ.get("AUTORESEARCH_CACHE", Path.home() / ".cache" / "autoresearch"))
+    return Path(os.environ.get("AUTORESEARCH_CACHE", Path.home() / ".cache" / "autoresearch")).absolute()
 
 
 def latest_pointer() -> Path:
@@ -34,7 +34,7 @@ def resolve_data_dir(data: str | None) -> Path:
 
 
 def compilation_cache_dir() -> Path:
-    return Path(os.environ.get("JAX_COMPILATION_CACHE_DIR", cache_root() / "xla"))
+    return Path(os.environ.get("JAX_COMPILATION_CACHE_DIR", cache_root() / "xla")).absolute()
 
 
 def find_data_dir(fingerprint: str | None) -> Path | None:

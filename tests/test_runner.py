@@ -77,5 +77,5 @@ def test_build_command_passes_budget_seed_and_paths(tmp_path, monkeypatch):
     monkeypatch.delenv("AUTORESEARCH_TRAIN_COMMAND", raising=False)
     command = runner.build_command("train.py", tmp_path, 3, ["--budget-seconds", "15"], "/data")
     assert command[1:5] == ["-P", "-m", "engine.cli", "train"]
-    assert command[4:] == ["train.py", "--json", str(tmp_path / "result.json"), "--run-dir", str(tmp_path),
+    assert command[5:] == ["train.py", "--json", str(tmp_path / "result.json"), "--run-dir", str(tmp_path),
                            "--seed", "3", "--budget-seconds", "15", "--data", "/data"]

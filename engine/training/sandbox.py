@@ -56,6 +56,9 @@ class Guard:
         readable = [data_dir / data.MANIFEST, data_dir / data.TOKENIZER, paths.compilation_cache_dir()]
         self.hooks = install(run_dir, data_dir, paths.cache_root(), readable,
                              writable=[paths.compilation_cache_dir(), *([Path(figures).parent] if figures else [])])
+        # A relative path then lands in the run directory: the audit event of a write relative to
+        # an open folder (dir_fd) carries only the name, which is resolved against this one.
+        os.chdir(run_dir)
 
     def check(self) -> None:
         if self.hooks is not None:

@@ -90,6 +90,7 @@ def _train(args: argparse.Namespace) -> int:
 
 def run_trainer(args, started: float, guard: sandbox.Guard | None = None) -> dict:
     guard = guard or sandbox.Guard()
+    _absolute_paths(args)  # the guard moves the process into its run directory
     budget = clock.budget_from_args(args, constants.TIME_BUDGET_SECONDS)
     data_dir = paths.resolve_data_dir(args.data)
     manifest = data.load_manifest(data_dir)
@@ -97,7 +98,7 @@ def run_trainer(args, started: float, guard: sandbox.Guard | None = None) -> dic
     compiling.enable_persistent_cache()
     ctx = make_context(manifest, budget, args.seed)
     train_split = data.load_split(data_dir, "train")  # mapped now: train.py may not open the cache
-    run_dir = Path(args.run_dir) if args.run_dir else _default_run_dir()
+    run_dir = Path(args.run_dir) if args.run_dir else _default_run_dir().absolute()
     guard.install(run_dir, data_dir, figures=Path(args.json_path) if args.json_path else None)
     exp = load_experiment(args.path, ctx)
     guard.check()
@@ -124,6 +125,13 @@ def run_trainer(args, started: float, guard: sandbox.Guard | None = None) -> dic
     guard.check()
     return _result(exp, ctx, manifest, compiled, budget_clock, watch, final_loss, saved, init_seconds,
                    time.perf_counter() - started)
+
+
+def _absolute_paths(args) -> None:
+    for name in ("path", "json_path", "run_dir", "data"):
+        value = getattr(args, name, None)
+        if value and (name != "data" or Path(value).exists()):  # --data may name a cache
+            setattr(args, name, str(Path(value).absolute()))
 
 
 def check_flops_countable(compiled, budget: Budget) -> None:
