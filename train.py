@@ -282,7 +282,6 @@ def experiment(ctx: Context) -> Experiment:
             size["depth"], rows, capacity, size["model_dim"] // HEAD_DIM, HEAD_DIM, dtype),
         decode=lambda state, cache, x, position: model(state["params"]).decode(x, cache, position),
         batch_size=rows,  # the same on any number of devices
-        eval_batch_size=min(rows, size["device_rows"] * ctx.num_devices),
         sequence_length=seq_len,
         sharding="replicated",
         flops_per_token=transformer_flops_per_token(
