@@ -54,7 +54,7 @@ def test_on_a_terminal_the_line_is_rewritten_in_place():
     def report(clock, loss, time):
         now.t = time.t
         shown.update(clock, loss)
-    clock = trained(Budget("tokens", 20_000), steps=20, step_seconds=0.125, report=report)
+    trained(Budget("tokens", 20_000), steps=20, step_seconds=0.125, report=report)
     shown.close()
     text = out.getvalue()
     assert text.count("\r") == 10 and text.endswith("\n") and text.count("\n") == 1  # every 0.25 s, one line
