@@ -127,24 +127,35 @@ def install(run_dir: Path, data_dir: Path, cache_root: Path, readable: list[Path
     return Sandbox(violations)
 
 
+def _resolver():
+    """raw path argument of an audit event -> its real absolute path, or None for an open file
+    descriptor (its path was checked when it was opened) or a value that is no path. What it
+    uses is bound here, out of reach of train.py's assignments to os."""
+    realpath, sep, join, fspath, getcwd = os.path.realpath, os.sep, os.path.join, os.fspath, os.getcwd
+
+    def resolve(raw) -> str | None:
+        if isinstance(raw, int) or raw is None:
+            return None
+        try:
+            text = fspath(raw)
+            text = text.decode() if isinstance(text, bytes) else text
+            return realpath(text if text.startswith(sep) else join(getcwd(), text))
+        except (TypeError, ValueError, OSError):
+            return None
+    return resolve
+
+
 def _path_rule(allowed: tuple, denied: tuple, what: str):
     """path -> the refusal message, or None. Everything it uses is bound here, out of reach of
     train.py's assignments to this module."""
-    realpath, sep, join, fspath, getcwd = os.path.realpath, os.sep, os.path.join, os.fspath, os.getcwd
+    resolve, sep = _resolver(), os.sep
 
     def under(path: str, root: str) -> bool:
         return path == root or path.startswith(root + sep)
 
     def rule(raw) -> str | None:
-        if isinstance(raw, int) or raw is None:
-            return None  # an open file descriptor: its path was checked when it was opened
-        try:
-            text = fspath(raw)
-            text = text.decode() if isinstance(text, bytes) else text
-            path = realpath(text if text.startswith(sep) else join(getcwd(), text))
-        except (TypeError, ValueError, OSError):
-            return None
-        if any(under(path, root) for root in allowed):
+        path = resolve(raw)
+        if path is None or any(under(path, root) for root in allowed):
             return None
         for root, why in denied:
             if under(path, root):
@@ -157,18 +168,11 @@ def _write_rule(writable: tuple, what: str):
     """path -> the refusal message for writing there, or None: the training process writes only
     its own run directory, temporary files and the compilation cache. Anywhere else (the
     repository, site-packages) a file it left could run in the scorer, or in every later run."""
-    realpath, sep, join, fspath, getcwd = os.path.realpath, os.sep, os.path.join, os.fspath, os.getcwd
+    resolve, sep = _resolver(), os.sep
 
     def rule(raw) -> str | None:
-        if isinstance(raw, int) or raw is None:
-            return None
-        try:
-            text = fspath(raw)
-            text = text.decode() if isinstance(text, bytes) else text
-            path = realpath(text if text.startswith(sep) else join(getcwd(), text))
-        except (TypeError, ValueError, OSError):
-            return None
-        if any(path == root or path.startswith(root + sep) for root in writable):
+        path = resolve(raw)
+        if path is None or any(path == root or path.startswith(root + sep) for root in writable):
             return None
         return (f"{what} wrote {path}: the training process may write only in its run directory "
                 "and temporary files")
