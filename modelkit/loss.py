@@ -62,9 +62,12 @@ def fused_head_cross_entropy_mean(h_MD, w_DV, targets_M, cap: float | None, chun
 def _forward_with_gradients(h_MD, w_DV, targets_M, cap, chunk):
     M, V = h_MD.shape[0], w_DV.shape[1]
     h_CKD, targets_CK = _chunks(h_MD, targets_M, chunk)
+    # each chunk also transposed, made before the loop: inside it XLA would fold the transpose
+    # into the weight-gradient matmul, whose transposed-operand form runs at half speed on CPU
+    h_CDK = jnp.swapaxes(h_CKD, 1, 2)
 
     def one_chunk(dw_DV, xs):
-        h_KD, targets_K = xs
+        h_KD, h_DK, targets_K = xs
         capped_KV = softcap(jnp.dot(h_KD, w_DV, preferred_element_type=jnp.float32), cap)
         # capped logits lie in [-cap, cap]: shifting by cap cannot overflow, and saves a max pass
         shift_K = jnp.full(targets_K.shape, cap, jnp.float32) if cap else jnp.max(capped_KV, axis=-1)
@@ -78,10 +81,10 @@ def _forward_with_gradients(h_MD, w_DV, targets_M, cap, chunk):
         draw_KV = dcapped_KV if cap is None else dcapped_KV * (1.0 - jnp.square(capped_KV * (1.0 / cap)))
         draw_KV = draw_KV.astype(h_KD.dtype)
         dh_KD = jnp.dot(draw_KV, w_DV.T, preferred_element_type=jnp.float32).astype(h_KD.dtype)
-        dw_DV = dw_DV + jnp.dot(h_KD.T, draw_KV, preferred_element_type=jnp.float32)
+        dw_DV = dw_DV + jnp.dot(h_DK, draw_KV, preferred_element_type=jnp.float32)
         return dw_DV, (loss, dh_KD)
 
-    dw_DV, (losses, dh_CKD) = jax.lax.scan(one_chunk, jnp.zeros(w_DV.shape, jnp.float32), (h_CKD, targets_CK))
+    dw_DV, (losses, dh_CKD) = jax.lax.scan(one_chunk, jnp.zeros(w_DV.shape, jnp.float32), (h_CKD, h_CDK, targets_CK))
     return jnp.sum(losses) / M, (_unchunk(dh_CKD), dw_DV.astype(w_DV.dtype))
 
 
