@@ -27,10 +27,11 @@ from modelkit.loss import fused_head_cross_entropy_mean, head_logits
 # evaluation on longer text within distances the model has seen.
 # batch_tokens: tokens per optimizer step, whatever the number of devices (so a flops budget
 # trains the same steps on 1 chip or 8); device_rows: most rows one device computes at once
-# (more rows per device are accumulated in micro-batches).
-# loss_chunk: tokens per chunk of the fused head + cross-entropy (cache-sized on CPU).
-CPU_SIZE = dict(depth=2, model_dim=256, seq_len=128, window=128, batch_tokens=8192, device_rows=64,
-                loss_chunk=1024)
+# (more rows per device are accumulated in micro-batches; on CPU, small enough that each
+# matmul's output stays in cache).
+# loss_chunk: tokens per chunk of the fused head + cross-entropy (on CPU, cache-sized).
+CPU_SIZE = dict(depth=2, model_dim=256, seq_len=128, window=128, batch_tokens=8192, device_rows=16,
+                loss_chunk=256)
 GPU_SIZE = dict(depth=8, model_dim=640, seq_len=2048, window=None, batch_tokens=65536, device_rows=32,
                 loss_chunk=16384)
 TPU_SIZE = dict(depth=8, model_dim=640, seq_len=2048, window=None, batch_tokens=262144, device_rows=16,
