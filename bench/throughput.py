@@ -8,6 +8,8 @@ common 6N rule of thumb), matrix parameters only (the embedding table is a looku
 not a matmul), and train.py's own flops_per_token (matrices plus causal attention).
 On CPU each is divided by the FLOP/s of a large jitted float32 matmul measured in the
 same run, in alternating rounds, best of each, so a busy machine slows both alike.
+On a machine whose speed drifts (a shared VM), "paired rounds" also compares each round
+of steps with the matmul run for as long right after it, and prints the median.
 On GPU/TPU the same figures are printed as MFU against the chip's peak.
 """
 from __future__ import annotations
@@ -71,9 +73,10 @@ def build(args):
     return ctx, exp, state, batch
 
 
-def time_training(exp, state, batch, steps: int, rounds: int, matmuls: list) -> tuple[float, float]:
-    """Best seconds per step (steps dispatched back to back, one sync per round) and best matmul FLOP/s,
-    measured in alternating rounds."""
+def time_training(exp, state, batch, steps: int, rounds: int, matmuls: list) -> tuple[float, float, list]:
+    """Best seconds per step (steps dispatched back to back, one sync per round), best matmul FLOP/s,
+    and per round (seconds per step, matmul FLOP/s over as long right after): measured in
+    alternating rounds."""
     step = jax.jit(exp.train_step, donate_argnums=0)
     progress = jnp.float32(0.1)
     state, metrics = step(state, batch, progress)  # compile
@@ -85,12 +88,27 @@ def time_training(exp, state, batch, steps: int, rounds: int, matmuls: list) -> 
             holder["state"], out = step(holder["state"], batch, progress)
         return out["loss"]
 
-    step_seconds, matmul_rate = float("inf"), 0.0
+    step_seconds, matmul_rate, paired = float("inf"), 0.0, []
     for _ in range(rounds):
-        step_seconds = min(step_seconds, best_seconds(run_steps, 1) / steps)
+        round_seconds = best_seconds(run_steps, 1) / steps
+        step_seconds = min(step_seconds, round_seconds)
+        paired.append((round_seconds, matmul_rate_over(matmuls[0], round_seconds * steps)))
         for flops, run in matmuls:
             matmul_rate = max(matmul_rate, flops / best_seconds(run, 3))
-    return step_seconds, matmul_rate
+    return step_seconds, matmul_rate, paired
+
+
+def matmul_rate_over(matmul, seconds: float) -> float:
+    """FLOP/s of one matmul run back to back for about `seconds`: on a machine whose speed drifts,
+    the rate to compare a round of training steps with."""
+    flops, run = matmul
+    start = time.perf_counter()
+    jax.block_until_ready(run())
+    repeats = max(1, round(seconds / (time.perf_counter() - start)) - 1)
+    for _ in range(repeats):
+        out = run()
+    jax.block_until_ready(out)
+    return flops * (repeats + 1) / (time.perf_counter() - start)
 
 
 def unigram_bits_per_byte(data: str) -> float:
@@ -117,7 +135,7 @@ def main(argv=None) -> int:
     n_matrices = count_params(params, exclude=["embed"])
     dtype = jnp.float32 if ctx.platform == "cpu" else jnp.bfloat16
     matmuls = [matmul_flops_per_second(size, dtype) for size in MATMUL_SIZES]
-    step_seconds, matmul_rate = time_training(exp, state, batch, args.steps, args.rounds, matmuls)
+    step_seconds, matmul_rate, paired = time_training(exp, state, batch, args.steps, args.rounds, matmuls)
     tokens_per_second = exp.batch_size * exp.sequence_length / step_seconds
 
     print(f"device:            {devices.describe()}")
@@ -135,6 +153,10 @@ def main(argv=None) -> int:
         line = f"{name:28s} {rate / 1e9:9.1f} GFLOP/s   {100 * rate / matmul_rate:5.1f}% of matmul"
         mfu = devices.mfu_percent(rate, ctx.device_kind, 1) if ctx.platform != "cpu" else None
         print(line + (f"   MFU {mfu:.1f}%" if mfu is not None else ""))
+    tokens = exp.batch_size * exp.sequence_length
+    ratios = sorted(6 * n_matrices * tokens / seconds / rate for seconds, rate in paired)
+    print(f"paired rounds:     6 x matrix parameters at {100 * ratios[len(ratios) // 2]:.1f}% of the matmul run "
+          f"right after each round (median of {len(ratios)}; range {100 * ratios[0]:.1f}-{100 * ratios[-1]:.1f}%)")
     if args.data:
         print(f"unigram bound:     {unigram_bits_per_byte(args.data):.4f} bits per byte (train split of {args.data})")
     return 0
