@@ -24,10 +24,7 @@ def main() -> int:
         print(f"rules: {error}", file=sys.stderr)
         return 2
     rows = route.tickets(args.split)
-    correct = sum(route.route(rules, row["text"]) == row["label"] for row in rows)
-    print(f"tickets: {len(rows)}")
-    print(f"correct: {correct}")
-    print(f"accuracy: {correct / len(rows):.4f}")
+    route.print_score(route.correct_count(rules, rows), len(rows))
     return 0
 
 

@@ -56,9 +56,7 @@ def main() -> int:
         batch = rows[start:start + args.batch]
         teams = classify(client, model, prompt, batch)
         correct += sum(teams.get(row["id"]) == row["label"] for row in batch)
-    print(f"tickets: {len(rows)}")
-    print(f"correct: {correct}")
-    print(f"accuracy: {correct / len(rows):.4f}")
+    route.print_score(correct, len(rows))
     return 0
 
 
