@@ -17,7 +17,6 @@ import statistics
 import subprocess
 import sys
 import tempfile
-import time
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[1]
@@ -27,6 +26,7 @@ from engine.agents.offline import OfflineAgent  # noqa: E402
 from engine.loop import cycle  # noqa: E402
 from engine.loop.live_view import LiveView  # noqa: E402
 from engine.loop.session import open_session  # noqa: E402
+from overhead import timed_experiments  # noqa: E402  (bench/, beside this file)
 
 PROGRAM = """# command-task overhead bench
 ## Task
@@ -69,16 +69,7 @@ def measure(experiments: int, tracked_files: int) -> list[dict]:
         try:
             session.repo.checkout_branch("bench")
             cycle.run_baseline(session)
-            agent, figures = OfflineAgent(seed=0), []
-            for _ in range(experiments):
-                start = time.monotonic()
-                experiment = session.ledger.next_experiment()
-                proposal = cycle.propose(session, agent, experiment)
-                if proposal is None:
-                    break
-                row = cycle.try_candidate(session, proposal, experiment)
-                figures.append({**row, "step_seconds": time.monotonic() - start})
-            return figures
+            return timed_experiments(session, OfflineAgent(seed=0), experiments)
         finally:
             session.close()
             os.chdir(REPO)

@@ -72,18 +72,25 @@ def measure(args) -> list[dict]:
         try:
             session.repo.checkout_branch("bench")
             cycle.run_baseline(session)  # cold: fills the persistent compilation cache
-            figures = []
-            agent = CommentAgent()
-            for _ in range(args.experiments):
-                start = time.monotonic()
-                experiment = session.ledger.next_experiment()
-                proposal = cycle.propose(session, agent, experiment)
-                row = cycle.try_candidate(session, proposal, experiment)
-                figures.append({**row, "step_seconds": time.monotonic() - start})
-            return figures
+            return timed_experiments(session, CommentAgent(), args.experiments)
         finally:
             session.close()
             os.chdir(REPO)
+
+
+def timed_experiments(session, agent, count: int) -> list[dict]:
+    """Up to `count` loop steps (propose, run, keep or reset), each ledger row with its wall
+    time as step_seconds; fewer when the agent runs out of ideas."""
+    figures = []
+    for _ in range(count):
+        start = time.monotonic()
+        experiment = session.ledger.next_experiment()
+        proposal = cycle.propose(session, agent, experiment)
+        if proposal is None:
+            break
+        row = cycle.try_candidate(session, proposal, experiment)
+        figures.append({**row, "step_seconds": time.monotonic() - start})
+    return figures
 
 
 def report(figures: list[dict], budget: float) -> None:
