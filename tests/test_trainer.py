@@ -53,6 +53,15 @@ def test_success_prints_summary_last_and_writes_json(prepared_data, tmp_path, ca
     assert figures["step"] == 8 and figures["phase"] == "scoring" and figures["fraction"] == 1.0
 
 
+def test_data_outside_a_cache_root_that_does_not_exist_yet(prepared_data, tmp_path, monkeypatch):
+    """--data names a dataset elsewhere and the default cache root, where the compilation cache
+    lives, was never made: the engine makes its own folder, train.py is not blamed for it."""
+    monkeypatch.setenv("AUTORESEARCH_CACHE", str(tmp_path / "never-prepared"))
+    code, result = train(prepared_data, tmp_path, TINY_TRAIN, "--budget-tokens", TOKENS, "--no-checkpoint")
+    assert code == 0, result
+    assert result["status"] == "ok" and (tmp_path / "never-prepared" / "xla").is_dir()
+
+
 def test_checkpoint_restores_the_same_val_bpb(prepared_data, tmp_path):
     code, result = train(prepared_data, tmp_path, TINY_TRAIN, "--budget-tokens", TOKENS,
                          "--run-dir", str(tmp_path / "run"))

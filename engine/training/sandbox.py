@@ -50,6 +50,9 @@ class Guard:
         """`figures`: where the trainer writes its own figures for the launcher (its folder stays writable)."""
         check_paths(run_dir, data_dir)
         Path(run_dir).mkdir(parents=True, exist_ok=True)  # its parents may hold other runs
+        # the engine's own folder, made before the hooks: JAX would otherwise create it and its
+        # parents (the cache root, when --data points elsewhere) from inside the sandbox
+        paths.compilation_cache_dir().mkdir(parents=True, exist_ok=True)
         compiling.compile_watch()  # registered before the snapshot: engine state, not tampering
         private_temp(run_dir)
         self.engine = integrity.snapshot()
