@@ -16,10 +16,10 @@ import optax
 from flax import nnx
 
 from engine.training.contract import Context, Experiment
-from modelkit import accumulate, kv_cache
-from modelkit.attention import causal_attention
-from modelkit.flops import count_params, transformer_flops_per_token
-from modelkit.loss import fused_head_cross_entropy_mean, head_logits
+from model import accumulate, kv_cache
+from model.attention import causal_attention
+from model.flops import count_params, transformer_flops_per_token
+from model.loss import fused_head_cross_entropy_mean, head_logits
 
 # Model size per platform. CPU: learns visibly in a 60 s budget on 2 cores.
 # One GPU or TPU chip: about the reference baseline (depth 8, ~50M parameters).

@@ -26,7 +26,7 @@ from engine.training import compile as compiling  # noqa: E402
 from engine.training import devices  # noqa: E402
 from engine.training.contract import Budget, Context  # noqa: E402
 from engine.training.flop_count import count_flops  # noqa: E402
-from modelkit import attention  # noqa: E402
+from model import attention  # noqa: E402
 
 # The default accelerator model's attention: batch, sequence, heads (640 / 128), head width.
 ATTENTION_SHAPE = (4, 2048, 5, 128)

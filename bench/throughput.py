@@ -29,7 +29,7 @@ sys.path.insert(0, str(REPO))
 from engine.training import devices  # noqa: E402
 from engine.training.contract import Budget, Context  # noqa: E402
 from engine.training.trainer import load_experiment  # noqa: E402
-from modelkit.flops import count_params  # noqa: E402
+from model.flops import count_params  # noqa: E402
 
 MATMUL_SIZES = (2048, 3072)  # the best of these is the machine's matmul speed
 

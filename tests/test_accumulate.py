@@ -1,10 +1,10 @@
-"""modelkit/accumulate.py: a fixed global batch in micro-batches gives the same loss and gradient."""
+"""model/accumulate.py: a fixed global batch in micro-batches gives the same loss and gradient."""
 import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from modelkit import accumulate
+from model import accumulate
 
 
 @pytest.mark.parametrize("rows, devices, device_rows, count", [

@@ -9,7 +9,7 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from modelkit import attention
+from model import attention
 
 
 def reference_attention(q, k, v, window=None):
@@ -121,7 +121,7 @@ def test_gradients_match_reference_autodiff():
 SPLASH_DATA_PARALLEL = """
 import jax, jax.numpy as jnp, numpy as np
 from jax.sharding import Mesh, NamedSharding, PartitionSpec
-from modelkit import attention
+from model import attention
 rows = NamedSharding(Mesh(np.asarray(jax.devices()), ("data",)), PartitionSpec("data"))
 q, k, v = (jax.device_put(jax.random.normal(key, (8, 128, 2, 128)), rows)
            for key in jax.random.split(jax.random.key(0), 3))

@@ -10,7 +10,7 @@ from engine.training.compile import lowered_flops
 from engine.errors import UserError
 from engine.training.contract import Budget
 from engine.training.flop_count import count_flops
-from modelkit import attention
+from model import attention
 
 N = 64
 MATMUL = 2 * N ** 3

@@ -3,7 +3,7 @@ import jax
 import jax.numpy as jnp
 import pytest
 
-from modelkit import flops
+from model import flops
 
 
 def test_dense_is_six_n():

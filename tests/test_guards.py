@@ -22,12 +22,12 @@ def test_only_editable_files_and_they_parse(tmp_path):
 def make_fixed(tmp_path):
     root, data = tmp_path / "repo", tmp_path / "data"
     (root / "engine" / "__pycache__").mkdir(parents=True)
-    (root / "modelkit").mkdir()
+    (root / "model").mkdir()
     data.mkdir()
     (root / "prepare.py").write_text("P = 1\n")
     (root / "engine" / "metric.py").write_text("def bpb(): ...\n")
     (root / "engine" / "__pycache__" / "metric.cpython-311.pyc").write_bytes(b"x")
-    (root / "modelkit" / "attention.py").write_text("A = 1\n")
+    (root / "model" / "attention.py").write_text("A = 1\n")
     (data / "manifest.json").write_text("{}")
     (data / "val.tokens.npy").write_bytes(b"\0" * 100)
     (root / "train.py").write_text("T = 1\n")
@@ -44,9 +44,9 @@ def test_fixed_files_changes_are_caught(tmp_path):
     assert fixed.differences() == []
     (root / "engine" / "metric.py").write_text("def bpb(): return 0\n")
     (data / "val.tokens.npy").write_bytes(b"\1" * 100)
-    (root / "modelkit" / "new.py").write_text("")
+    (root / "model" / "new.py").write_text("")
     changes = fixed.differences()
-    assert "engine/metric.py modified" in changes and "modelkit/new.py added" in changes
+    assert "engine/metric.py modified" in changes and "model/new.py added" in changes
     assert any("val.tokens.npy modified" in c for c in changes)
     with pytest.raises(guard.FixedFilesChanged, match="engine/metric.py modified"):
         fixed.check("before a run")

@@ -1,11 +1,11 @@
-"""modelkit/kv_cache.py: attention over a cache filled piece by piece equals attention over the whole sequence."""
+"""model/kv_cache.py: attention over a cache filled piece by piece equals attention over the whole sequence."""
 import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from modelkit import kv_cache
-from modelkit.attention import xla_attention
+from model import kv_cache
+from model.attention import xla_attention
 
 
 @pytest.mark.parametrize("window, kv_heads", [(None, 4), (5, 4), (None, 2)])

@@ -6,7 +6,7 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from modelkit import loss
+from model import loss
 
 
 def inputs(M=64, D=16, V=50, scale=3.0):

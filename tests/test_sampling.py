@@ -1,10 +1,10 @@
-"""modelkit/sampling.py against tiny pure-JAX logits functions with known answers."""
+"""model/sampling.py against tiny pure-JAX logits functions with known answers."""
 import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from modelkit.sampling import generate
+from model.sampling import generate
 
 VOCAB = 11
 

@@ -250,7 +250,7 @@ def test_decode_with_the_kv_cache_gives_the_full_forwards_logits(windowed):
 @pytest.mark.parametrize("temperature, context_length", [(0.0, 64), (1.0, 16)])
 def test_sampling_with_the_kv_cache_draws_the_same_tokens(windowed, temperature, context_length):
     """context 16 < prompt + new tokens: the cache covers the first ones, the sliding window the rest."""
-    from modelkit.sampling import generate
+    from model.sampling import generate
     exp, state = windowed
     prompt = [1, 5, 9, 2, 7]
     kwargs = dict(temperature=temperature, top_k=0, rng=jax.random.key(3), context_length=context_length)

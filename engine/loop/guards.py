@@ -1,6 +1,6 @@
 """Guards: a proposal touches only editable files and they parse; the fixed files never change.
 
-Fixed files are prepare.py, engine/, modelkit/ and the data cache (manifest, tokenizer,
+Fixed files are prepare.py, engine/, model/ and the data cache (manifest, tokenizer,
 splits). They are hashed once at start; later checks compare each file's stat
 (size, mtime, ctime, inode: ctime cannot be set back by a process) and rehash only
 files whose stat moved, so a check costs milliseconds even for a large cache.
@@ -18,7 +18,7 @@ from pathlib import Path
 from engine.errors import UserError
 from engine.files import sha256_file
 
-FIXED_IN_REPO = ("prepare.py", "engine", "modelkit")
+FIXED_IN_REPO = ("prepare.py", "engine", "model")
 SKIP_PARTS = {"__pycache__", ".pytest_cache"}
 SKIP_SUFFIXES = (".pyc", ".pyo")
 

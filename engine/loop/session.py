@@ -120,7 +120,7 @@ def open_session(args, live: LiveView | None = None) -> Session:
 
 
 def _fixed_files(program: protocol.Program, repo: Repo, data_dir: Path | None) -> guards.FixedFiles:
-    """train: prepare.py, engine/, modelkit/ and the data cache. command: every tracked file that is
+    """train: prepare.py, engine/, model/ and the data cache. command: every tracked file that is
     not editable (see tasks.fixed_paths for why)."""
     if not program.task.is_command:
         return guards.FixedFiles(repo.root, data_dir)

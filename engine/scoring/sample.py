@@ -2,7 +2,7 @@
 
 The model is the train.py of the best kept commit (read from git, so the working
 tree may be anywhere), its state restored with Orbax onto this machine's devices,
-and its Experiment.logits drives modelkit/sampling.py (with the experiment's KV cache,
+and its Experiment.logits drives model/sampling.py (with the experiment's KV cache,
 init_cache and decode, where it has one).
 """
 from __future__ import annotations
@@ -57,7 +57,7 @@ def sample_text(train_py: Path, checkpoint: Path, data_dir: Path, prompt: str, m
     from engine.training import trainer
     from engine.training.contract import Budget
     from engine.data.tokenizer import Tokenizer
-    from modelkit.sampling import generate
+    from model.sampling import generate
 
     _check_settings(max_tokens, temperature, top_k)
     manifest = data.load_manifest(data_dir)

@@ -105,7 +105,7 @@ def check_program(program, seq_len: int, vocab: int) -> int:
                      if t not in _stable_targets() and not export.is_kernel(t))
     if unknown:
         raise UserError(f"the exported forward calls {', '.join(unknown)}, which the scorer does not run: "
-                        "use jax.numpy, lax and the kernels in modelkit/ for the forward")
+                        "use jax.numpy, lax and the kernels in model/ for the forward")
     return int(inputs.shape[0])
 
 

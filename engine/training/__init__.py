@@ -5,6 +5,6 @@ train` (`launcher.py`: a trainer process, then a scorer process), the trainer an
 progress line, ahead-of-time compilation, the budget clock, the device mesh and shardings, device facts
 and MFU, the FLOP count, the checkpoint and the exported forward, the audit hooks and
 engine snapshot around train.py (`sandbox.py`, `integrity.py`) and the summary block.
-Only this package, `engine.scoring` and `modelkit/` import JAX; importing the package
+Only this package, `engine.scoring` and `model/` import JAX; importing the package
 itself stays light, so `engine.Experiment` costs nothing to the loop.
 """

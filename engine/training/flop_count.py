@@ -16,7 +16,7 @@ import dataclasses
 import jax
 from jax.extend import core as jex
 
-from modelkit import attention
+from model import attention
 
 LOOP_PRIMITIVES = ("scan",)
 UNKNOWN_TRIP_PRIMITIVES = ("while",)

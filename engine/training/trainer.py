@@ -38,7 +38,7 @@ from engine.training import summary
 from engine.errors import UserError
 from engine.training.contract import Budget, Context, Experiment
 from engine.training.progress import Progress
-from modelkit import flops
+from model import flops
 
 # A loss above this many nats per token has diverged (the reference's threshold).
 EXPLODING_LOSS = 100.0
@@ -141,7 +141,7 @@ def check_flops_countable(compiled, budget: Budget) -> None:
     if budget.mode == "flops":
         raise UserError(f"train_step contains {what}, whose FLOPs the engine cannot count, so a flops "
                         "budget would not hold: use lax.scan or fori_loop with static bounds and the "
-                        "modelkit/ kernels, or a time or tokens budget")
+                        "model/ kernels, or a time or tokens budget")
     print(f"note: step FLOPs leave out {what} (MFU may read low)", file=sys.stderr)
 
 

@@ -3,7 +3,7 @@
 A layer's cache holds keys and values for `capacity` positions, `[rows, capacity, kv_heads,
 head_dim]`. Decoding writes the new tokens' keys and values at their positions and lets each
 query see every cached position up to its own (and, with a window, no further back than the
-training attention would): the same attention as modelkit/attention.py's, one query at a time.
+training attention would): the same attention as model/attention.py's, one query at a time.
 """
 from __future__ import annotations
 
@@ -12,7 +12,7 @@ import math
 import jax
 import jax.numpy as jnp
 
-from modelkit.attention import MASK_VALUE
+from model.attention import MASK_VALUE
 
 
 def init(layers: int, rows: int, capacity: int, kv_heads: int, head_dim: int, dtype) -> list[dict]:
@@ -33,7 +33,7 @@ def attend(q_BTNH, layer: dict, position, *, scale: float | None = None, window:
     B, T, N, H = q_BTNH.shape
     k_BSKH, v_BSKH = layer["k"], layer["v"]
     S, K = k_BSKH.shape[1], k_BSKH.shape[2]
-    if K != N:  # grouped heads, as in modelkit/attention.py
+    if K != N:  # grouped heads, as in model/attention.py
         k_BSKH, v_BSKH = jnp.repeat(k_BSKH, N // K, axis=2), jnp.repeat(v_BSKH, N // K, axis=2)
     scale = 1.0 / math.sqrt(H) if scale is None else scale
     logits_BNTS = jnp.einsum("btnh,bsnh->bnts", q_BTNH * jnp.asarray(scale, q_BTNH.dtype),
