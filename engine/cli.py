@@ -16,6 +16,7 @@ from engine.errors import UserError
 COMMANDS = {
     "prepare": "engine.data.prepare",
     "train": "engine.training.launcher",
+    "trace": "engine.training.tracer",
     "evaluate": "engine.scoring.evaluate",
     "verify": "engine.scoring.verify",
     "loop": "engine.loop.driver",
@@ -87,6 +88,16 @@ def _add_train(sub) -> None:
     p.add_argument("--no-checkpoint", action="store_true", help="skip saving the final state")
     # The trainer process that `train` starts (engine/training/launcher.py): no score of its own.
     p.add_argument("--trainer-only", action="store_true", help=argparse.SUPPRESS)
+    p.add_argument("--programs", default=None,
+                   help="train the exported programs in this folder instead of tracing a train.py "
+                        "(a run's checkpoint/programs: `verify --retrain` uses it)")
+
+
+def _add_trace(sub) -> None:
+    # The tracer process that the trainer starts (engine/training/tracer.py); not for people.
+    p = sub.add_parser("trace", help=argparse.SUPPRESS)
+    p.add_argument("path")
+    p.add_argument("--out", required=True)
 
 
 def _add_evaluate(sub) -> None:
@@ -106,9 +117,12 @@ def _add_verify(sub) -> None:
         formatter_class=argparse.RawDescriptionHelpFormatter,
         epilog="examples:\n"
         "  autoresearch verify runs/nov26/exp-0012     # exit 0 when the stored val_bpb holds\n"
-        "  autoresearch verify runs/train-20261127-101500 --data stdlib\n",
+        "  autoresearch verify runs/train-20261127-101500 --data stdlib\n"
+        "  autoresearch verify --retrain runs/nov26/exp-0012   # train its programs again, then score\n",
     )
     p.add_argument("run_dir", help="an experiment's directory (holding result.json and checkpoint/)")
+    p.add_argument("--retrain", action="store_true",
+                   help="train the run's exported programs again (seed, budget, data as recorded), then score")
     p.add_argument("--data", default=None, help="prepared cache (default: the one the result names)")
     p.add_argument("--json", dest="json_path", default=None, help="write the comparison as JSON here")
 
@@ -202,7 +216,7 @@ def _add_sample(sub) -> None:
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="autoresearch", description=__doc__.splitlines()[0])
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
-    for add in (_add_prepare, _add_train, _add_evaluate, _add_verify, _add_loop, _add_experiment,
+    for add in (_add_prepare, _add_train, _add_trace, _add_evaluate, _add_verify, _add_loop, _add_experiment,
                 _add_report, _add_status, _add_sample):
         add(sub)
     return parser

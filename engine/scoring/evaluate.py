@@ -27,7 +27,7 @@ def main(args: argparse.Namespace) -> int:
     meta = checkpoint.read_meta(args.checkpoint)
     _check_same_data(meta, manifest, args.checkpoint)
     devices.initialize_distributed()
-    compiling.enable_persistent_cache()
+    compiling.disable_persistent_cache()
     result = scorer.score(args.checkpoint, data_dir, args.split)
     figures = {**result.as_dict(args.split), "manifest_fingerprint": manifest.get("fingerprint"),
                "checkpoint": str(args.checkpoint)}

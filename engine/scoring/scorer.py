@@ -102,19 +102,9 @@ def check_program(program, seq_len: int, vocab: int) -> int:
         raise UserError(f"the exported forward returns {shown}, not float logits {list(want)}: "
                         "Experiment.logits must return [batch, time, vocab]")
     unknown = sorted(t for t in export.custom_call_targets(program.mlir_module())
-                     if t not in _stable_targets() and not export.is_kernel(t))
+                     if t not in export.stable_targets() and not export.is_kernel(t))
     if unknown:
         raise UserError(f"the exported forward calls {', '.join(unknown)}, which the scorer does not run: "
                         "use jax.numpy, lax and the kernels in model/ for the forward")
     return int(inputs.shape[0])
-
-
-def _stable_targets() -> set[str]:
-    """Custom calls jax.export itself accepts without a disabled check (its private list)."""
-    try:
-        from jax._src.export import _export
-        return set(_export._CUSTOM_CALL_TARGETS_GUARANTEED_STABLE)
-    except (ImportError, AttributeError):  # moved in another JAX: accept what the export accepted
-        return {"Sharding", "SPMDFullToShardShape", "SPMDShardToFullShape", "tpu_custom_call",
-                "shape_assertion", "annotate_device_placement", "AllocateBuffer", "mosaic_gpu_v2"}
 

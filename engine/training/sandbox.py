@@ -1,15 +1,14 @@
-"""Audit hooks (PEP 578) around train.py: the training process reads only what training needs.
+"""Audit hooks (PEP 578) around train.py in the tracer process, the one place its Python runs.
 
-Installed by the trainer before train.py is imported, for the rest of the process:
+Installed by the tracer (engine/training/tracer.py) before train.py is imported, for the
+rest of the process:
 
-- no opening, listing, linking, moving or deleting the prepared cache's files (the held-out
-  val and test splits above all; the engine has already mapped the train split into memory,
-  so train.py sees training data only as the batches its train_step gets), nor other
-  runs' files (a runs/ directory outside this run's own); the manifest, the tokenizer and
-  the compilation cache stay readable;
-- no writing outside its own run directory (temporary files go there too) and the
-  compilation cache: a file left in the repository or in site-packages could run in the
-  scorer or in every later run;
+- no opening, listing, linking, moving or deleting anything in the prepared cache (train
+  and held-out splits alike: train.py sees data only as the batches its exported
+  train_step gets in the trainer), the compilation cache, or other runs' files (a runs/
+  directory outside this run's own);
+- no writing outside its output folder (temporary files go there too): a file left in the
+  repository, a cache or site-packages could run in the scorer or in every later run;
 - no subprocesses, no network sockets (AF_UNIX socket pairs stay: asyncio needs them), no
   ctypes libraries, no tracing or profiling hooks, no walking the garbage collector;
 - no replacing the code of the engine's functions in place (`object.__setattr__` on them;
@@ -31,46 +30,18 @@ import sys
 import tempfile
 from pathlib import Path
 
-from engine import paths
-from engine.data import cache as data
 from engine.errors import UserError
-from engine.training import compile as compiling
-from engine.training import integrity
 
 
-class Guard:
-    """The audit hooks and the engine snapshot (engine/training/integrity.py) of one trainer
-    process, once installed; `check` after each stretch of train.py's code."""
-
-    def __init__(self):
-        self.hooks: Sandbox | None = None
-        self.engine: dict | None = None
-
-    def install(self, run_dir: Path, data_dir: Path, figures: Path | None = None) -> None:
-        """`figures`: where the trainer writes its own figures for the launcher (its folder stays writable)."""
-        check_paths(run_dir, data_dir)
-        Path(run_dir).mkdir(parents=True, exist_ok=True)  # its parents may hold other runs
-        # the engine's own folder, made before the hooks: JAX would otherwise create it and its
-        # parents (the cache root, when --data points elsewhere) from inside the sandbox
-        paths.compilation_cache_dir().mkdir(parents=True, exist_ok=True)
-        compiling.compile_watch()  # registered before the snapshot: engine state, not tampering
-        private_temp(run_dir)
-        self.engine = integrity.snapshot()
-        readable = [data_dir / data.MANIFEST, data_dir / data.TOKENIZER, paths.compilation_cache_dir()]
-        self.hooks = install(run_dir, data_dir, paths.cache_root(), readable,
-                             writable=[paths.compilation_cache_dir(), *([Path(figures).parent] if figures else [])])
-        # A relative path then lands in the run directory: the audit event of a write relative to
-        # an open folder (dir_fd) carries only the name, which is resolved against this one.
-        os.chdir(run_dir)
-
-    def check(self) -> None:
-        if self.hooks is not None:
-            self.hooks.check()
-        if self.engine is not None:
-            integrity.verify(self.engine)
-
-    def first_refusal(self) -> str | None:
-        return self.hooks.violations[0] if self.hooks and self.hooks.violations else None
+def install_for_tracer(out: Path, denied: list[Path]) -> "Sandbox":
+    """The tracer's hooks (engine/training/tracer.py): `denied` (the data cache root and the
+    trainer's compilation cache) unreadable, writes only in `out` (temporary files too), and
+    relative paths resolved there."""
+    cache_root, compiled = denied
+    private_temp(out)
+    hooks = install(out, compiled, cache_root, readable=[])
+    os.chdir(out)
+    return hooks
 
 
 class Refused(PermissionError):
