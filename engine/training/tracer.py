@@ -204,15 +204,20 @@ def finish(started, layout: dict) -> float:
         kill_group(process.pid)  # anything train.py started in the tracer's group ends with it
     seconds = time.perf_counter() - began
     if code != 0 or not (out / "spec.json").is_file():
-        raise TraceFailed(_reason(out, code))
+        _raise_reason(out, code)
     return seconds
 
 
-def _reason(out: Path, code: int) -> str:
+def _raise_reason(out: Path, code: int) -> None:
+    """A mistake in train.py the user can act on is a UserError (exit status 2), else TraceFailed."""
+    from engine.errors import UserError
+
     try:
-        return json.loads((out / "error.json").read_text())["error"]
+        said = json.loads((out / "error.json").read_text())
+        reason, user_error = str(said["error"]), said.get("user_error") is True
     except (OSError, ValueError, KeyError, TypeError):
-        return f"the tracer exited with status {code} and wrote no programs"
+        reason, user_error = f"the tracer exited with status {code} and wrote no programs", False
+    raise (UserError if user_error else TraceFailed)(reason)
 
 
 def _tracer_environment() -> dict:
