@@ -33,13 +33,13 @@ from pathlib import Path
 from engine.errors import UserError
 
 
-def install_for_tracer(out: Path, denied: list[Path]) -> "Sandbox":
-    """The tracer's hooks (engine/training/tracer.py): `denied` (the data cache root and the
-    trainer's compilation cache) unreadable, writes only in `out` (temporary files too), and
+def install_for_tracer(out: Path, data_dir: Path, cache_root: Path, compiled: Path) -> "Sandbox":
+    """The tracer's hooks (engine/training/tracer.py): the run's data, the data cache and the
+    trainer's compilation cache unreadable, writes only in `out` (temporary files too), and
     relative paths resolved there."""
-    cache_root, compiled = denied
     private_temp(out)
-    hooks = install(out, compiled, cache_root, readable=[])
+    hooks = install(out, data_dir, cache_root, readable=[],
+                    also_denied=[(compiled, "the trainer's compilation cache is not train.py's to read")])
     os.chdir(out)
     return hooks
 
@@ -82,17 +82,18 @@ _INTROSPECTION_EVENTS = ("ctypes.dlopen", "ctypes.dlsym", "ctypes.cdata", "gc.ge
 
 
 def install(run_dir: Path, data_dir: Path, cache_root: Path, readable: list[Path],
-            what: str = "train.py", writable: list[Path] = ()) -> Sandbox:
+            what: str = "train.py", writable: list[Path] = (), also_denied: list[tuple[Path, str]] = ()) -> Sandbox:
     """Add the hook; from now on this process is under it. `readable` paths inside the cache
-    (manifest, tokenizer, compilation cache) stay open to it; it writes only in its run
-    directory (temporary files included: see `private_temp`) and the `writable` paths."""
+    stay open to it; it writes only in its own folder `run_dir` (temporary files included:
+    see `private_temp`) and the `writable` paths. `also_denied`: more (path, why) to refuse."""
     realpath = os.path.realpath
     own = realpath(run_dir)
     runs_root = _runs_root(Path(own))
-    denied = [(realpath(data_dir), "held-out data is not readable during training"),
-              (realpath(cache_root), "the data cache is not readable during training")]
+    denied = [(realpath(data_dir), "the data (held-out splits above all) is not readable by train.py"),
+              (realpath(cache_root), "the data cache is not readable by train.py")]
+    denied += [(realpath(path), why) for path, why in also_denied]
     if runs_root is not None:
-        denied.append((realpath(runs_root), "other runs' files are not readable during training"))
+        denied.append((realpath(runs_root), "other runs' files are not readable by train.py"))
     violations: list[str] = []
     writable = (own, "/dev", *[realpath(path) for path in writable])
     sys.addaudithook(_hook(_path_rule(tuple([own] + [realpath(p) for p in readable]), tuple(denied), what),
@@ -148,7 +149,7 @@ def _write_rule(writable: tuple, what: str):
         path = resolve(raw)
         if path is None or any(path == root or path.startswith(root + sep) for root in writable):
             return None
-        return (f"{what} wrote {path}: the training process may write only in its run directory "
+        return (f"{what} wrote {path}: train.py's process may write only in its own output folder "
                 "and temporary files")
     return rule
 
@@ -184,15 +185,15 @@ def _hook(path_rule, write_rule, violations: list, what: str):
                 if message:
                     refuse(message)
         elif event in process_events:
-            refuse(f"{what} started a process ({event}): the training process may not start "
+            refuse(f"{what} started a process ({event}): train.py's process may not start "
                    "processes or signal others")
         elif event == "socket.__new__":
             if len(args) > 1 and args[1] not in (af_unix, -1):
-                refuse(f"{what} opened a network socket: the training process has no network")
+                refuse(f"{what} opened a network socket: train.py's process has no network")
         elif event in network_events:
-            refuse(f"{what} used the network ({event}): the training process has no network")
+            refuse(f"{what} used the network ({event}): train.py's process has no network")
         elif event in introspection_events:
-            refuse(f"{what} called {event}: the training process may not load C libraries, "
+            refuse(f"{what} called {event}: train.py's process may not load C libraries, "
                    "trace, or search memory for the engine's objects")
         elif event == "object.__setattr__" and len(args) > 1 and args[1] in code_attributes \
                 and engine_function(args[0]):

@@ -32,7 +32,7 @@ _exit = os._exit  # bound before train.py is imported
 
 TRAIN_MODULE_NAME = "autoresearch_train_py"
 LAYOUT_FIELDS = ("platform", "device_kind", "num_devices", "num_processes", "vocab_size", "bos_id",
-                 "eval_sequence_length", "eval_tokens", "budget_mode", "budget_value", "seed")
+                 "eval_sequence_length", "eval_tokens", "budget_mode", "budget_value", "seed", "data_dir")
 
 
 def main(args: argparse.Namespace) -> int:
@@ -66,7 +66,8 @@ def _trace(path: Path, out: Path, layout: dict) -> None:
         raise RuntimeError(f"the trainer sent no {', '.join(missing)}")
     _choose_platform(jax, layout["platform"])
     attention.set_target(layout["platform"], layout["num_devices"])
-    hooks = sandbox.install_for_tracer(out, denied=[paths.cache_root(), paths.compilation_cache_dir()])
+    hooks = sandbox.install_for_tracer(out, Path(layout["data_dir"]), paths.cache_root(),
+                                       paths.compilation_cache_dir())
     ctx = make_context(layout)
     exp = load_experiment(path, ctx)
     hooks.check()

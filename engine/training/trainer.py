@@ -93,7 +93,7 @@ def run_trainer(args, started: float) -> dict:
     devices.initialize_distributed()
     compiling.enable_persistent_cache()
     mesh = sharding.make_mesh()
-    layout = make_layout(manifest, budget, args.seed)
+    layout = make_layout(manifest, budget, args.seed, data_dir)
     trace_seconds = 0.0
     if tracing is not None:
         trace_seconds = tracer.finish(tracing, layout)
@@ -143,7 +143,7 @@ def check_flops_countable(compiled, budget: Budget) -> None:
     print(f"note: step FLOPs leave out {what} (MFU may read low)", file=sys.stderr)
 
 
-def make_layout(manifest: dict, budget: Budget, seed: int) -> dict:
+def make_layout(manifest: dict, budget: Budget, seed: int, data_dir: Path) -> dict:
     """What the tracer learns about the run: train.py's Context, and the scoring layout."""
     return {
         "platform": devices.platform(), "device_kind": devices.device_kind(),
@@ -152,6 +152,7 @@ def make_layout(manifest: dict, budget: Budget, seed: int) -> dict:
         "eval_sequence_length": int(manifest["constants"]["sequence_length"]),
         "eval_tokens": int(manifest["constants"]["eval_tokens"]),
         "budget_mode": budget.mode, "budget_value": budget.value, "seed": seed,
+        "data_dir": str(data_dir),  # for the tracer's hooks: unreadable there
     }
 
 
