@@ -108,6 +108,8 @@ def _add_evaluate(sub) -> None:
     p.add_argument("--split", choices=["val", "test"], default="val")
     p.add_argument("--data", default=None)
     p.add_argument("--json", dest="json_path", default=None)
+    p.add_argument("--probe-seed", type=int, default=None,
+                   help="repeat a recorded causality probe (default: a seed drawn now)")
 
 
 def _add_verify(sub) -> None:

@@ -28,7 +28,7 @@ def main(args: argparse.Namespace) -> int:
     _check_same_data(meta, manifest, args.checkpoint)
     devices.initialize_distributed()
     compiling.disable_persistent_cache()
-    result = scorer.score(args.checkpoint, data_dir, args.split)
+    result = scorer.score(args.checkpoint, data_dir, args.split, getattr(args, "probe_seed", None))
     figures = {**result.as_dict(args.split), "manifest_fingerprint": manifest.get("fingerprint"),
                "checkpoint": str(args.checkpoint)}
     if args.json_path:  # every host: each launcher reads its own copy

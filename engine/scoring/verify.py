@@ -32,7 +32,8 @@ def main(args) -> int:
     checkpoint = _checkpoint_of(run_dir, stored)
     data_dir = _data_dir(args.data, stored.get("manifest_fingerprint"))
     retrain = getattr(args, "retrain", False)
-    fresh = retrain_and_score(checkpoint, data_dir, stored) if retrain else rescore(checkpoint, data_dir)
+    fresh = (retrain_and_score(checkpoint, data_dir, stored) if retrain
+             else rescore(checkpoint, data_dir, stored.get("probe_seed")))
     claimed = stored["val_bpb"]
     tolerance = TOLERANCE
     if retrain and stored.get("budget_mode") == "time":
@@ -40,7 +41,7 @@ def main(args) -> int:
     agree = fresh.get("status") == "ok" and abs(fresh["bpb"] - claimed) <= tolerance
     report = {"run_dir": str(run_dir), "stored_val_bpb": claimed, "fresh_val_bpb": fresh.get("bpb"),
               "status": fresh.get("status"), "error": fresh.get("error"), "agree": agree,
-              "tolerance": tolerance, "retrained": retrain}
+              "tolerance": tolerance, "retrained": retrain, "probe_seed": fresh.get("probe_seed")}
     if args.json_path:
         summary.write_json(args.json_path, report)
     if fresh.get("status") != "ok":
@@ -53,12 +54,14 @@ def main(args) -> int:
     return 0 if agree else 1
 
 
-def rescore(checkpoint: Path, data_dir: Path) -> dict:
-    """The scorer's figures for the val split, from a process of its own."""
+def rescore(checkpoint: Path, data_dir: Path, probe_seed: int | None = None) -> dict:
+    """The scorer's figures for the val split, from a process of its own; with the recorded
+    probe seed, the same causality probe as the run's own scoring."""
     with tempfile.TemporaryDirectory(prefix="autoresearch-verify-") as tmp:
         out = Path(tmp) / "score.json"
         command = engine_command("evaluate", "--checkpoint", str(checkpoint),
-                   "--split", "val", "--data", str(data_dir), "--json", str(out))
+                   "--split", "val", "--data", str(data_dir), "--json", str(out),
+                   *(("--probe-seed", str(int(probe_seed))) if probe_seed is not None else ()))
         done = subprocess.run(command, capture_output=True, text=True, stdin=subprocess.DEVNULL)
         try:
             return json.loads(out.read_text())

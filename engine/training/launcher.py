@@ -95,6 +95,7 @@ def train_then_score(args, run_dir: Path, data_dir: Path, private: Path) -> dict
               "checkpoint": None if args.no_checkpoint else str(checkpoint.absolute()),
               "status": scored["status"], "error": scored["error"], "val_bpb": scored.get("bpb"),
               "val_tokens": scored.get("tokens"), "probe_passes": scored.get("probe_passes"),
+              "probe_seed": scored.get("probe_seed"),
               "scoring_seconds": scored.get("scoring_seconds"), "scoring_phases": scored.get("scoring_phases"),
               "scorer_process_seconds": scored.get("process_seconds"), "scored_by": "scorer"}
     return result
