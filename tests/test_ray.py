@@ -222,3 +222,64 @@ def test_a_node_with_other_data_is_refused_with_both_fingerprints(tmp_path, monk
     manifest = {"name": "stdlib-v512-abc", "fingerprint": "a" * 64, "spec": {"dataset": "stdlib"}, "constants": {}}
     with pytest.raises(ray_node.DataMismatch, match=f"{'b' * 64}.*{'a' * 64}"):
         ray_node.local_data(manifest, "node-x")
+
+
+TRAIN_PROGRAM = """# the default train.py on a Ray cluster
+## Editable files
+- train.py
+## Budget
+- budget_tokens: 16384
+- timeout_seconds: 400
+## Noise
+- baseline_runs: 1
+"""
+
+
+@pytest.mark.slow
+def test_default_train_py_on_the_cluster_with_data_prepared_on_the_nodes(cluster, prepared_data, tmp_path):
+    """4 experiments of the real train.py; the nodes' cache starts empty and is prepared there
+    from the manifest's spec, to the coordinator's fingerprint."""
+    address, _, _, node_cache = cluster
+    root = make_repo(tmp_path, train_py=(REPO / "train.py").read_text(), program_md=TRAIN_PROGRAM, fixed_engine=False)
+    done = run_cli(root, "loop", "--tag", "rt", "--agent", "offline", "--ray", address, "--max-experiments", "4",
+                   "--data", str(prepared_data), env={"PYTHONPATH": str(REPO), "JAX_PLATFORMS": "cpu"}, timeout=900)
+    assert done.returncode == 0, done.stdout + done.stderr
+    rows = ledger_rows(root, "rt")
+    assert len(rows) == 4 and all(r["status"] in ("keep", "discard", "stale") for r in rows), rows
+    _consistent(root, "rt", rows)
+    fingerprint = json.loads((prepared_data / "manifest.json").read_text())["fingerprint"]
+    assert all(r["manifest_fingerprint"] == fingerprint and 0 < r["val_bpb"] < 20 for r in rows)
+    assert json.loads((node_cache / prepared_data.name / "manifest.json").read_text())["fingerprint"] == fingerprint
+    kept = [r for r in rows if r["kept"]]
+    assert all(r["node"] and Path(r["checkpoint"]).is_dir() for r in kept)  # left on the node (this machine)
+    assert (root / "runs" / "rt" / "exp-0000" / "train.log").read_text().count("val_bpb") >= 1
+
+
+def test_a_node_killed_mid_experiment_runs_it_again_once(cluster, tmp_path):
+    """Last in this file: it kills the second node."""
+    address, head, second, _ = cluster
+    root = _command_repo(tmp_path)
+    starts = tmp_path / "starts.txt"
+    env = {**os.environ, "PYTHONPATH": str(REPO), "STARTS_FILE": str(starts), "JAX_PLATFORMS": "cpu",
+           "SCORE_SLEEP": "4"}
+    loop = subprocess.Popen([sys.executable, "-m", "engine.cli", "loop", "--tag", "rk", "--agent", "offline",
+                             "--ray", address, "--max-experiments", "4"], cwd=root, env=env,
+                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    try:
+        doomed, end = second.raylet_pid(), time.monotonic() + 180
+        while not any(pid == doomed for _, pid in _starts(starts)) and time.monotonic() < end:
+            time.sleep(0.1)
+        killed_x = next(x for x, pid in _starts(starts) if pid == doomed)
+        second.kill()  # mid-experiment: its score sleeps 4 s
+        output, _ = loop.communicate(timeout=300)
+    finally:
+        if loop.poll() is None:
+            loop.kill()
+    assert loop.returncode == 0, output
+    rows = ledger_rows(root, "rk")
+    assert len(rows) == 4 and all(r["status"] in ("keep", "discard", "stale") for r in rows), rows
+    _consistent(root, "rk", rows)
+    runs_of_killed = [pid for x, pid in _starts(starts) if x == killed_x]
+    assert runs_of_killed == [doomed, head.raylet_pid()]  # started on the lost node, then once more on the head
+    assert len(_starts(starts)) == 5  # 4 experiments, one of them twice
+    assert len({r["node"] for r in rows}) == 1  # every recorded run finished on the head
