@@ -11,7 +11,7 @@ the node has no cache of that name, it prepares one from the manifest's dataset 
 prepare per node at a time, under a file lock); a cache whose fingerprint differs is refused
 with both fingerprints (DataMismatch), which the coordinator turns into an error at the loop.
 
-Checkpoint: left on the node (under $AUTORESEARCH_CACHE/ray-runs/), or copied to a folder the
+Checkpoint: left on the node (under runs_root()), or copied to a folder the
 user names (`--ray-checkpoints`): a local path by a plain copy, `gs://...` through etils.epath,
 the file API TFDS uses.
 """
@@ -72,7 +72,7 @@ def on_node(request: Request, snapshot: bytes) -> dict:
 def remove_run(checkpoint: str) -> None:
     """Delete a discarded run's folder on this node (the parent of its checkpoint, under ray-runs)."""
     folder = Path(checkpoint).parent
-    if (paths.cache_root() / "ray-runs") in folder.parents:
+    if runs_root() in folder.parents:
         shutil.rmtree(folder, ignore_errors=True)
 
 
@@ -80,7 +80,7 @@ def run(request: Request, snapshot: bytes, accelerator_ids: dict | None = None, 
     """Run one experiment here. Returns the outcome as plain data: status, result, returncode,
     wall_seconds, error, log (its last LOG_LIMIT_BYTES), log_name, node (HOST/NODE-ID)."""
     node = node or socket.gethostname()
-    folder = paths.cache_root() / "ray-runs" / request.tag / f"{request.job}-{uuid.uuid4().hex[:8]}"
+    folder = runs_root() / request.tag / f"{request.job}-{uuid.uuid4().hex[:8]}"
     source, run_dir = folder / "src", folder / "run"
     try:
         unpack(snapshot, source)
@@ -100,6 +100,14 @@ def run(request: Request, snapshot: bytes, accelerator_ids: dict | None = None, 
     return {"status": outcome.status, "result": result, "returncode": outcome.returncode,
             "wall_seconds": outcome.wall_seconds, "error": outcome.error, "log": read_tail(outcome.log_path),
             "log_name": outcome.log_path.name, "node": node}
+
+
+def runs_root() -> Path:
+    """Where runs live on a node: AUTORESEARCH_RAY_RUNS, else beside the data cache (never inside
+    it: training may not read the cache, and the snapshot's train.py runs from here)."""
+    named = os.environ.get("AUTORESEARCH_RAY_RUNS")
+    cache = paths.cache_root()
+    return Path(named).absolute() if named else cache.parent / f"{cache.name}-ray-runs"
 
 
 @contextlib.contextmanager
