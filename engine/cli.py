@@ -139,6 +139,7 @@ def _add_loop(sub) -> None:
         "  autoresearch loop --tag nov26 --agent gemini --max-hours 8\n"
         "  autoresearch loop --tag ext --agent command --agent-cmd './my_agent.sh'\n"
         "  autoresearch loop --tag v5e --workers 8                  # 8 one-chip experiments at once\n"
+        "  autoresearch loop --tag big --ray auto                   # each experiment a task on this Ray cluster\n"
         "  autoresearch loop --tag nov27 --remote git@host:me/research.git --worker h100-a\n",
     )
     p.add_argument("--tag", required=True, help="work on branch autoresearch/TAG")
@@ -149,10 +150,16 @@ def _add_loop(sub) -> None:
     p.add_argument("--max-experiments", type=int, default=None)
     p.add_argument("--max-hours", type=float, default=None)
     _add_loop_step_options(p)
-    p.add_argument("--workers", type=int, default=1,
-                   help="experiments in flight at once on this host, each on its own devices and git worktree")
+    p.add_argument("--workers", type=int, default=None,
+                   help="experiments in flight at once on this host, each on its own devices and git worktree "
+                        "(default 1); with --ray, the most in flight on the cluster (default: all it fits)")
     p.add_argument("--devices-per-worker", type=int, default=None,
                    help="GPUs, TPU chips or CPU cores per worker (default: an equal share)")
+    p.add_argument("--ray", default=None, metavar="ADDRESS",
+                   help="run each experiment as a task on this Ray cluster (HOST:PORT of its head, or auto); "
+                        "needs pip install -e '.[ray]'")
+    p.add_argument("--ray-checkpoints", default=None, metavar="DIR_OR_URL",
+                   help="with --ray: copy each run's checkpoint here (a path, or gs://...); default: left on its node")
     p.add_argument("--remote", default=None,
                    help="git remote URL shared by a swarm (best on autoresearch/TAG, rows on autoresearch/TAG-ledger)")
     p.add_argument("--worker", default=None, help="this worker's name in a swarm (its rows: workers/NAME.jsonl)")

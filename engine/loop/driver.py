@@ -100,7 +100,10 @@ def main(args) -> int:
         if getattr(args, "remote", None):
             say_end(session, run_swarm(session, agent, args, stop_reason))
             return 0
-        if getattr(args, "workers", 1) > 1:
+        if getattr(args, "ray", None):
+            say_end(session, run_on_ray(session, agent, args))
+            return 0
+        if (getattr(args, "workers", None) or 1) > 1:
             say_end(session, run_parallel(session, agent, args))
             return 0
         cycle.run_baseline(session)
@@ -127,6 +130,24 @@ def run_parallel(session: Session, agent, args) -> str:
     session.live.say(f"{args.workers} workers: " + "; ".join(
         f"w{d.index} on {d.describe(devices.platform)}" for d in split))
     return Coordinator(session, agent, split, devices.platform).run(stop_reason)
+
+
+def run_on_ray(session: Session, agent, args) -> str:
+    """--ray ADDRESS: one coordinator here, each experiment a task on the Ray cluster
+    (engine/loop/ray_workers.py); --workers caps those in flight."""
+    from engine.loop import ray_cluster
+    from engine.loop.ray_workers import RayCoordinator
+
+    ray = ray_cluster.require_ray()
+    ray_cluster.connect(args.ray, ray_cluster.engine_packages())
+    try:
+        nodes = [node["Resources"] for node in ray.nodes() if node.get("Alive")]
+        plan = ray_cluster.plan(nodes, getattr(args, "devices_per_worker", None), getattr(args, "workers", None))
+        session.live.say(f"Ray cluster {args.ray}: {len(nodes)} nodes, {plan.describe()}")
+        coordinator = RayCoordinator(session, agent, plan, getattr(args, "ray_checkpoints", None))
+        return coordinator.run(stop_reason)
+    finally:
+        ray.shutdown()
 
 
 def say_start(session: Session, agent) -> None:

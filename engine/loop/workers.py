@@ -51,6 +51,7 @@ class Coordinator:
                  names: list[str] | None = None):
         self.session, self.agent, self.devices, self.platform = session, agent, devices, platform
         self.names = names or [f"w{d.index}" for d in devices]
+        self.slots = len(devices)  # experiments in flight at most
         self.trees = Worktrees(session.repo, session.run_dir / "worktrees")
         self.queued: list[Job] = []  # re-runs and merges: they go before new proposals
         self.running: dict[int, Job] = {}
@@ -78,6 +79,8 @@ class Coordinator:
                     continue  # every proposal came back empty: ask again, stop_reason counts them
                 job, outcome = self.done.get()
                 self.running.pop(job.worker)
+                if isinstance(outcome, UserError):
+                    raise outcome  # a fault of the set-up, not of the idea (a refused node, say)
                 self.finish(job, outcome)
         finally:
             self._stop_all()
@@ -94,7 +97,7 @@ class Coordinator:
         return done < wanted
 
     def _fill_free_workers(self) -> None:
-        for worker in range(len(self.devices)):
+        for worker in range(self.slots):
             if worker in self.running or not self._may_start():
                 continue
             job = self._next_job(worker)
@@ -162,16 +165,26 @@ class Coordinator:
             shutil.rmtree(job.run_dir)
         self.running[worker] = job
         session.live.say(f"[{self.names[worker]}] running: {job.proposal.description}")
-        thread = threading.Thread(target=self._run, args=(job, tree.root, self.devices[worker]), daemon=True)
+        thread = threading.Thread(target=self._run, args=(job, tree.root, worker), daemon=True)
         thread.start()
 
-    def _run(self, job: Job, cwd: Path, devices: WorkerDevices) -> None:
+    def _run(self, job: Job, cwd: Path, worker: int) -> None:
         try:
-            outcome = self.session.task.run(job.run_dir, job.seed, cwd, child_record=_child_record(job),
-                                            devices=devices)
+            outcome = self.execute(job, cwd, worker)
+        except UserError as error:
+            outcome = error
         except Exception as error:  # the coordinator must hear of every run, even one that failed to start
             outcome = runner.Outcome("crash", {}, None, 0.0, job.run_dir / "train.log", f"could not run: {error}")
         self.done.put((job, outcome))
+
+    def execute(self, job: Job, cwd: Path, worker: int) -> runner.Outcome:
+        """Run job from its worktree cwd on the worker's devices of this host (in a thread)."""
+        return self.session.task.run(job.run_dir, job.seed, cwd, child_record=_child_record(job),
+                                     devices=self.devices[worker])
+
+    def placement(self, job: Job, outcome: runner.Outcome) -> dict:
+        """Where the run ran, for its ledger row."""
+        return {"device_set": self.devices[job.worker].describe(self.platform)}
 
     def _stop_all(self) -> None:
         """Stopped early (an error, Ctrl-C): end every training run still going, by its group."""
@@ -191,7 +204,7 @@ class Coordinator:
         experiment = session.ledger.next_experiment()
         outcome = _settle_run_dir(session, job, outcome, experiment)
         extra = {**job.extra, "worker": self.names[job.worker], "base_commit": job.base_commit,
-                 "device_set": self.devices[job.worker].describe(self.platform)}
+                 **self.placement(job, outcome)}
         decision = None
         best = session.ledger.best_commit()
         if outcome.status == "ok" and job.role != "baseline" and best is not None and job.base_commit != best:
