@@ -243,7 +243,9 @@ TINY_PROGRAM = """# tiny program
 - train.py
 
 ## Noise
-- baseline_runs: 1
+- baseline_runs: 2
+- max_runs: 1
+- confirm_runs: 0
 
 ## Budget
 - timeout_seconds: 300
@@ -275,7 +277,7 @@ def real_loop(prepared_data, tmp_path_factory):
     git(repo, "add", "-A")
     git(repo, "-c", "user.email=t@example.com", "-c", "user.name=t", "commit", "-q", "-m", "start")
     cli(repo, "loop", "--tag", "real", "--agent", "command", "--agent-cmd", DOUBLE_LR,
-        "--max-experiments", "2", "--budget-tokens", "30720")
+        "--max-experiments", "3", "--budget-tokens", "30720")
     return repo
 
 
@@ -284,10 +286,10 @@ def test_report_of_a_real_loop(real_loop):
     run_dir = real_loop / "runs" / "real"
     ledger_text = (run_dir / "results.jsonl").read_text()
     rows = [json.loads(line) for line in ledger_text.splitlines()]
-    assert [r["status"] for r in rows] == ["keep", "keep"], rows
+    assert [r["status"] for r in rows] == ["keep", "keep", "keep"], rows
     facts = json.loads(cli(real_loop, "report", "--tag", "real", "--json"))
-    assert facts["baseline"]["val_bpb"] == pytest.approx(rows[0]["val_bpb"])
-    assert facts["best"]["val_bpb"] == pytest.approx(rows[1]["val_bpb"])
+    assert facts["baseline"]["val_bpb"] == pytest.approx((rows[0]["val_bpb"] + rows[1]["val_bpb"]) / 2)
+    assert facts["best"]["val_bpb"] == pytest.approx(rows[2]["val_bpb"])
     assert facts["hardware"]["platform"] == "cpu" and facts["budget"].startswith("tokens")
     # test_bpb from the saved checkpoints: a real, different figure for each model
     base_test, best_test = facts["baseline"]["test_bpb"], facts["best"]["test_bpb"]
@@ -309,7 +311,7 @@ def test_report_of_a_real_loop(real_loop):
 @pytest.mark.slow
 def test_status_of_a_real_loop(real_loop):
     status = cli(real_loop, "status", "--tag", "real")
-    assert "done:     2 experiments (keep 2" in status
+    assert "done:     3 experiments (keep 3" in status
     assert "'double the learning rate'" in status
 
 
