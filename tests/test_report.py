@@ -102,7 +102,7 @@ def test_report_facts_figures_and_rates(loop_repo, capsys):
     facts = json.loads(run_report(capsys))
     assert facts["hardware"]["device"] == "TPU v5 lite x8"
     assert facts["budget"] == "time 300 s"
-    assert facts["noise"] == pytest.approx(0.04)
+    assert facts["noise"] > 0 and facts["noise_df"] >= 1  # pooled from the ledger's repeated commits, not copied from a row
     # the figures the loop compared: the baseline's mean, the re-run change's mean
     assert facts["baseline"]["val_bpb"] == 2.0 and facts["baseline"]["experiments"] == [0, 1]
     assert facts["best"]["val_bpb"] == 1.7 and facts["best"]["experiments"] == [7, 8]
