@@ -7,6 +7,7 @@ from __future__ import annotations
 import time
 
 from engine.loop import cycle
+from engine.errors import UserError
 from engine.loop.resume import resume
 from engine.loop.session import Session, open_session
 from engine.agents.choose import make_agent
@@ -107,8 +108,12 @@ def main(args) -> int:
             say_end(session, run_parallel(session, agent, args))
             return 0
         cycle.run_baseline(session)
+        say_noise_settings(session)
         empty = outages = 0
         while (reason := stop_reason(session, empty)) is None:
+            if cycle.confirmations_due(session):  # a loop killed between a keep and its confirmations
+                cycle.confirm_best(session)
+                continue
             outcome = one_experiment(session, agent)
             empty = empty + 1 if outcome == "empty" else 0
             outages = outages + 1 if outcome == "unavailable" else 0
@@ -125,6 +130,9 @@ def run_parallel(session: Session, agent, args) -> str:
     from engine.loop import device_split
     from engine.loop.workers import Coordinator
 
+    if session.program.paired:
+        raise UserError("paired: true under ## Noise runs the best beside each candidate run, which --workers "
+                        "does not do yet: set `- paired: false`, or run one worker")
     devices = device_split.detect()
     split = device_split.split(devices, args.workers, getattr(args, "devices_per_worker", None))
     session.live.say(f"{args.workers} workers: " + "; ".join(
@@ -156,6 +164,18 @@ def say_start(session: Session, agent) -> None:
     session.live.say(f"loop {session.tag} on branch {branch_name(session.tag)}: agent {agent.name}, "
                      f"{_task_words(session)}, hard timeout "
                      f"{session.program.hard_timeout():.0f} s{resumed}")
+
+
+def say_noise_settings(session: Session) -> None:
+    """The keep rule in force, and a warning when one baseline run leaves the noise unknown."""
+    program = session.program
+    session.live.say(f"keep rule: confidence {program.confidence:g}, up to {program.max_runs} runs per candidate, "
+                     f"{'paired with the best' if program.paired else f'{program.confirmations()} confirmation runs per keep'}; "
+                     f"noise {session.ledger.noise_estimate().describe()}")
+    if program.baseline_runs < 2:
+        session.live.say("warning: baseline_runs 1 leaves the run-to-run noise unknown: a candidate that gains is "
+                         "run again to measure it, and the bound is wide until more commits have run twice "
+                         "(set `- baseline_runs: 5` under ## Noise in program.md)")
 
 
 def _task_words(session: Session) -> str:

@@ -51,6 +51,10 @@ def run_swarm(session: Session, agent, args, stop_reason) -> str:
         swarm.sync()
         if stop_reason(session, empty) is not None:
             continue  # an adoption may have been the last experiment allowed
+        if cycle.confirmations_due(session):
+            cycle.confirm_best(session)
+            swarm.share_new()
+            continue
         merge = swarm.take_merge()
         if merge is not None:
             run_merge(session, agent, swarm, *merge)

@@ -26,7 +26,7 @@ from engine.errors import UserError
 from engine.loop import cycle, guards, runner
 from engine.loop.device_split import WorkerDevices
 from engine.loop.session import Session, now_iso
-from engine.loop.standings import gain, row_value
+from engine.loop.standings import gain, row_value, series_of, series_rows
 from engine.loop.worktrees import Worktrees, apply_onto
 from engine.processes import kill_group
 
@@ -34,7 +34,7 @@ from engine.processes import kill_group
 @dataclasses.dataclass
 class Job:
     """One run of one commit on one worker."""
-    role: str  # baseline, candidate or rerun
+    role: str  # baseline, candidate, rerun or confirm
     commit: str
     base_commit: str  # the best commit when it was proposed
     base_value: float | None  # the best score then
@@ -207,13 +207,15 @@ class Coordinator:
                  **self.placement(job, outcome)}
         decision = None
         best = session.ledger.best_commit()
-        if outcome.status == "ok" and job.role != "baseline" and best is not None and job.base_commit != best:
+        if (outcome.status == "ok" and job.role not in ("baseline", "confirm") and best is not None
+                and job.base_commit != best):
             decision = self.judge_moved_base(job, outcome, experiment, best)
         row = cycle.record(session, experiment, job.commit, job.proposal, outcome, job.role, job.seed,
                            job.started, extra, decision=decision)
-        if row.get("kept") and job.role != "baseline":
+        if row.get("kept") and job.role not in ("baseline", "confirm"):
             session.fixed.check("before keeping a result")
             session.repo.reset_to(job.commit)
+            self.queued[:0] = _confirmations_of(session, job)
         elif row.get("needs_rerun"):
             self.queued.insert(0, _rerun_of(job, row))
         elif not row.get("kept"):
@@ -235,8 +237,9 @@ class Coordinator:
         """
         task = self.session.task
         value = outcome.result[task.metric]
-        if job.role == "rerun":
-            value = (job.extra["first_val_bpb"] + value) / 2
+        if job.role == "rerun":  # the mean of the candidate's runs so far
+            earlier = [row_value(r) for r in series_rows(self.session.ledger.rows, job.extra["rerun_of"])]
+            value = (sum(earlier) + value) / (len(earlier) + 1)
         base_value, now = job.base_value, self.session.best_val
         verdict = {"kept": False, "best_after": now, "needs_rerun": False}
         if base_value is None or gain(base_value, value, task.direction) <= 0:
@@ -264,10 +267,21 @@ def _child_record(job: Job) -> Path:
 
 
 def _rerun_of(job: Job, row: dict) -> Job:
-    proposal = Proposal(description=f"{row['description']} (re-run of #{row['experiment']}, seed {job.seed + 1})",
+    """The next look of the sequential test at a promising candidate: the same commit, the next seed."""
+    first = series_of(row)
+    description = row["description"].split(" (re-run of #")[0]
+    proposal = Proposal(description=f"{description} (re-run of #{first}, seed {job.seed + 1})",
                         hypothesis=job.proposal.hypothesis)
-    extra = {"agent": job.extra.get("agent"), "rerun_of": row["experiment"], "first_val_bpb": row_value(row)}
+    extra = {"agent": job.extra.get("agent"), "rerun_of": first}
     return Job("rerun", job.commit, job.base_commit, job.base_value, proposal, job.seed + 1, extra)
+
+
+def _confirmations_of(session: Session, job: Job) -> list[Job]:
+    """A kept change's confirmation runs (fresh seeds): their mean becomes the best's value."""
+    count, start = session.program.confirmations(), len(session.ledger.rows)
+    return [Job("confirm", job.commit, job.commit, None,
+                Proposal(description=f"confirm {job.commit[:7]} (run {i + 1} of {count})"), session.seed + start + i)
+            for i in range(count)]
 
 
 def _settle_run_dir(session: Session, job: Job, outcome: runner.Outcome, experiment: int) -> runner.Outcome:
