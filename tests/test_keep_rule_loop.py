@@ -1,5 +1,6 @@
 """The keep rule through the real loop (real git, real subprocesses): a command task whose score has
 noise not tied to the seed (os.urandom), one candidate per fresh loop."""
+import os
 import textwrap
 from pathlib import Path
 
@@ -48,15 +49,23 @@ def _loops(tmp_path: Path, agent: str, count: int) -> int:
     return kept
 
 
+# The issue's acceptance figures (60 no-op loops keep at most 7, 20 at +3 sigma keep at least 17)
+# take about 25 minutes on 2 cores: AUTORESEARCH_ACCEPTANCE=1 runs them. CI runs a tenth, with
+# bounds that an honest rule fails with probability under 1% (no-op keep rate 3.8%, +3 sigma 97%).
+FULL = os.environ.get("AUTORESEARCH_ACCEPTANCE") == "1"
+
+
 @pytest.mark.slow
 def test_no_op_candidates_are_rarely_kept(tmp_path):
-    kept = _loops(tmp_path, NOOP, 60)
-    print(f"no-op: {kept} of 60 kept")
-    assert kept <= 7
+    count, most = (60, 7) if FULL else (6, 2)
+    kept = _loops(tmp_path, NOOP, count)
+    print(f"no-op: {kept} of {count} kept")
+    assert kept <= most
 
 
 @pytest.mark.slow
 def test_three_sigma_candidates_are_kept(tmp_path):
-    kept = _loops(tmp_path, GAIN, 20)
-    print(f"+3 sigma: {kept} of 20 kept")
-    assert kept >= 17
+    count, least = (20, 17) if FULL else (3, 2)
+    kept = _loops(tmp_path, GAIN, count)
+    print(f"+3 sigma: {kept} of {count} kept")
+    assert kept >= least
