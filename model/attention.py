@@ -126,8 +126,9 @@ def _splash_module():
     return kernel, mask
 
 
-@functools.cache
 def _splash_kernel(num_heads: int, seq_len: int, window: int | None, grouped: bool, interpret: bool):
+    # built anew for each trace: a kernel object reused by a second top-level trace carries the
+    # first trace's mask arrays, and jax.export then fails ("Too many leaves for PyTreeDef")
     kernel, mask = _splash_module()
     shape = (seq_len, seq_len)
     one = mask.CausalMask(shape) if window is None else mask.LocalMask(shape, (window - 1, 0), offset=0)

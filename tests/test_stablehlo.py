@@ -80,3 +80,14 @@ def test_a_flops_budget_refuses_a_step_it_cannot_count():
     with pytest.raises(UserError, match="lapack_sgesdd_ffi.*cannot count"):
         trainer.check_flops_countable(compiled, Budget("flops", 1e12))
     trainer.check_flops_countable(compiled, Budget("time", 10))  # only a note on stderr
+
+
+def test_a_shard_map_body_counts_once_per_device():
+    """A shard_map body is written at one device's shapes: counted at them, it would be 1/devices."""
+    from jax.sharding import AbstractMesh, PartitionSpec as P
+
+    mesh = AbstractMesh((4,), ("data",))
+    body = lambda a, w: a @ w
+    mapped = jax.shard_map(body, mesh=mesh, in_specs=(P("data"), P()), out_specs=P("data"))
+    rows = jax.ShapeDtypeStruct((4 * N, N), jnp.float32)
+    assert facts(mapped, rows, x).flops == pytest.approx(4 * MATMUL, rel=0.01)

@@ -78,11 +78,18 @@ def export_forward(logits_fn, abstract_state, rows: int, seq_len: int, platform:
         return logits_fn(state, inputs_BT)
 
     args = [leaf for leaf, u in zip(leaves, used) if u] + [inputs]
-    jitted = jax.jit(flat_logits)
-    kernels = tuple(sorted(t for t in custom_call_targets(jitted.lower(*args).as_text()) if is_kernel(t)))
-    checks = [jax.export.DisabledSafetyCheck.custom_call(target) for target in kernels]
-    exported = jax.export.export(jitted, platforms=[platform] if platform else None, disabled_checks=checks)(*args)
+    exported, kernels = export_for(jax.jit(flat_logits), platform, *args)
     return Forward(exported, tuple(used), kernels)
+
+
+def export_for(jitted, platform: str | None, *args) -> tuple[jax.export.Exported, tuple[str, ...]]:
+    """jax.export of `jitted` for `platform` (None: this process's), with the stability check
+    disabled for the accelerator kernels it calls (KERNEL_CALL_PREFIXES); also their names."""
+    platforms = (platform,) if platform else None
+    text = jitted.trace(*args).lower(lowering_platforms=platforms).as_text()
+    kernels = tuple(sorted(t for t in custom_call_targets(text) if is_kernel(t)))
+    checks = [jax.export.DisabledSafetyCheck.custom_call(target) for target in kernels]
+    return jax.export.export(jitted, platforms=platforms, disabled_checks=checks)(*args), kernels
 
 
 def _used_leaves(logits_fn, treedef, leaves, inputs) -> list[bool]:

@@ -58,11 +58,12 @@ class Programs:
 
 
 # ---------------------------------------------------------------- tracer side
-def trace(exp, ctx, layout: dict) -> Programs:
-    """Export `exp` for the run's platform and device count (called in the tracer only)."""
+def trace(exp, ctx, layout: dict, platform: str | None = None) -> Programs:
+    """Export `exp` for the run's platform (or `platform`: "cpu", "cuda", "tpu") and device
+    count; called in the tracer only."""
     from engine.training import compile as compiling
 
-    platform = PLATFORM_NAMES[ctx.platform]
+    platform = platform or PLATFORM_NAMES[ctx.platform]
     key_data = jax.ShapeDtypeStruct((2,), jnp.uint32)
     abstract_state = compiling.abstract_state(exp.init, jax.random.key(0))
     leaves, treedef = jax.tree.flatten(abstract_state)
@@ -95,10 +96,7 @@ def trace(exp, ctx, layout: dict) -> Programs:
 
 
 def _export(fn, platform: str, *args) -> jax.export.Exported:
-    jitted = jax.jit(fn)
-    kernels = sorted(t for t in export.custom_call_targets(jitted.lower(*args).as_text()) if export.is_kernel(t))
-    checks = [jax.export.DisabledSafetyCheck.custom_call(target) for target in kernels]
-    return jax.export.export(jitted, platforms=[platform], disabled_checks=checks)(*args)
+    return export.export_for(jax.jit(fn), platform, *args)[0]
 
 
 def _export_decoding(exp, treedef, structs, ctx, platform: str):

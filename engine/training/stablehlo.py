@@ -10,9 +10,11 @@ body) with two differences that keep a flops budget honest:
 - a `while` loop counts its body once per iteration when its trip count is static (the
   loop `lax.scan` and `fori_loop` with static bounds lower to); any other loop is
   "uncounted";
-- a custom call counts by a formula the engine knows (`KERNEL_FORMULAS`), or is
-  "uncounted": LAPACK's SVD, eigh or QR, an agent's own kernel. XLA counts such calls as
-  zero, which would make them free under a flops budget.
+- a custom call counts by a formula the engine knows (`KERNEL_FORMULAS`: the engine's
+  attention kernels, counted as the plain XLA attention they replace, so a step counts the
+  same on every backend), or is "uncounted": LAPACK's SVD, eigh or QR, an agent's own
+  kernel. XLA counts such calls as zero, which would make them free under a flops budget;
+- a shard_map body counts once per device it runs on.
 """
 from __future__ import annotations
 
@@ -31,9 +33,19 @@ dynamic_pad dynamic_gather after_all create_token partition_id replica_id rng_bi
 # Custom calls that carry sharding or shape information, not work.
 NO_WORK_CALLS = frozenset({"Sharding", "SPMDFullToShardShape", "SPMDShardToFullShape", "shape_assertion",
                            "annotate_device_placement", "AllocateBuffer", "MoveToHost", "MoveToDevice"})
-# target -> (operand shapes, result shapes) -> FLOPs. Empty: every kernel is uncounted until
-# the engine can tell its own kernels from an agent's (README, "What the guards catch").
-KERNEL_FORMULAS: dict[str, Callable[[list, list], float]] = {}
+# target -> (KernelCall) -> FLOPs, or None when the call is not one the formula knows.
+# engine/training/kernel_flops.py fills it for the engine's attention kernels.
+KERNEL_FORMULAS: dict[str, Callable[["KernelCall"], float | None]] = {}
+
+
+@dataclasses.dataclass(frozen=True)
+class KernelCall:
+    """One custom call, as a formula sees it."""
+    target: str
+    operands: tuple[tuple[int, ...], ...]
+    results: tuple[tuple[int, ...], ...]
+    operand_types: tuple[str, ...]
+    config: str  # its attributes (kernel name, backend config), as text
 
 
 @dataclasses.dataclass(frozen=True)
@@ -51,8 +63,9 @@ def read(module_text: str) -> ProgramFacts:
 
     with jax_mlir.make_ir_context():
         module = ir.Module.parse(module_text)
-        walker = _Walker(ir, {_symbol(op): op for op in _ops(module.operation)
-                              if op.name == "func.func"})
+        top = [view.operation for view in module.body.operations]
+        walker = _Walker(ir, {_symbol(op): op for op in top if op.name == "func.func"},
+                         {_symbol(op): _mesh_axes(str(op.attributes["mesh"])) for op in top if op.name == "sdy.mesh"})
         main = walker.functions.get("main") or next(iter(walker.functions.values()))
         flops = walker.function_flops(main)
         constants, calls = _constants_and_calls(ir, module.operation)
@@ -60,9 +73,10 @@ def read(module_text: str) -> ProgramFacts:
 
 
 class _Walker:
-    def __init__(self, ir, functions: dict):
+    def __init__(self, ir, functions: dict, meshes: dict):
         self.ir = ir
         self.functions = functions
+        self.meshes = meshes  # mesh symbol -> {axis: size}
         self.uncounted: set[str] = set()
         self._memo: dict[str, float] = {}
 
@@ -85,6 +99,8 @@ class _Walker:
             return max((self.region_flops(region) for region in op.regions), default=0.0)
         if op.name == "func.call":
             return self._call_flops(op)
+        if op.name == "sdy.manual_computation":  # shard_map: the body runs once per device
+            return self._devices_of(op) * sum(self.region_flops(region) for region in op.regions)
         if name == "composite":
             return self._named_flops(str(op.attributes["decomposition"]))
         if name == "custom_call":
@@ -102,6 +118,17 @@ class _Walker:
         if name in _MOVEMENT or op.name.startswith("func.") or op.name.startswith("sdy."):
             return 0.0
         return float(sum(_elements(r.type) for r in op.results))
+
+    def _devices_of(self, op) -> int:
+        """Devices a manual computation runs on: the product of its manual axes' sizes."""
+        axes = re.findall(r'"([^"]+)"', str(op.attributes["manual_axes"]))
+        sizes: dict = {}
+        for mesh in self.meshes.values():
+            sizes.update(mesh)
+        missing = [axis for axis in axes if axis not in sizes]
+        if missing:
+            self.uncounted.add(f"shard_map over unknown axes {missing}")
+        return math.prod(sizes.get(axis, 1) for axis in axes)
 
     def _while_flops(self, op) -> float:
         trips = _trip_count(self.ir, op)
@@ -126,10 +153,20 @@ class _Walker:
         if target in NO_WORK_CALLS:
             return 0.0
         formula = KERNEL_FORMULAS.get(target)
-        if formula is None:
+        attributes = op.attributes
+        config = " ".join(f"{attributes[i].name} = {attributes[i].attr}" for i in range(len(attributes)))
+        call = KernelCall(target, tuple(_shape(v.type) for v in op.operands), tuple(_shape(r.type) for r in op.results),
+                          tuple(str(v.type) for v in op.operands), config)
+        flops = formula(call) if formula is not None else None
+        if flops is None:
             self.uncounted.add(target)
             return 0.0
-        return float(formula([_shape(v.type) for v in op.operands], [_shape(r.type) for r in op.results]))
+        return float(flops)
+
+
+def _mesh_axes(text: str) -> dict[str, int]:
+    """#sdy.mesh<["data"=8, "model"=2]> -> {"data": 8, "model": 2}"""
+    return {axis: int(size) for axis, size in re.findall(r'"([^"]+)"\s*=\s*(\d+)', text)}
 
 
 def _ops(root):
