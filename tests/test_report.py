@@ -43,6 +43,12 @@ def row(experiment, commit, status, val_bpb, description, hour, **extra):
     return base
 
 
+def lr_of(checkpoint, rows, learning_rates) -> float:
+    """The LR of the commit whose experiment saved `checkpoint` (runs/TAG/exp-NNNN/checkpoint)."""
+    experiment = int(Path(checkpoint).parent.name.split("-")[1])
+    return learning_rates[next(r["commit"] for r in rows if r["experiment"] == experiment)]
+
+
 @pytest.fixture
 def loop_repo(tmp_path, monkeypatch):
     """A repository whose loop kept two of four changes; test_bpb = LR of the commit."""
@@ -78,16 +84,18 @@ def loop_repo(tmp_path, monkeypatch):
     monkeypatch.setenv("AUTORESEARCH_CACHE", str(cache))
     calls = []
 
-    def fake_evaluate(tmp, source, checkpoint, data, repo_root):
+    learning_rates = {base: 1.0, first: 0.9, second: 0.8}
+
+    def fake_evaluate(tmp, checkpoint, data, repo_root):
         calls.append(checkpoint)
-        lr = float(re.search(r"LR = ([\d.]+)", source).group(1))
+        lr = lr_of(checkpoint, rows, learning_rates)
         assert data == cache / "stdlib-v512-0000"
         return {"test_bpb": lr + 1.05, "tokens": 4096, "manifest_fingerprint": FINGERPRINT,
                 "checkpoint": str(checkpoint), "error": None}
 
     monkeypatch.setattr(heldout, "_run_evaluate", fake_evaluate)
     monkeypatch.chdir(repo)
-    return SimpleNamespace(repo=repo, run_dir=run_dir, rows=rows, calls=calls,
+    return SimpleNamespace(repo=repo, run_dir=run_dir, rows=rows, calls=calls, learning_rates=learning_rates,
                            commits=(base, first, second))
 
 
@@ -161,8 +169,8 @@ def test_test_bpb_never_reaches_the_ledger(loop_repo, capsys):
 
 
 def test_val_and_test_disagreement_is_flagged(loop_repo, capsys, monkeypatch):
-    def overfit(tmp, source, checkpoint, data, repo_root):
-        lr = float(re.search(r"LR = ([\d.]+)", source).group(1))
+    def overfit(tmp, checkpoint, data, repo_root):
+        lr = lr_of(checkpoint, loop_repo.rows, loop_repo.learning_rates)
         return {"test_bpb": 3.0 - lr, "tokens": 1, "manifest_fingerprint": FINGERPRINT,
                 "checkpoint": str(checkpoint), "error": None}
 
