@@ -38,7 +38,7 @@ def report(cold: dict, warm: dict) -> str:
         f"tokens_per_second:     {warm['tokens_per_second']:.0f}",
         f"mfu_percent:           {'n/a (no peak FLOP/s for this device)' if mfu is None else f'{mfu:.2f}'}",
         f"step_gflops:           {(warm['step_flops'] or 0) / 1e9:.3f}",
-        f"recompiles:            {warm['recompiles']}",
+        f"trace_seconds:         {warm.get('trace_seconds', 0):.2f}",
         f"val_bpb:               {warm['val_bpb']:.6f}",
     ]
     return "\n".join(lines)
