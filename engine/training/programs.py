@@ -197,6 +197,10 @@ def check(programs: Programs, platform: str, num_devices: int) -> None:
     batch = programs.train_step.in_avals[len(leaves)]
     if tuple(batch.shape) != (programs.spec["batch_size"], programs.spec["sequence_length"] + 1):
         raise UserError(f"train_step takes tokens {batch.str_short()}, not the experiment's batch")
+    inputs = programs.logits.in_avals[-1]
+    if inputs.shape[0] != programs.spec["eval_rows"]:
+        raise UserError(f"the forward takes {inputs.str_short()}, not the {programs.spec['eval_rows']} rows "
+                        "the tracer said")
 
 
 def _checked_leaves(spec: dict) -> list[dict]:
