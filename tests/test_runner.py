@@ -79,3 +79,10 @@ def test_build_command_passes_budget_seed_and_paths(tmp_path, monkeypatch):
     assert command[1:5] == ["-P", "-m", "engine.cli", "train"]
     assert command[5:] == ["train.py", "--json", str(tmp_path / "result.json"), "--run-dir", str(tmp_path),
                            "--seed", "3", "--budget-seconds", "15", "--data", "/data"]
+
+
+def test_an_unscored_result_is_its_own_status_not_a_crash():
+    from engine.loop.runner import classify
+
+    status, reason = classify(1, False, {"status": "unscored", "error": "the scorer exited with status -9"})
+    assert status == "unscored" and "status -9" in reason

@@ -267,6 +267,9 @@ def _result_fields(result: dict) -> dict:
 
 
 def _drop_checkpoint(session: Session, row: dict) -> None:
+    """Delete a discarded experiment's checkpoint; an unscored one stays for `autoresearch evaluate`."""
+    if row.get("status") == "unscored":
+        return
     """Only kept experiments keep their saved state (the report scores them on test)."""
     checkpoint = session.exp_dir(row["experiment"]) / "checkpoint"
     if checkpoint.is_dir():

@@ -19,7 +19,7 @@ TSV_COLUMNS = ("commit", "val_bpb", "memory_gb", "status", "description")
 # invalid: the scorer refused the model (it saw later tokens or other rows, or its logits are
 # not finite); stale: a parallel candidate whose change no
 # longer applies to the best.
-STATUSES = ("keep", "discard", "crash", "timeout", "rejected", "invalid", "stale")
+STATUSES = ("keep", "discard", "crash", "timeout", "rejected", "invalid", "stale", "unscored")
 
 
 def tsv_line(row: dict) -> str:

@@ -92,6 +92,8 @@ def classify(returncode: int | None, timed_out: bool, result: dict) -> tuple[str
         return "ok", None
     if result.get("status") == "invalid":
         return "invalid", str(result.get("error") or "the scorer refused the model")
+    if result.get("status") == "unscored":  # trained; the checkpoint waits for `autoresearch evaluate`
+        return "unscored", str(result.get("error") or "the scorer failed")
     if result.get("status") not in (None, "ok"):
         return "crash", f"{result['status']}: {result.get('error') or 'no reason given'}"
     if returncode != 0:

@@ -15,7 +15,7 @@ from engine.loop.noise import Noise, pooled
 # runs and, in paired mode, the best's run beside each candidate run. Kept (the branch stays on
 # their commit) but no change of their own.
 MEASUREMENT_ROLES = ("confirm", "pair")
-FAILED = ("crash", "timeout", "invalid", "rejected")
+FAILED = ("crash", "timeout", "invalid", "rejected", "unscored")
 
 
 def finite(value) -> float | None:

@@ -218,7 +218,7 @@ class Coordinator:
             self.queued[:0] = _confirmations_of(session, job)
         elif row.get("needs_rerun"):
             self.queued.insert(0, _rerun_of(job, row))
-        elif not row.get("kept"):
+        elif not row.get("kept") and row["status"] != "unscored":  # an unscored one waits for evaluate
             checkpoint = session.exp_dir(experiment) / "checkpoint"
             shutil.rmtree(checkpoint, ignore_errors=True)
         if job.role == "baseline" and not row.get("kept"):

@@ -9,6 +9,7 @@ STATUS_STYLE = {  # status: (marker, colour, legend label), drawn along the top 
     "crash": ("x", "#d62728", "crash"),
     "timeout": ("v", "#ff7f0e", "timeout"),
     "invalid": ("*", "#9467bd", "invalid (refused by the scorer)"),
+    "unscored": ("d", "#8c564b", "unscored (trained; the scorer failed)"),
     "rejected": ("|", "#bdbdbd", "rejected by the guard (not run)"),
 }
 
