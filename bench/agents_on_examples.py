@@ -3,7 +3,8 @@
 Each run is the real loop (`autoresearch loop --program examples/NAME/program.md --agent A
 --seed S --max-experiments N`) in a scratch clone of a commit of this repository, so the
 code measured is that commit's (HEAD, or main for the landed agent). It prints one line per
-run and the median best per example; runs go one after another (they share the CPUs).
+run and the median best per example, with the holdout figure of each best (the report's
+`holdout` command, never seen by the loop); runs go one after another (they share the CPUs).
 
     python bench/agents_on_examples.py --agent offline --seeds 0 1 2 --experiments 40
     python bench/agents_on_examples.py --agent offline --commit main   # the landed agent
@@ -55,7 +56,11 @@ def run_loop(root: Path, example: str, agent: str, seed: int, experiments: int, 
     rows = [json.loads(line) for line in (root / "runs" / tag / "results.jsonl").read_text().splitlines() if line]
     metric = METRICS[example]
     kept = [row[metric] for row in rows if row.get("kept") and isinstance(row.get(metric), (int, float))]
-    return {"best": max(kept), "baseline": kept[0], "rows": len(rows), "seconds": seconds}
+    report = subprocess.run([*command[:3], "report", "--tag", tag, "--json"], cwd=root, env=env,
+                            capture_output=True, text=True, check=True)
+    facts = json.loads(report.stdout)
+    return {"best": max(kept), "baseline": kept[0], "rows": len(rows), "seconds": seconds,
+            "holdout": facts["best"].get("test_bpb"), "holdout_baseline": facts["baseline"].get("test_bpb")}
 
 
 def main() -> None:
@@ -71,17 +76,19 @@ def main() -> None:
     commit = subprocess.run(["git", "-C", str(REPO), "rev-parse", "--short", args.commit], check=True,
                             capture_output=True, text=True).stdout.strip()
     for example in args.examples:
-        bests = []
+        bests, holdouts = [], []
+        name = f"{example} {args.agent}{'/' + args.sampler if args.sampler else ''}"
         for seed in args.seeds:
             with tempfile.TemporaryDirectory(prefix="autoresearch-agents-bench-") as tmp:
                 root = clone(commit, Path(tmp))
                 figures = run_loop(root, example, args.agent, seed, args.experiments, args.extra, args.sampler)
             bests.append(figures["best"])
-            print(f"{example} {args.agent}{'/' + args.sampler if args.sampler else ''}@{commit} seed {seed}: best {figures['best']:.4f} "
-                  f"(baseline {figures['baseline']:.4f}, {figures['rows']} rows, {figures['seconds']:.0f} s)",
-                  flush=True)
-        print(f"{example} {args.agent}@{commit}: median best {statistics.median(bests):.4f} over seeds "
-              f"{' '.join(map(str, args.seeds))}", flush=True)
+            holdouts.append(figures["holdout"])
+            print(f"{name}@{commit} seed {seed}: best {figures['best']:.4f} (baseline {figures['baseline']:.4f}), "
+                  f"holdout of the best {figures['holdout']:.4f} (baseline {figures['holdout_baseline']:.4f}), "
+                  f"{figures['rows']} rows, {figures['seconds']:.0f} s", flush=True)
+        print(f"{name}@{commit}: median best {statistics.median(bests):.4f}, median holdout "
+              f"{statistics.median(holdouts):.4f} over seeds {' '.join(map(str, args.seeds))}", flush=True)
 
 
 if __name__ == "__main__":
