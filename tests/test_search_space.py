@@ -26,6 +26,10 @@ def test_ranges_around_the_starting_value_and_from_bounds():
     assert beta.low == pytest.approx(0.8) and 0.98 < beta.high < 1.0 and not beta.log
     assert (dims["WARMUP"].distribution.low, dims["WARMUP"].distribution.high) == (0.0, 1.0)
     assert dims["WEIGHT_DECAY"].distribution.high == 0.8
+    bounded_width = dimensions({"CPU_SIZE.model_dim": knob("CPU_SIZE.model_dim", 256)}, {},
+                               {"CPU_SIZE.model_dim": (100, 1000)})["CPU_SIZE.model_dim"]
+    assert (bounded_width.distribution.low, bounded_width.distribution.high, bounded_width.unit) == (128, 896, 128)
+    assert bounded_width.written(333) == 384  # a width stays divisible by the heads, bounds or not
     words = dims["chunk_words"].distribution
     assert (words.low, words.high, words.log) == (20, 300, True)  # spans more than a factor of 10
     assert (dims["b"].distribution.low, dims["b"].distribution.high, dims["b"].distribution.log) == (0.0, 1.0, False)

@@ -10,7 +10,8 @@ around the value it had when the study began (its origin):
 - any other positive float: origin / 8 .. origin * 8 on a log scale (rates, weights, scales),
   below 1 only up to 1 unless it is a learning rate.
 Bounds a user gives are honoured exactly; a bounded range is on a log scale when it spans a
-factor of 10 or more above zero, or names a rate or a size. A zero, a negative number or a
+factor of 10 or more above zero, or names a rate or a size; a bounded integer from 64 up keeps
+to its multiples too. A zero, a negative number or a
 boolean-like 0/1 integer without bounds is not searched (no sane range follows from it).
 """
 from __future__ import annotations
@@ -77,27 +78,33 @@ def _key(name: str) -> str:
 def _dimension(name: str, is_int: bool, start: float, bound: tuple[float, float] | None) -> Dimension | None:
     key = _key(name)
     if bound is not None:
-        return _bounded(name, is_int, bound, log_name=bool(RATE.search(key) or SIZE.search(key)))
+        return _bounded(name, is_int, start, bound, log_name=bool(RATE.search(key) or SIZE.search(key)))
     if is_int:
         return _integer(name, int(start))
     return _float(name, float(start), rate=bool(RATE.search(key)), fraction=bool(FRACTION.search(key)))
 
 
-def _bounded(name: str, is_int: bool, bound: tuple[float, float], log_name: bool) -> Dimension | None:
+def _bounded(name: str, is_int: bool, start: float, bound: tuple[float, float], log_name: bool) -> Dimension | None:
     low, high = bound
     log = low > 0 and (high / low >= LOG_SPAN or log_name)
     if is_int:
-        low_i, high_i = math.ceil(low), math.floor(high)
+        unit = _unit(int(start))
+        low_i, high_i = math.ceil(low / unit) * unit, math.floor(high / unit) * unit
         if low_i >= high_i:
             return None
-        return Dimension(name, IntDistribution(low_i, high_i, log=log and low_i >= 1))
+        return Dimension(name, IntDistribution(low_i, high_i, log=log and low_i >= 1), unit)
     return Dimension(name, FloatDistribution(float(low), float(high), log=log))
+
+
+def _unit(start: int) -> int:
+    """From 64 up, widths stay on the multiples of the power of two they are built from (at most 128)."""
+    return min(128, start & -start) if start >= 64 else 1
 
 
 def _integer(name: str, start: int) -> Dimension | None:
     if start < 2:  # 0 and 1 are usually switches or counts whose range says nothing
         return None
-    unit = min(128, start & -start) if start >= 64 else 1
+    unit = _unit(start)
     low = max(1, start // INT_RANGE_FACTOR)
     high = start * INT_RANGE_FACTOR
     if unit > 1:
