@@ -21,21 +21,33 @@ def test_ranges_around_the_starting_value_and_from_bounds():
     assert (lr.low, lr.high, lr.log) == (0.01 / 8, 0.01 * 8, True)
     depth = dims["DEPTH"].distribution
     assert (depth.low, depth.high, depth.log) == (1, 16, True)
+    assert dims["DEPTH"].written(3.4) == 3  # a count takes any integer
     assert dims["MODEL_DIM"].unit == 128 and dims["MODEL_DIM"].written(500) == 512
     beta = dims["BETA"].distribution
     assert beta.low == pytest.approx(0.8) and 0.98 < beta.high < 1.0 and not beta.log
     assert (dims["WARMUP"].distribution.low, dims["WARMUP"].distribution.high) == (0.0, 1.0)
     assert dims["WEIGHT_DECAY"].distribution.high == 0.8
-    bounded_width = dimensions({"CPU_SIZE.model_dim": knob("CPU_SIZE.model_dim", 256)}, {},
+    bounded_width = dimensions({"CPU_SIZE.model_dim": knob("CPU_SIZE.model_dim", 384)}, {},
                                {"CPU_SIZE.model_dim": (100, 1000)})["CPU_SIZE.model_dim"]
     assert (bounded_width.distribution.low, bounded_width.distribution.high, bounded_width.unit) == (128, 896, 128)
     assert bounded_width.written(333) == 384  # a width stays divisible by the heads, bounds or not
+    sizes = dimensions({"WIDTH": knob("WIDTH", 32), "HEADS": knob("HEADS", 2), "DIM": knob("DIM", 256)}, {},
+                       {"DIM": (100, 1000)})
+    assert [sizes["WIDTH"].written(v) for v in (7, 11, 22, 50, 1000)] == [8, 8, 16, 64, 128]
+    assert sizes["HEADS"].written(3.1) == 4 and sizes["DIM"].written(700) == 512
+    assert (sizes["DIM"].distribution.low, sizes["DIM"].distribution.high) == (128, 512)
     words = dims["chunk_words"].distribution
     assert (words.low, words.high, words.log) == (20, 300, True)  # spans more than a factor of 10
     assert (dims["b"].distribution.low, dims["b"].distribution.high, dims["b"].distribution.log) == (0.0, 1.0, False)
 
 
 def test_written_values_stay_inside_and_round_to_four_digits():
-    dims = dimensions({"LR": knob("LR", 0.01), "N": knob("N", 16)}, {}, {"LR": (0.001, 0.02), "N": (8, 24)})
+    dims = dimensions({"LR": knob("LR", 0.01), "N": knob("N", 12)}, {}, {"LR": (0.001, 0.02), "N": (8, 24)})
     assert dims["LR"].written(0.0123456) == 0.01235
     assert dims["LR"].written(0.5) == 0.02 and dims["N"].written(40) == 24 and dims["N"].written(3.4) == 8
+
+
+def test_settings_of_data_files_take_any_integer():
+    overlap = Knob("chunking.overlap_words", 4, (1, 0), (1, 1), file="retrieval.toml")
+    dim = dimensions({overlap.name: overlap}, {}, {overlap.name: (0, 200)})[overlap.name]
+    assert (dim.distribution.low, dim.distribution.high) == (0, 200) and dim.written(3.2) == 3
