@@ -1,4 +1,6 @@
 """The ledger rebuilt as a study: whole configurations, the noise gate's re-runs, failures."""
+import pytest
+
 from engine.agents.trials import rebuild
 
 
@@ -19,16 +21,21 @@ def test_configurations_are_rebuilt_from_the_changes_and_the_keeps():
     assert [t.value for t in study.trials] == [2.0, 1.9, 2.1, 1.8]
 
 
-def test_a_rerun_gives_its_candidate_the_mean_and_failures_the_worst_value():
+def test_reruns_give_their_candidate_the_mean_and_failures_the_worst_value():
     ledger = [{**row(0, "baseline", 2.0, kept=True), "role": "baseline"},
-              row(1, "LR: 0.04 -> 0.03", 1.99),
-              {**row(2, "LR: 0.04 -> 0.03 (re-run of #1, seed 1)", 1.995, kept=True), "role": "rerun",
-               "rerun_of": 1, "mean_val_bpb": 1.9925},
-              row(3, "LR: 0.03 -> 0.5", None, status="crash"),
-              row(4, "LR: 0.03 -> 0.001", 2.4, metric="val_bpb")]
+              {**row(1, "baseline (run 2 of 2)", 2.02, kept=True), "role": "baseline"},
+              row(2, "LR: 0.04 -> 0.03", 1.99),
+              {**row(3, "LR: 0.04 -> 0.03 (re-run of #2, seed 1)", 1.995), "role": "rerun", "rerun_of": 2},
+              {**row(4, "LR: 0.04 -> 0.03 (re-run of #2, seed 2)", 1.986, kept=True), "role": "rerun", "rerun_of": 2},
+              {**row(5, "confirm abc1234 (run 1 of 2)", 1.97, kept=True), "role": "confirm"},
+              row(6, "LR: 0.03 -> 0.5", None, status="crash"),
+              row(7, "LR: 0.03 -> 0.001", 2.4, metric="val_bpb")]
     study = rebuild(ledger, {"LR": 0.03}, "minimize")
-    assert [t.params["LR"] for t in study.trials] == [0.04, 0.03, 0.5, 0.001]
-    assert [t.value for t in study.trials] == [2.0, 1.9925, 2.4, 2.4]  # the crash stands at the worst
+    assert study.origin == {"LR": 0.04}
+    assert [t.params["LR"] for t in study.trials] == [0.04, 0.04, 0.03, 0.5, 0.001]
+    values = [t.value for t in study.trials]
+    assert values[:2] == [2.0, 2.02] and values[2] == pytest.approx((1.99 + 1.995 + 1.986) / 3)
+    assert values[3:] == [2.4, 2.4]  # the crash stands at the worst
 
 
 def test_ideas_in_flight_are_running_trials_and_unknown_knobs_are_ignored():

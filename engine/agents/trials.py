@@ -5,8 +5,10 @@ is rebuilt: the origin (every knob's value before the first change) is the curre
 with the kept changes undone, newest first; walking forward from it, a row's configuration
 is the best's at that moment with the row's changes applied, and a kept row becomes the new
 best. A row that produced no figure (a crash, a timeout, an invalid or rejected run, a failed
-check) is told as the worst figure seen, so the sampler learns to stay away. A re-run (the
-noise gate's second run of a small gain) gives its candidate's trial the two runs' mean.
+check) is told as the worst figure seen, so the sampler learns to stay away. The keep rule's
+re-runs of a promising candidate (rows with `rerun_of`) are more runs of its trial, whose value
+is the mean of them all; the best's confirmation and paired runs are measurements of the best,
+not trials.
 Rows of a swarm's other workers count as trials too; ideas running elsewhere are trials in
 flight, which the sampler treats as bad until they finish (Optuna's constant liar) and which
 are never proposed again.
@@ -18,6 +20,7 @@ import dataclasses
 from engine.agents.knobs import parse_changes
 
 FAILED = ("crash", "timeout", "invalid", "rejected")
+NOT_TRIALS = ("confirm", "pair")  # runs of the best itself (engine/loop/decide.py)
 
 
 @dataclasses.dataclass
@@ -44,20 +47,24 @@ def rebuild(ledger: list[dict], current: dict[str, float], direction: str,
             swarm: list[dict] = (), in_flight: list[dict] = ()) -> Study:
     """The study behind the current files: current holds each knob's value now (the best's)."""
     origin = _origin(ledger, current)
-    trials, by_experiment = [], {}
+    trials, series = [], {}  # series: first experiment -> (its trial, the values of its runs)
     best = dict(origin)
     for row, mine in [*((r, False) for r in swarm), *((r, True) for r in ledger)]:
+        if row.get("role") in NOT_TRIALS:
+            continue
         changes = {n: new for n, (_, new) in parse_changes(row.get("description", "")).items() if n in best}
         params = {**best, **changes}
-        if row.get("role") == "rerun":
-            first = by_experiment.get(row.get("rerun_of"))
-            if first is not None and isinstance(row.get("mean_val_bpb"), (int, float)):
-                first.value = float(row["mean_val_bpb"])
+        value = metric_of(row)
+        if mine and row.get("rerun_of") in series:
+            trial, values = series[row["rerun_of"]]
+            values += [value] if value is not None else []
+            trial.value = sum(values) / len(values) if values else None
+            params = trial.params
         else:
-            trial = Trial(params, metric_of(row))
+            trial = Trial(params, value)
             trials.append(trial)
             if mine:
-                by_experiment[row.get("experiment")] = trial
+                series[row.get("experiment")] = (trial, [value] if value is not None else [])
         if row.get("kept") and mine:  # another worker's keep moved its own best, not ours
             best = params
     _stand_in_for_failures(trials, direction)
