@@ -192,3 +192,13 @@ def test_on_the_default_train_py_and_program_md(tmp_path):
                 assert new % 128 == 0, (name, new)
         ledger.append({"experiment": experiment, "role": "candidate", "status": "discard", "kept": False,
                        "val_bpb": 3.1, "platform": "cpu", "description": proposal.description})
+
+
+@pytest.mark.parametrize("sampler", ["tpe", "cmaes"])
+def test_a_ledger_with_no_figure_yet_still_gives_an_untried_proposal(tmp_path, sampler):
+    (tmp_path / "train.py").write_text("LEARNING_RATE = 0.01\n")
+    ledger = [{"experiment": 1, "role": "candidate", "status": "crash", "kept": False, "val_bpb": None,
+               "description": "LEARNING_RATE: 0.01 -> 0.02"}]
+    proposal = offline.OfflineAgent(sampler=sampler).propose(request(tmp_path, ledger, 2))
+    assert proposal.description.startswith("LEARNING_RATE: 0.01 -> ")
+    assert proposal.description != "LEARNING_RATE: 0.01 -> 0.02"

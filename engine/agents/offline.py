@@ -106,6 +106,8 @@ class OfflineAgent:
         for trial in history.trials:
             params = {name: dims[name].clamp(trial.params[name]) for name in dims}
             tried.add(_key(params))
+            if trial.value is None and not trial.running:
+                continue  # no row has a figure yet to stand in for this failure: tried, not told
             if self.sampler == "cmaes":
                 _replay(study, params, distributions, trial)
             else:
