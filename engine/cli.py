@@ -138,13 +138,15 @@ def _add_loop(sub) -> None:
         "  autoresearch loop --tag demo --max-experiments 4 --budget-seconds 15\n"
         "  autoresearch loop --tag nov26 --agent gemini --max-hours 8\n"
         "  autoresearch loop --tag ext --agent command --agent-cmd './my_agent.sh'\n"
+        "  autoresearch loop --tag hy --agent gemini+tune --max-hours 8   # Gemini + Optuna on the numbers\n"
         "  autoresearch loop --tag v5e --workers 8                  # 8 one-chip experiments at once\n"
         "  autoresearch loop --tag big --ray auto                   # each experiment a task on this Ray cluster\n"
         "  autoresearch loop --tag nov27 --remote git@host:me/research.git --worker h100-a\n",
     )
     p.add_argument("--tag", required=True, help="work on branch autoresearch/TAG")
-    p.add_argument("--agent", choices=["offline", "gemini", "command"], default=None,
-                   help="default: gemini when an API key or Vertex AI is configured, else offline")
+    p.add_argument("--agent", choices=["offline", "gemini", "command", "gemini+tune", "command+tune"], default=None,
+                   help="default: gemini when an API key or Vertex AI is configured, else offline; "
+                        "X+tune: the LLM agent X proposes structural changes, the offline tuner the numbers between them")
     p.add_argument("--agent-cmd", default=None, help="shell command for --agent command")
     p.add_argument("--model", default=None, help="Gemini model for --agent gemini")
     p.add_argument("--max-experiments", type=int, default=None)

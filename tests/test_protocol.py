@@ -34,10 +34,15 @@ Some prose.
 - patience: none
 ## Budget
 - budget_tokens: 1e6
+## Offline agent
+- sampler: CMAES
+- tune_steps: 3
 ## Offline agent bounds
 - LEARNING_RATE: 1e-4 .. 1e-1
 """
     program = protocol.parse(text)
+    assert program.sampler == "cmaes" and program.tune_steps == 3
+    assert protocol.parse("# no settings").sampler == "tpe"
     assert program.editable == ["train.py", "configs/*.py"]
     assert program.max_experiments == 7 and program.target_val_bpb == 1.5 and program.patience is None
     assert program.budget_flag() == ["--budget-tokens", "1e+06"]
@@ -52,6 +57,8 @@ Some prose.
     ("## Offline agent bounds\n- LR: 5 .. 1", "low bound"),
     ("## Offline agent bounds\n- LR: 1 to 5", "LOW .. HIGH"),
     ("## Editable files\n- /etc/passwd", "relative"),
+    ("## Offline agent\n- sampler: grid", "write one of tpe, cmaes, steps"),
+    ("## Offline agent\n- tune_steps: 0", "must be at least 1"),
 ])
 def test_malformed_lines_stop_with_the_line(line, message):
     with pytest.raises(UserError, match=message):

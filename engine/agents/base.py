@@ -26,6 +26,8 @@ class ProposalRequest:
     task_kind: str = "train"  # or "command" (program.md's ## Task section)
     metric: str = "val_bpb"  # the figure the loop judges by
     direction: str = "minimize"  # or "maximize"
+    # the hybrid agent's tuner: what it found on the numbers of the current best (engine/agents/hybrid.py)
+    tuner_summary: str = ""
 
 
 @dataclasses.dataclass
@@ -37,6 +39,7 @@ class Proposal:
     cost_usd: float = 0.0
     # files the agent created outside the editable paths (the loop removed them; the proposal is rejected)
     planted: list[str] = dataclasses.field(default_factory=list)
+    side: str = ""  # the hybrid agent's side that proposed it: "llm" or "tune" (recorded in the row)
 
 
 class Agent(Protocol):

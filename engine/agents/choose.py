@@ -6,7 +6,7 @@ from pathlib import Path
 
 from engine.errors import UserError
 
-AGENTS = ("offline", "gemini", "command")
+AGENTS = ("offline", "gemini", "command", "gemini+tune", "command+tune")
 
 
 def gemini_configured(env=None) -> bool:
@@ -24,9 +24,15 @@ def default_agent(env=None) -> str:
 def make_agent(name: str | None, args, run_dir: Path | None = None, program=None):
     """The agent named by --agent (or the default), configured from the flags and program.md."""
     name = name or default_agent()
+    if name.endswith("+tune") and name in AGENTS:  # an LLM for the structure, the tuner for the numbers
+        from engine.agents.hybrid import TUNE_STEPS, HybridAgent
+        return HybridAgent(make_agent(name.removesuffix("+tune"), args, run_dir, program),
+                           make_agent("offline", args, run_dir, program),
+                           tune_steps=getattr(program, "tune_steps", None) or TUNE_STEPS)
     if name == "offline":
         from engine.agents.offline import OfflineAgent
-        return OfflineAgent(seed=getattr(args, "seed", 0), bounds=getattr(program, "bounds", None))
+        return OfflineAgent(seed=getattr(args, "seed", 0), bounds=getattr(program, "bounds", None),
+                            sampler=getattr(program, "sampler", None) or "tpe")
     if name == "gemini":
         if not gemini_configured():
             raise UserError("--agent gemini needs GEMINI_API_KEY (or GOOGLE_API_KEY), or Vertex AI "

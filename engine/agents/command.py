@@ -16,6 +16,8 @@ secrets are scrubbed later, from the train.py run) plus:
   AUTORESEARCH_METRIC      the metric judged (val_bpb, or a command task's)
   AUTORESEARCH_DIRECTION   minimize or maximize
   AUTORESEARCH_EDITABLE    the editable paths and globs, space-separated
+  AUTORESEARCH_TUNER       with --agent command+tune: a text file saying what the tuner found on
+                           the numbers of the current best since the command's last kept change
 """
 from __future__ import annotations
 
@@ -71,6 +73,11 @@ class CommandAgent:
         env.pop("AUTORESEARCH_LAST_LOG", None)
         if request.last_log and Path(request.last_log).exists():
             env["AUTORESEARCH_LAST_LOG"] = str(Path(request.last_log).resolve())
+        env.pop("AUTORESEARCH_TUNER", None)
+        if request.tuner_summary:  # the hybrid agent (command+tune): what its tuner found
+            tuner = Path(request.run_dir).resolve() / "tuner.txt"
+            write_atomic(tuner, request.tuner_summary + "\n")
+            env["AUTORESEARCH_TUNER"] = str(tuner)
         env.pop("AUTORESEARCH_OTHERS", None)
         if request.in_flight or request.swarm:
             others = Path(request.run_dir).resolve() / "others.json"

@@ -26,6 +26,10 @@ def build_prompt(request: ProposalRequest, files: dict[str, str], notes_text: st
     if request.swarm:
         blocks.append(_block("swarm", others_summary(request.swarm),
                              "recent results of the other workers sharing this search: build on what worked"))
+    if request.tuner_summary:
+        blocks.append(_block("tuner", request.tuner_summary,
+                             "an optimizer tunes the numbers between your proposals: here is what it found. "
+                             "Propose a structural change it cannot make; leave the tuning of numbers to it"))
     if request.in_flight:
         blocks.append(_block("in flight", others_summary(request.in_flight),
                              "ideas running on other workers right now: propose a different one"))

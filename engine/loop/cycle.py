@@ -162,7 +162,7 @@ def rerun(session: Session, last: dict) -> dict:
     experiment = session.ledger.next_experiment()
     description = last["description"].split(" (re-run of #")[0]
     proposal = Proposal(description=f"{description} (re-run of #{first}, seed {seed})",
-                        hypothesis=last.get("hypothesis", ""))
+                        hypothesis=last.get("hypothesis", ""), side=last.get("side", ""))
     started = now_iso()
     outcome = run_experiment(session, experiment, seed, proposal.description)
     row = record(session, experiment, last["commit"], proposal, outcome, "rerun", seed, started, extra)
@@ -251,9 +251,10 @@ def _what_to_fix(session: Session) -> str:
 
 
 def _proposal_fields(proposal: Proposal) -> dict:
-    return {"description": proposal.description, "hypothesis": proposal.hypothesis,
-            "prompt_tokens": proposal.prompt_tokens, "output_tokens": proposal.output_tokens,
-            "cost_usd": proposal.cost_usd}
+    fields = {"description": proposal.description, "hypothesis": proposal.hypothesis,
+              "prompt_tokens": proposal.prompt_tokens, "output_tokens": proposal.output_tokens,
+              "cost_usd": proposal.cost_usd}
+    return {**fields, "side": proposal.side} if proposal.side else fields
 
 
 def _result_fields(result: dict) -> dict:

@@ -15,7 +15,9 @@ from pathlib import Path
 from engine.errors import UserError
 from engine.loop.task_spec import DEFAULT_COMMAND_TIMEOUT_SECONDS, TaskSpec, parse_task
 
-SECTIONS = ("editable files", "stopping criteria", "budget", "noise", "agent", "offline agent bounds", "task")
+SECTIONS = ("editable files", "stopping criteria", "budget", "noise", "agent", "offline agent",
+            "offline agent bounds", "task")
+SAMPLERS = ("tpe", "cmaes", "steps")  # engine/agents/offline.py
 
 
 @dataclasses.dataclass
@@ -43,7 +45,9 @@ class Program:
     # agent
     bold_after: int = 5
     max_fix_attempts: int = 2
-    # offline agent: NAME -> (low, high)
+    # offline agent: Optuna's sampler, and NAME -> (low, high)
+    sampler: str = "tpe"
+    tune_steps: int | None = None  # the hybrid agent: tuner proposals between two LLM proposals
     bounds: dict[str, tuple[float, float]] = dataclasses.field(default_factory=dict)
     # what is optimized: train.py's val_bpb, or a command task (engine/loop/task_spec.py)
     task: TaskSpec = dataclasses.field(default_factory=TaskSpec)
@@ -118,6 +122,12 @@ def _positive_float(text: str) -> float:
     return value
 
 
+def _sampler(text: str) -> str:
+    if text.lower() not in SAMPLERS:
+        raise ValueError(f"sampler must be one of {', '.join(SAMPLERS)}")
+    return text.lower()
+
+
 def _non_negative_float(text: str) -> float:
     value = float(text)
     if not value >= 0:
@@ -143,6 +153,7 @@ SETTINGS = {
     "noise": {"baseline_runs": _positive_int, "confidence": _probability, "max_runs": _positive_int,
               "paired": _boolean, "confirm_runs": _non_negative_int},
     "agent": {"bold_after": _positive_int, "max_fix_attempts": _non_negative_int},
+    "offline agent": {"sampler": _sampler, "tune_steps": _positive_int},
 }
 
 _SETTING = re.compile(r"^-\s+`?([A-Za-z_][A-Za-z0-9_]*)`?\s*:\s*(.*?)\s*$")
@@ -217,7 +228,9 @@ def _apply_setting(program: Program, section: str, line: str, where: str) -> Non
     try:
         setattr(program, key, known[key](value))
     except ValueError as error:
-        raise UserError(f"{where}: bad value for {key} ({error}); write a {'value' if key == 'paired' else 'number'} or `none`") from None
+        what = ("one of " + ", ".join(SAMPLERS) if key == "sampler"
+                else f"a {'value' if key == 'paired' else 'number'} or `none`")
+        raise UserError(f"{where}: bad value for {key} ({error}); write {what}") from None
 
 
 def _check_one_budget(program: Program, source: str) -> None:

@@ -253,7 +253,8 @@ class Coordinator:
             return {**verdict, "status": "stale",
                     "decision": f"beat its base ({value:.6f} vs {base_value:.6f}) but its change no longer "
                                 f"applies to the best {best[:7]}"}
-        proposal = Proposal(description=f"{description} (merged onto {best[:7]})", hypothesis=job.proposal.hypothesis)
+        proposal = Proposal(description=f"{description} (merged onto {best[:7]})", hypothesis=job.proposal.hypothesis,
+                            side=job.proposal.side)
         self.queued.insert(0, Job("candidate", merged, best, now, proposal, self.session.seed,
                                   {"agent": job.extra.get("agent"), "merged_from": experiment}))
         return {**verdict, "status": "discard",
@@ -271,7 +272,7 @@ def _rerun_of(job: Job, row: dict) -> Job:
     first = series_of(row)
     description = row["description"].split(" (re-run of #")[0]
     proposal = Proposal(description=f"{description} (re-run of #{first}, seed {job.seed + 1})",
-                        hypothesis=job.proposal.hypothesis)
+                        hypothesis=job.proposal.hypothesis, side=job.proposal.side)
     extra = {"agent": job.extra.get("agent"), "rerun_of": first}
     return Job("rerun", job.commit, job.base_commit, job.base_value, proposal, job.seed + 1, extra)
 
