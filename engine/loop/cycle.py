@@ -7,11 +7,12 @@ experiment's git commit names the exact code to run again.
 """
 from __future__ import annotations
 
+import dataclasses
 import shutil
 from pathlib import Path
 
 from engine.agents.base import Proposal, ProposalRequest
-from engine.loop import guards, runner
+from engine.loop import guards, runner, worktrees
 from engine.loop.decide import decide
 from engine.loop.standings import row_value
 from engine.errors import UserError
@@ -76,14 +77,28 @@ def commit(session: Session, experiment: int, proposal: Proposal, changed: list[
     return sha
 
 
-def run_experiment(session: Session, experiment: int, seed: int, description: str) -> runner.Outcome:
+def run_experiment(session: Session, experiment: int, seed: int, description: str, sha: str) -> runner.Outcome:
+    """Run commit sha from the engine's own worktree of it (never the tree the agent edits);
+    a run whose worktree is no longer exactly the commit afterwards is a crash that says why."""
     exp_dir = session.exp_dir(experiment)
     if exp_dir.exists():
         shutil.rmtree(exp_dir)  # a run cut short by a kill: it runs again from the start
     session.live.start(experiment, description, session.task.describe(), session.best_val,
                        session.ledger.rows, exp_dir)
-    return session.task.run(exp_dir, seed, session.repo.root, child_record=session.child_record,
-                            on_tick=session.live.tick)
+    tree = session.snapshots().open(0, sha)
+    before = worktrees.snapshot_state(tree.root)
+    outcome = session.task.run(exp_dir, seed, tree.root, child_record=session.child_record,
+                               on_tick=session.live.tick)
+    return checked_outcome(outcome, tree, sha, before)
+
+
+def checked_outcome(outcome: runner.Outcome, tree: Repo, sha: str, before: dict) -> runner.Outcome:
+    """The outcome, or a crash when what ran is no longer commit sha (worktrees.verify_snapshot)."""
+    problem = worktrees.verify_snapshot(tree, sha, before)
+    if problem is None:
+        return outcome
+    return dataclasses.replace(outcome, status="crash",
+                               error=f"what ran is not commit {sha[:7]}: its worktree changed during the run ({problem})")
 
 
 def record(session: Session, experiment: int, sha: str | None, proposal: Proposal, outcome: runner.Outcome | None,
@@ -137,7 +152,7 @@ def run_committed(session: Session, experiment: int, sha: str, proposal: Proposa
                   extra: dict | None = None, seed: int | None = None) -> dict:
     seed = session.seed if seed is None else seed
     started = now_iso()
-    outcome = run_experiment(session, experiment, seed, proposal.description)
+    outcome = run_experiment(session, experiment, seed, proposal.description, sha)
     row = record(session, experiment, sha, proposal, outcome, role, seed, started, extra)
     keep_or_reset(session, row)
     if row.get("needs_rerun"):
@@ -152,7 +167,7 @@ def rerun(session: Session, first: dict) -> dict:
                         hypothesis=first.get("hypothesis", ""))
     extra = {"rerun_of": first["experiment"], "first_val_bpb": row_value(first)}
     started, seed = now_iso(), first["seed"] + 1
-    outcome = run_experiment(session, experiment, seed, proposal.description)
+    outcome = run_experiment(session, experiment, seed, proposal.description, first["commit"])
     row = record(session, experiment, first["commit"], proposal, outcome, "rerun", seed, started, extra)
     keep_or_reset(session, row)
     return row
@@ -171,9 +186,9 @@ def run_baseline(session: Session) -> None:
         experiment = session.ledger.next_experiment()
         description = "baseline" if index == 0 else f"baseline (run {index + 1} of {session.program.baseline_runs})"
         proposal = Proposal(description=description)
-        started, seed = now_iso(), session.seed + index
-        outcome = run_experiment(session, experiment, seed, description)
-        row = record(session, experiment, session.repo.head(), proposal, outcome, "baseline", seed, started)
+        started, seed, head = now_iso(), session.seed + index, session.repo.head()
+        outcome = run_experiment(session, experiment, seed, description, head)
+        row = record(session, experiment, head, proposal, outcome, "baseline", seed, started)
         if not row["kept"]:
             raise UserError(f"the baseline {row['status']}: {row.get('error')}; see "
                             f"{session.run_dir / row['log']} (fix {_what_to_fix(session)} and commit, "

@@ -22,6 +22,7 @@ from engine.loop.lock import LoopLock
 from engine.loop.repo import Repo
 
 TRAIN_FILE = "train.py"
+SNAPSHOT_DIR = ".autoresearch"  # engine-owned worktrees, one folder per tag
 
 
 @dataclasses.dataclass
@@ -38,6 +39,20 @@ class Session:
     live: LiveView
     lock: LoopLock
     started: float = dataclasses.field(default_factory=time.monotonic)
+    bytecode: object | None = None  # engine/loop/bytecode.py's BytecodeCache, for train tasks
+    _snapshots: object | None = None
+
+    @property
+    def snapshot_root(self) -> Path:
+        """Where the engine's worktrees of this tag live: outside runs/, ignored by git."""
+        return self.repo.root / SNAPSHOT_DIR / self.tag
+
+    def snapshots(self):
+        """The serial loop's pool of one worktree (engine/loop/worktrees.py)."""
+        from engine.loop.worktrees import Worktrees
+        if self._snapshots is None:
+            self._snapshots = Worktrees(self.repo, self.snapshot_root)
+        return self._snapshots
 
     @property
     def best_val(self) -> float | None:
@@ -81,7 +96,13 @@ class Session:
             return {}
 
     def close(self) -> None:
-        self.lock.release()
+        try:
+            if self._snapshots is not None:
+                self._snapshots.close_all()
+            if self.bytecode is not None:
+                self.bytecode.close()
+        finally:
+            self.lock.release()
 
 
 def resolve_program_path(program: str, root: Path) -> Path:
@@ -106,6 +127,7 @@ def open_session(args, live: LiveView | None = None) -> Session:
     lock = LoopLock(repo.root / "runs", args.tag).acquire()
     try:
         repo.ensure_ignored("runs")
+        repo.ensure_ignored(SNAPSHOT_DIR)
         live = live or LiveView()
         if repo.clear_stale_index_lock():
             live.say("removed .git/index.lock left by an interrupted git command")

@@ -1,7 +1,7 @@
 """`autoresearch loop --workers N`: N experiments in flight on one host, one coordinator.
 
 The coordinator (this module, no JAX) owns the ledger, git and the agent. Each experiment in
-flight runs in its own git worktree (engine/loop/worktrees.py) on its own devices
+flight runs in its own git worktree (engine/loop/worktrees.py, as the serial loop's one does) on its own devices
 (engine/loop/device_split.py), in a thread that only waits for its `autoresearch train`
 child; every decision, commit and ledger row is made here, in the main thread, one at a
 time, as runs finish. The main tree stays on branch autoresearch/TAG at the best commit.
@@ -27,7 +27,7 @@ from engine.loop import cycle, guards, runner
 from engine.loop.device_split import WorkerDevices
 from engine.loop.session import Session, now_iso
 from engine.loop.standings import gain, row_value
-from engine.loop.worktrees import Worktrees, apply_onto
+from engine.loop.worktrees import Worktrees, apply_onto, snapshot_state
 from engine.processes import kill_group
 
 
@@ -51,7 +51,7 @@ class Coordinator:
                  names: list[str] | None = None):
         self.session, self.agent, self.devices, self.platform = session, agent, devices, platform
         self.names = names or [f"w{d.index}" for d in devices]
-        self.trees = Worktrees(session.repo, session.run_dir / "worktrees")
+        self.trees = Worktrees(session.repo, session.snapshot_root)
         self.queued: list[Job] = []  # re-runs and merges: they go before new proposals
         self.running: dict[int, Job] = {}
         self.done: queue.Queue = queue.Queue()
@@ -162,13 +162,15 @@ class Coordinator:
             shutil.rmtree(job.run_dir)
         self.running[worker] = job
         session.live.say(f"[{self.names[worker]}] running: {job.proposal.description}")
-        thread = threading.Thread(target=self._run, args=(job, tree.root, self.devices[worker]), daemon=True)
+        before = snapshot_state(tree.root)
+        thread = threading.Thread(target=self._run, args=(job, tree, before, self.devices[worker]), daemon=True)
         thread.start()
 
-    def _run(self, job: Job, cwd: Path, devices: WorkerDevices) -> None:
+    def _run(self, job: Job, tree, before: dict, devices: WorkerDevices) -> None:
         try:
-            outcome = self.session.task.run(job.run_dir, job.seed, cwd, child_record=_child_record(job),
+            outcome = self.session.task.run(job.run_dir, job.seed, tree.root, child_record=_child_record(job),
                                             devices=devices)
+            outcome = cycle.checked_outcome(outcome, tree, job.commit, before)
         except Exception as error:  # the coordinator must hear of every run, even one that failed to start
             outcome = runner.Outcome("crash", {}, None, 0.0, job.run_dir / "train.log", f"could not run: {error}")
         self.done.put((job, outcome))
