@@ -122,13 +122,23 @@ def test_runs_in_the_repo_root(repo, tmp_path):
 
 
 def test_an_agent_that_commits_hands_back_its_edit_uncommitted(repo, tmp_path):
+    """The agent's commit is a proposal; the loop's after-turn check (engine/loop/turn.py)
+    turns it back into changes for the guard."""
+    from engine.loop import turn
+    from engine.loop.repo import Repo
+
     head = git(repo, "rev-parse", "HEAD")
+    git(repo, "checkout", "-q", "-b", "autoresearch/t")
+    tree = Repo(repo)
+    before = turn.before_turn(tree)
     cmd = ("sed -i 's/DEPTH = 4/DEPTH = 6/' train.py && git commit --quiet -am 'agent commit' "
            "&& echo 'depth 6'")
     proposal = CommandAgent(cmd, echo=False).propose(request(repo))
     assert proposal.description == "depth 6"
+    after = turn.after_turn(tree, before, ["train.py"], branch="autoresearch/t")
+    assert after.refusals == []
     assert git(repo, "rev-parse", "HEAD") == head
-    assert "train.py" in git(repo, "status", "--porcelain")
+    assert tree.changed_paths() == ["train.py"]
     assert "DEPTH = 6" in (repo / "train.py").read_text()
 
 

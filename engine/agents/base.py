@@ -37,6 +37,8 @@ class Proposal:
     cost_usd: float = 0.0
     # files the agent created outside the editable paths (the loop removed them; the proposal is rejected)
     planted: list[str] = dataclasses.field(default_factory=list)
+    # why the loop refuses it unrun (the turn moved git, or touched the engine's bytecode), or ""
+    refusal: str = ""
 
 
 class Agent(Protocol):

@@ -12,11 +12,11 @@ import shutil
 from pathlib import Path
 
 from engine.agents.base import Proposal, ProposalRequest
-from engine.loop import guards, runner, worktrees
+from engine.loop import guards, runner, turn, worktrees
 from engine.loop.decide import decide
 from engine.loop.standings import row_value
 from engine.errors import UserError
-from engine.loop.repo import Repo
+from engine.loop.repo import Repo, branch_name
 from engine.loop.session import TRAIN_FILE, Session, now_iso
 
 CRASH_LOG_LINES = 60
@@ -39,13 +39,25 @@ def propose(session: Session, agent, experiment: int, crash_log_tail: str | None
         swarm=list(swarm or []), task_kind=session.task.kind, metric=session.task.metric,
         direction=session.task.direction)
     repo = session.repo if repo_root is None else Repo(repo_root, editable=session.program.editable)
-    before = repo.untracked_elsewhere()
-    proposal = agent.propose(request)
-    planted = sorted(repo.untracked_elsewhere() - before)
-    if planted:  # a file named like a module, beside a script the engine runs, would run as it
-        repo.remove_untracked(planted)
-        if proposal is not None:
-            proposal.planted = planted
+    before, main_before = turn.before_turn(repo), (turn.before_turn(session.repo) if repo_root else None)
+    try:
+        proposal = agent.propose(request)
+    finally:
+        after = turn.after_turn(repo, before, session.program.editable, session.bytecode,
+                                branch=None if repo_root else branch_name(session.tag))
+        if main_before is not None:  # a worker's agent may also have moved the main tree
+            main = turn.after_turn(session.repo, main_before, session.program.editable,
+                                   branch=branch_name(session.tag))
+            after.refusals += [f"in the main tree: {r}" for r in main.refusals]
+            if session.repo.changed_paths():
+                session.repo.restore()
+                after.refusals.append("changed the main tree (a worker proposes in its own worktree)")
+    if after.notes:
+        session.live.say(f"removed files the agent's turn left outside the editable paths: "
+                         f"{', '.join(after.notes[:5])}{' ...' if len(after.notes) > 5 else ''}")
+    if proposal is not None:
+        proposal.planted = after.planted  # a module beside a script the engine runs would run as it
+        proposal.refusal = "; ".join(after.refusals)
     return proposal
 
 
@@ -53,6 +65,8 @@ def guard(session: Session, proposal: Proposal | None = None) -> guards.Verdict:
     """Only editable files changed and they parse, no file was added outside them; the fixed
     files are as they were at start."""
     changed = session.repo.changed_paths()
+    if proposal is not None and proposal.refusal:
+        return guards.Verdict(False, changed, proposal.refusal)
     if proposal is not None and proposal.planted:
         return guards.Verdict(False, changed, planted_reason(proposal.planted, session.program.editable))
     if not changed:
@@ -89,16 +103,21 @@ def run_experiment(session: Session, experiment: int, seed: int, description: st
     before = worktrees.snapshot_state(tree.root)
     outcome = session.task.run(exp_dir, seed, tree.root, child_record=session.child_record,
                                on_tick=session.live.tick)
-    return checked_outcome(outcome, tree, sha, before)
+    return checked_outcome(session, outcome, tree, sha, before)
 
 
-def checked_outcome(outcome: runner.Outcome, tree: Repo, sha: str, before: dict) -> runner.Outcome:
-    """The outcome, or a crash when what ran is no longer commit sha (worktrees.verify_snapshot)."""
+def checked_outcome(session: Session, outcome: runner.Outcome, tree: Repo, sha: str, before: dict) -> runner.Outcome:
+    """The outcome, or a crash when what ran is no longer commit sha (worktrees.verify_snapshot)
+    or the engine's bytecode changed while it ran (then the bytecode prefix is replaced)."""
     problem = worktrees.verify_snapshot(tree, sha, before)
+    if problem is not None:
+        problem = f"what ran is not commit {sha[:7]}: its worktree changed during the run ({problem})"
+    elif session.bytecode is not None and (changed := session.bytecode.changes()):
+        session.bytecode.renew()
+        problem = f"the engine's bytecode cache changed during the run ({'; '.join(changed[:3])})"
     if problem is None:
         return outcome
-    return dataclasses.replace(outcome, status="crash",
-                               error=f"what ran is not commit {sha[:7]}: its worktree changed during the run ({problem})")
+    return dataclasses.replace(outcome, status="crash", error=problem)
 
 
 def record(session: Session, experiment: int, sha: str | None, proposal: Proposal, outcome: runner.Outcome | None,

@@ -83,6 +83,10 @@ class Repo:
     def message(self, sha: str) -> str:
         return self.git_repo.commit(sha).message
 
+    def is_ancestor(self, older: str, newer: str) -> bool:
+        """Whether commit older is newer or one of its ancestors."""
+        return self.git_repo.is_ancestor(older, newer)
+
     def parent(self, sha: str) -> str | None:
         parents = self.git_repo.commit(sha).parents
         return parents[0].hexsha if parents else None

@@ -9,6 +9,7 @@ from __future__ import annotations
 import dataclasses
 import datetime as dt
 import json
+import os
 import time
 from pathlib import Path
 
@@ -22,6 +23,7 @@ from engine.loop.lock import LoopLock
 from engine.loop.repo import Repo
 
 TRAIN_FILE = "train.py"
+AGENT_RECORD = "agent.json"  # engine/agents/command.py writes it while the agent runs
 SNAPSHOT_DIR = ".autoresearch"  # engine-owned worktrees, one folder per tag
 
 
@@ -134,11 +136,24 @@ def open_session(args, live: LiveView | None = None) -> Session:
         orphan = orphans.end_orphan(run_dir / "child.json")
         if orphan:
             live.say(f"ended training process {orphan} left running by an interrupted loop")
-        return Session(repo, program, program_path, args.tag, run_dir, Ledger(run_dir, program.task.metric),
-                       _fixed_files(program, repo, data_dir), data_dir, args.seed, live, lock)
+        agent = orphans.end_orphan(run_dir / AGENT_RECORD)
+        if agent:
+            live.say(f"ended the agent command's processes (group {agent}) left running by an interrupted loop")
+        session = Session(repo, program, program_path, args.tag, run_dir, Ledger(run_dir, program.task.metric),
+                          _fixed_files(program, repo, data_dir), data_dir, args.seed, live, lock)
+        if not program.task.is_command:
+            session.bytecode = _bytecode_cache()
+        return session
     except BaseException:
         lock.release()
         raise
+
+
+def _bytecode_cache():
+    """The session's private bytecode prefix (engine/loop/bytecode.py); warmed with the engine's
+    imports unless a stand-in replaces `autoresearch train` (tests, benchmarks)."""
+    from engine.loop.bytecode import BytecodeCache
+    return BytecodeCache(warm=not os.environ.get("AUTORESEARCH_TRAIN_COMMAND"))
 
 
 def _fixed_files(program: protocol.Program, repo: Repo, data_dir: Path | None) -> guards.FixedFiles:

@@ -27,6 +27,7 @@ from engine.loop import cycle, guards, runner
 from engine.loop.device_split import WorkerDevices
 from engine.loop.session import Session, now_iso
 from engine.loop.standings import gain, row_value
+from engine.loop.outages import Outages, agent_failed
 from engine.loop.worktrees import Worktrees, apply_onto, snapshot_state
 from engine.processes import kill_group
 
@@ -56,6 +57,7 @@ class Coordinator:
         self.running: dict[int, Job] = {}
         self.done: queue.Queue = queue.Queue()
         self.empty = 0
+        self.failures = Outages(session.program.max_agent_failure_minutes)
         self.jobs_started = 0
 
     # --- the loop ----------------------------------------------------------------
@@ -69,12 +71,14 @@ class Coordinator:
         reason = None
         try:
             while True:
-                reason = reason or stop_reason(self.session, self.empty)
+                reason = reason or stop_reason(self.session, self.empty) or self.failures.give_up_reason()
                 if reason is None:
                     self._fill_free_workers()
                 if not self.running:
                     if reason is not None or not self._may_start():
                         break
+                    if self.failures.count and self.failures.give_up_reason() is None:
+                        self.failures.wait(self.session.live.say)  # nothing in flight: wait the agent out
                     continue  # every proposal came back empty: ask again, stop_reason counts them
                 job, outcome = self.done.get()
                 self.running.pop(job.worker)
@@ -132,6 +136,10 @@ class Coordinator:
         number = session.ledger.next_experiment() + len(self.running) + len(self.queued)
         proposal = cycle.propose(session, self.agent, number, repo_root=tree.root, in_flight=in_flight)
         changed = tree.changed_paths()
+        if proposal is None and agent_failed(self.agent):
+            self.failures.failed()
+            return None
+        self.failures.ended()
         if proposal is None or not changed:
             self.empty += 1
             return None
@@ -139,6 +147,8 @@ class Coordinator:
         verdict = guards.check_proposal(changed, session.program.editable, tree.root)
         if proposal.planted:
             verdict = guards.Verdict(False, changed, cycle.planted_reason(proposal.planted, session.program.editable))
+        if proposal.refusal:
+            verdict = guards.Verdict(False, changed, proposal.refusal)
         if not verdict.ok:
             self._record_rejected(proposal, verdict.reason, worker, best)
             return None
@@ -170,7 +180,7 @@ class Coordinator:
         try:
             outcome = self.session.task.run(job.run_dir, job.seed, tree.root, child_record=_child_record(job),
                                             devices=devices)
-            outcome = cycle.checked_outcome(outcome, tree, job.commit, before)
+            outcome = cycle.checked_outcome(self.session, outcome, tree, job.commit, before)
         except Exception as error:  # the coordinator must hear of every run, even one that failed to start
             outcome = runner.Outcome("crash", {}, None, 0.0, job.run_dir / "train.log", f"could not run: {error}")
         self.done.put((job, outcome))
