@@ -130,7 +130,7 @@ def record(session: Session, experiment: int, sha: str | None, proposal: Proposa
         "experiment": experiment, "commit": sha, "description": proposal.description, "role": role,
         "seed": seed, "started": started, "finished": now_iso(), "train_path": TRAIN_FILE,
         "best_before": session.best_val, "noise": session.noise, **_proposal_fields(proposal), **(extra or {}),
-        **decision,
+        **decision, "metric": session.task.metric, "direction": session.task.direction,
     })
     if outcome is not None:
         row.update({"wall_seconds": round(outcome.wall_seconds, 3), "returncode": outcome.returncode,

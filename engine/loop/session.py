@@ -16,7 +16,7 @@ from pathlib import Path
 from engine import paths
 from engine.errors import UserError
 from engine.files import write_atomic
-from engine.loop import guards, orphans, protocol, tasks
+from engine.loop import guards, orphans, protocol, standings, tasks
 from engine.loop.ledger import Ledger
 from engine.loop.live_view import LiveView
 from engine.loop.lock import LoopLock
@@ -97,6 +97,11 @@ class Session:
         except (OSError, ValueError):
             return {}
 
+    def refingerprint(self) -> None:
+        """Fingerprint the fixed files again, after the branch was put back on a commit the
+        ledger knows (resume.py)."""
+        self.fixed = _fixed_files(self.program, self.repo, self.data_dir)
+
     def close(self) -> None:
         try:
             if self._snapshots is not None:
@@ -139,14 +144,39 @@ def open_session(args, live: LiveView | None = None) -> Session:
         agent = orphans.end_orphan(run_dir / AGENT_RECORD)
         if agent:
             live.say(f"ended the agent command's processes (group {agent}) left running by an interrupted loop")
-        session = Session(repo, program, program_path, args.tag, run_dir, Ledger(run_dir, program.task.metric),
+        ledger = Ledger(run_dir, program.task.metric)
+        _check_objective(ledger.rows, program, args.tag, program_path)
+        session = Session(repo, program, program_path, args.tag, run_dir, ledger,
                           _fixed_files(program, repo, data_dir), data_dir, args.seed, live, lock)
         if not program.task.is_command:
+            _verify_data(data_dir, live)
             session.bytecode = _bytecode_cache()
         return session
     except BaseException:
         lock.release()
         raise
+
+
+def _check_objective(rows: list[dict], program: protocol.Program, tag: str, program_path: Path) -> None:
+    """A tag's metric and direction are those of its first row: a program.md that changed them
+    would keep changes under two objectives in one chain."""
+    fixed = standings.tag_objective(rows)
+    task = tasks.make_task(program)
+    if fixed is not None and fixed != (task.metric, task.direction):
+        raise UserError(f"tag {tag} optimizes {fixed[0]} ({fixed[1]}) since its first experiment, but "
+                        f"{program_path.name} now says {task.metric} ({task.direction}): put the metric and "
+                        "direction back, or start a new tag for the new objective")
+
+
+def _verify_data(data_dir: Path | None, live: LiveView) -> None:
+    """Every file of the data cache against the manifest's sha256 values (engine/data/checksums.py),
+    once per loop start. A stand-in for `autoresearch train` (tests) reads no data: not checked."""
+    if data_dir is None or os.environ.get("AUTORESEARCH_TRAIN_COMMAND"):
+        return
+    from engine.data import checksums
+    started = time.monotonic()
+    checksums.verify(data_dir)
+    live.say(f"data cache {data_dir.name}: every file matches its sha256 ({time.monotonic() - started:.1f} s)")
 
 
 def _bytecode_cache():
