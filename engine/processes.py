@@ -86,10 +86,11 @@ def engine_command(*args: str) -> list[str]:
     """`autoresearch ARGS` as a child process of this Python. -P keeps the working directory
     (a repository that an agent and train.py write in) off the child's import path, so a file
     named like a module there (numpy.py, jax.py) cannot stand in for it in the scorer. Under a
-    loop, `-X pycache_prefix` makes the child read and write bytecode only in the loop's private
-    prefix (engine/loop/bytecode.py), never in a `__pycache__/` an agent can write; its own
-    engine children inherit the prefix."""
+    loop, `-X pycache_prefix` makes the child read bytecode only from the loop's private prefix
+    (engine/loop/bytecode.py), never from a `__pycache__/` an agent can write, and `-B` keeps it
+    from writing there; its own engine children inherit the prefix."""
     import sys
     prefix = bytecode_prefix()
-    flags = ["-X", f"pycache_prefix={prefix}"] if prefix is not None else []
+    # -B: read the prefix, never write it (the loop warmed and froze it; root ignores the freeze)
+    flags = ["-B", "-X", f"pycache_prefix={prefix}"] if prefix is not None else []
     return [sys.executable, "-P", *flags, "-m", "engine.cli", *args]

@@ -11,7 +11,9 @@ A fresh prefix per process would be airtight, but every start would compile jax 
 measured on this project's CPU machine, `import jax, flax.nnx, optax, orbax.checkpoint` took
 5.3 s with an empty prefix against 1.9 s with a warm one (1.8 s with the usual cache), and
 an experiment starts two or three engine processes. So the session warms one prefix once
-(the engine's imports, in a child), then makes it read-only and records the stat of every
+(the engine's imports, in a child), after which engine processes only read it (`-B`,
+PYTHONDONTWRITEBYTECODE: a module not warmed is compiled in memory), makes it read-only
+(which does not stop root, hence the check) and records the stat of every
 folder and file in it (size, mtime, ctime, inode; ctime cannot be set back, and writing into
 a read-only entry first needs a chmod, which moves it). `changes()` lists what differs; the
 loop calls it after every agent turn and before a result counts, and `renew()` replaces a

@@ -43,7 +43,7 @@ def one_experiment(session: Session, agent) -> str:
     """Propose and try one idea (with crash fix-ups): "tried", "empty" or "unavailable"."""
     experiment = session.ledger.next_experiment()
     proposal = cycle.propose(session, agent, experiment)
-    if proposal is None or not session.repo.changed_paths():
+    if proposal is None or not (proposal.refusal or session.repo.changed_paths()):
         session.repo.restore()
         return "unavailable" if outages.agent_failed(agent) else "empty"
     row = cycle.try_candidate(session, proposal, experiment, extra={"agent": agent.name})
@@ -62,7 +62,7 @@ def fix_crashes(session: Session, agent, row: dict) -> None:
         tail = cycle.crash_log_tail(session.run_dir / row["log"]) if row.get("log") else ""
         experiment = session.ledger.next_experiment()
         proposal = cycle.propose(session, agent, experiment, crash_log_tail=tail)
-        if proposal is None or not session.repo.changed_paths():
+        if proposal is None or not (proposal.refusal or session.repo.changed_paths()):
             session.repo.restore()
             return
         row = cycle.try_candidate(session, proposal, experiment, role="fix",

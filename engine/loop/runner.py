@@ -58,6 +58,7 @@ def engine_env(extra_env: dict | None = None) -> dict:
     prefix = bytecode_prefix()
     if prefix is not None:
         env["PYTHONPYCACHEPREFIX"] = str(prefix)
+        env["PYTHONDONTWRITEBYTECODE"] = "1"  # read the frozen prefix, never add to it
     return env
 
 

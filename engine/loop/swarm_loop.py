@@ -74,7 +74,7 @@ def run_swarm(session: Session, agent, args, stop_reason) -> str:
 def one_experiment(session: Session, agent, swarm: Swarm) -> str:
     experiment = session.ledger.next_experiment()
     proposal = cycle.propose(session, agent, experiment, in_flight=swarm.claims(), swarm=swarm.recent())
-    if proposal is None or not session.repo.changed_paths():
+    if proposal is None or not (proposal.refusal or session.repo.changed_paths()):
         session.repo.restore()
         return "unavailable" if agent_failed(agent) else "empty"
     claim = swarm.claim(proposal.description, proposal.hypothesis)

@@ -140,7 +140,7 @@ class Coordinator:
             self.failures.failed()
             return None
         self.failures.ended()
-        if proposal is None or not changed:
+        if proposal is None or not (changed or proposal.refusal):
             self.empty += 1
             return None
         self.empty = 0

@@ -1,0 +1,73 @@
+"""Engine processes load no bytecode an agent can write (engine/loop/bytecode.py)."""
+import importlib.util
+import os
+import py_compile
+import subprocess
+import sys
+
+import pytest
+
+from engine import processes
+from engine.loop.bytecode import BytecodeCache
+
+
+def planted_package(tmp_path):
+    """m.py says X = 1; its __pycache__ holds a compiled X = 2 stamped with m.py's mtime and size."""
+    pkg = tmp_path / "pkg"
+    pkg.mkdir()
+    evil = tmp_path / "evil" / "m.py"
+    evil.parent.mkdir()
+    evil.write_text("X = 2\n")
+    source = pkg / "m.py"
+    source.write_text("X = 1\n")
+    os.utime(evil, ns=(source.stat().st_atime_ns, source.stat().st_mtime_ns))
+    pyc = importlib.util.cache_from_source(str(source))
+    py_compile.compile(str(evil), cfile=pyc)  # the stamp is the evil source's: same mtime and size
+    return pkg
+
+
+def test_a_planted_pyc_is_loaded_without_the_prefix_and_not_with_it(tmp_path):
+    pkg = planted_package(tmp_path)
+    env = {k: v for k, v in os.environ.items() if k not in ("PYTHONDONTWRITEBYTECODE", "PYTHONPYCACHEPREFIX")}
+    plain = subprocess.run([sys.executable, "-c", "import m; print(m.X)"], cwd=pkg, env=env,
+                           capture_output=True, text=True, check=True)
+    assert plain.stdout.strip() == "2"  # the attack works on a plain interpreter
+    cache = BytecodeCache(warm=False)
+    try:
+        flags = processes.engine_command()[1:5]
+        assert flags == ["-P", "-B", "-X", f"pycache_prefix={cache.path}"]
+        guarded = subprocess.run([sys.executable, *flags[1:], "-c", "import m; print(m.X)"], cwd=pkg, env=env,
+                                 capture_output=True, text=True, check=True)
+        assert guarded.stdout.strip() == "1"
+    finally:
+        cache.close()
+    assert not cache.path.exists() and processes.engine_command()[1:3] == ["-P", "-m"]
+
+
+def test_the_prefix_is_private_frozen_and_any_change_to_it_is_seen(tmp_path):
+    cache = BytecodeCache(warm=False)
+    try:
+        assert (cache.path.stat().st_mode & 0o777) == 0o500 and cache.changes() == []
+        if os.geteuid() != 0:  # root writes through the freeze: the stat check below is what holds
+            with pytest.raises(PermissionError):
+                (cache.path / "x.pyc").write_bytes(b"planted")
+        os.chmod(cache.path, 0o700)  # an agent can undo the freeze, but not the ctime it moves
+        (cache.path / "x.pyc").write_bytes(b"planted")
+        os.chmod(cache.path, 0o500)
+        assert any("x.pyc added" in c for c in cache.changes())
+        old = cache.path
+        cache.renew()
+        assert not old.exists() and cache.path != old and cache.changes() == []
+    finally:
+        cache.close()
+
+
+@pytest.mark.slow
+def test_a_warm_prefix_holds_the_engines_modules(tmp_path):
+    cache = BytecodeCache(warm=True)
+    try:
+        compiled = [p.name for p in cache.path.rglob("*.pyc")]
+        assert any(name.startswith("scorer.") for name in compiled)
+        assert any(name.startswith("api.") or name.startswith("__init__.") for name in compiled)  # jax's own
+    finally:
+        cache.close()
