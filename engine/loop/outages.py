@@ -20,23 +20,26 @@ class Outages:
         self.limit_seconds = limit_minutes * 60.0
         self.count = 0
         self.since: float | None = None
+        self.reason: str | None = None
 
     def failed(self) -> None:
+        """One more failure in a row; past the limit, the loop gives up (give_up_reason)."""
         self.count += 1
         if self.since is None:
             self.since = clock()
+        if self.failing_for() >= self.limit_seconds:
+            self.reason = (f"the agent failed {self.count} times in a row over {self.failing_for() / 60:.1f} min "
+                           f"(max_agent_failure_minutes {self.limit_seconds / 60:g})")
 
     def ended(self) -> None:
-        self.count, self.since = 0, None
+        self.count, self.since, self.reason = 0, None, None
 
     def failing_for(self) -> float:
         return 0.0 if self.since is None else clock() - self.since
 
     def give_up_reason(self) -> str | None:
-        if self.since is None or self.failing_for() < self.limit_seconds:
-            return None
-        return (f"the agent failed {self.count} times in a row over {self.failing_for() / 60:.1f} min "
-                f"(max_agent_failure_minutes {self.limit_seconds / 60:g})")
+        """Why the loop stops: the agent's latest failure came after failing for the whole limit."""
+        return self.reason
 
     def wait(self, say) -> None:
         """Sleep before asking again: 60 s doubling per failure, at most 10 min, never past the limit."""

@@ -36,12 +36,11 @@ def resume(session: Session) -> None:
         return
     if repo.parent(head) == best:
         verdict = guards.check_proposal(repo.changed_in(head), session.program.editable, repo.root)
-        if not verdict.ok:  # a commit made outside the loop: the guard judges it like any change
-            session.live.say(f"commit {head[:7]} on {branch_name(session.tag)} {verdict.reason}: not run; "
-                             f"the branch is back at the best {best[:7]}")
-            repo.reset_to(best)
-            session.refingerprint()
-            return
+        if not verdict.ok:  # made outside the loop (the loop commits only what passed): judged, not run
+            raise UserError(f"commit {head[:7]} on {branch_name(session.tag)} was not made by the loop and "
+                            f"{verdict.reason}, so it cannot run as an experiment. Move it off the branch "
+                            f"(`git branch keep-{head[:7]} {head[:7]} && git reset --hard {best[:7]}`), then start "
+                            "again; nothing was changed")
         _rerun_interrupted(session, head)
         return
     raise UserError(f"branch {branch_name(session.tag)} is at {head[:7]}, which the ledger of {session.run_dir} "

@@ -97,11 +97,6 @@ class Session:
         except (OSError, ValueError):
             return {}
 
-    def refingerprint(self) -> None:
-        """Fingerprint the fixed files again, after the branch was put back on a commit the
-        ledger knows (resume.py)."""
-        self.fixed = _fixed_files(self.program, self.repo, self.data_dir)
-
     def close(self) -> None:
         try:
             if self._snapshots is not None:
