@@ -148,6 +148,11 @@ def keep_or_reset(session: Session, row: dict) -> None:
         return  # the same commit runs again first
     if row.get("kept"):
         session.fixed.check("before keeping a result")
+        if session.repo.head() != row["commit"] or session.repo.current_branch() != branch_name(session.tag):
+            raise UserError(f"the branch moved while experiment {row['experiment']} ran (it is at "
+                            f"{session.repo.head()[:7]} on {session.repo.current_branch()}, the kept commit is "
+                            f"{row['commit'][:7]}): something outside the loop changed git; check "
+                            f"`git log {branch_name(session.tag)}` and start the loop again")
         return
     _drop_checkpoint(session, row)
     best = session.ledger.best_commit()
