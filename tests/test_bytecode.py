@@ -71,3 +71,26 @@ def test_a_warm_prefix_holds_the_engines_modules(tmp_path):
         assert any(name.startswith("api.") or name.startswith("__init__.") for name in compiled)  # jax's own
     finally:
         cache.close()
+
+
+def test_an_agent_turn_that_touches_the_prefix_is_refused_and_the_prefix_replaced(loop_env, tmp_path):
+    from loop_helpers import ledger_rows, run_cli
+    private_tmp = tmp_path / "tmp"  # the loop's prefix is made here, and nobody else's is
+    private_tmp.mkdir()
+    agent = tmp_path / "agent.py"
+    agent.write_text(
+        "import glob, os, pathlib, re\n"
+        f"for prefix in glob.glob({str(private_tmp)!r} + '/autoresearch-pyc-*'):\n"
+        "    os.chmod(prefix, 0o700)\n"
+        "    pathlib.Path(prefix, 'scorer.cpython-311.pyc').write_bytes(b'planted')\n"
+        "p = pathlib.Path('train.py')\n"
+        "p.write_text(re.sub('LEARNING_RATE = [0-9.]+', 'LEARNING_RATE = 0.02', p.read_text()))\n"
+        "print('lr 0.02, and a planted pyc')\n")
+    done = run_cli(loop_env, "loop", "--tag", "b", "--agent", "command", "--agent-cmd", f"{sys.executable} {agent}",
+                   "--max-experiments", "3", env={"TMPDIR": str(private_tmp)})
+    assert done.returncode == 0, done.stderr
+    rows = ledger_rows(loop_env, "b")
+    assert rows[2]["status"] == "rejected"
+    assert "changed the engine's bytecode cache" in rows[2]["decision"]
+    assert "scorer.cpython-311.pyc added" in rows[2]["decision"]
+    assert list(private_tmp.glob("autoresearch-pyc-*")) == []  # all removed when the loop ended

@@ -16,8 +16,8 @@ PYTHONDONTWRITEBYTECODE: a module not warmed is compiled in memory), makes it re
 (which does not stop root, hence the check) and records the stat of every
 folder and file in it (size, mtime, ctime, inode; ctime cannot be set back, and writing into
 a read-only entry first needs a chmod, which moves it). `changes()` lists what differs; the
-loop calls it after every agent turn and before a result counts, and `renew()` replaces a
-prefix that changed with a fresh one.
+loop calls it after every agent turn and before a result counts, and `check()` lists the
+changes and replaces a prefix that changed with a fresh one.
 """
 from __future__ import annotations
 
@@ -27,6 +27,7 @@ import stat
 import subprocess
 import sys
 import tempfile
+import threading
 from pathlib import Path
 
 from engine import processes
@@ -40,6 +41,7 @@ WARM_TIMEOUT_S = 600
 class BytecodeCache:
     def __init__(self, warm: bool = True):
         self.warm_modules = WARM_MODULES if warm else ()
+        self.lock = threading.Lock()
         self.path = self._make()
         self.state = entries_state(self.path)
         processes.set_bytecode_prefix(self.path)
@@ -67,6 +69,15 @@ class BytecodeCache:
         self.state = entries_state(self.path)
         processes.set_bytecode_prefix(self.path)
         _delete(old)
+
+    def check(self) -> list[str]:
+        """changes(), and a fresh prefix in place of one that changed; safe from several threads
+        (parallel workers check after each run, the coordinator after each agent turn)."""
+        with self.lock:
+            changed = self.changes()
+            if changed:
+                self.renew()
+            return changed
 
     def close(self) -> None:
         processes.set_bytecode_prefix(None)

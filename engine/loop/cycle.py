@@ -112,8 +112,7 @@ def checked_outcome(session: Session, outcome: runner.Outcome, tree: Repo, sha: 
     problem = worktrees.verify_snapshot(tree, sha, before)
     if problem is not None:
         problem = f"what ran is not commit {sha[:7]}: its worktree changed during the run ({problem})"
-    elif session.bytecode is not None and (changed := session.bytecode.changes()):
-        session.bytecode.renew()
+    elif session.bytecode is not None and (changed := session.bytecode.check()):
         problem = f"the engine's bytecode cache changed during the run ({'; '.join(changed[:3])})"
     if problem is None:
         return outcome

@@ -57,9 +57,8 @@ def after_turn(repo: Repo, before: Before, editable: list[str], bytecode=None,
         after.refusals.append(reason)
     _clean_files(repo, before, editable, after)
     if bytecode is not None:
-        changed = bytecode.changes()
+        changed = bytecode.check()
         if changed:
-            bytecode.renew()
             after.refusals.append(f"changed the engine's bytecode cache ({'; '.join(changed[:3])}); "
                                   "it was replaced by a fresh one")
     return after
