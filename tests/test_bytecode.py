@@ -94,3 +94,18 @@ def test_an_agent_turn_that_touches_the_prefix_is_refused_and_the_prefix_replace
     assert "changed the engine's bytecode cache" in rows[2]["decision"]
     assert "scorer.cpython-311.pyc added" in rows[2]["decision"]
     assert list(private_tmp.glob("autoresearch-pyc-*")) == []  # all removed when the loop ended
+
+
+def test_a_prefix_left_by_a_killed_loop_is_removed_by_the_next(tmp_path, monkeypatch):
+    monkeypatch.setenv("TMPDIR", str(tmp_path))
+    import tempfile
+    monkeypatch.setattr(tempfile, "tempdir", None)
+    dead = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"], capture_output=True, text=True)
+    stale = tmp_path / f"autoresearch-pyc-{dead.stdout.strip()}-abc"
+    (stale / "x").mkdir(parents=True)
+    os.chmod(stale, 0o500)
+    cache = BytecodeCache(warm=False)
+    try:
+        assert not stale.exists() and cache.path.parent == tmp_path
+    finally:
+        cache.close()

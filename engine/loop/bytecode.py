@@ -36,6 +36,15 @@ from engine import processes
 WARM_MODULES = ("engine.cli", "engine.training.launcher", "engine.training.trainer", "engine.scoring.scorer",
                 "engine.scoring.evaluate", "engine.training.tracer", "engine.training.export")
 WARM_TIMEOUT_S = 600
+NAME = "autoresearch-pyc-"  # then the loop's pid: a prefix whose loop died (kill -9) is removed later
+
+
+def remove_stale() -> None:
+    """Delete the prefixes of loops that are gone (killed before they could clean up)."""
+    for path in Path(tempfile.gettempdir()).glob(f"{NAME}*"):
+        pid = path.name[len(NAME):].split("-", 1)[0]
+        if pid.isdigit() and not processes.process_alive(int(pid)) and path.stat().st_uid == os.getuid():
+            _delete(path)
 
 
 class BytecodeCache:
@@ -47,7 +56,8 @@ class BytecodeCache:
         processes.set_bytecode_prefix(self.path)
 
     def _make(self) -> Path:
-        path = Path(tempfile.mkdtemp(prefix="autoresearch-pyc-"))  # mode 0700, this user's only
+        remove_stale()
+        path = Path(tempfile.mkdtemp(prefix=f"{NAME}{os.getpid()}-"))  # mode 0700, this user's only
         if self.warm_modules:
             _warm(path, self.warm_modules)
         _freeze(path)
