@@ -11,7 +11,6 @@ import sys
 
 import jax
 import jax.numpy as jnp
-import numpy as np
 import optax
 from flax import nnx
 
@@ -68,11 +67,12 @@ def rms_norm(x):
 
 def rotary_tables(seq_len: int, head_dim: int):
     """cos and sin of position * frequency, [T, head_dim / 2], for any length (eval may be longer).
-    Built in numpy so they enter the program as constants: computed in the graph, XLA fuses
-    cos and sin into every use and evaluates them per element."""
-    inv_freq = ROPE_BASE ** (-np.arange(0, head_dim, 2, dtype=np.float64) / head_dim)
-    angles_TF = np.arange(seq_len, dtype=np.float64)[:, None] * inv_freq[None, :]
-    return jnp.asarray(np.cos(angles_TF), jnp.float32), jnp.asarray(np.sin(angles_TF), jnp.float32)
+    Computed once per call behind an optimization barrier: otherwise XLA fuses cos and sin into
+    every use and evaluates them per element (baked in as constants, they would exceed the
+    engine's limit on data carried by a program)."""
+    inv_freq = ROPE_BASE ** (-jnp.arange(0, head_dim, 2, dtype=jnp.float32) / head_dim)
+    angles_TF = jnp.arange(seq_len, dtype=jnp.float32)[:, None] * inv_freq[None, :]
+    return jax.lax.optimization_barrier((jnp.cos(angles_TF), jnp.sin(angles_TF)))
 
 
 def apply_rotary(x_BTNH, cos_TF, sin_TF):

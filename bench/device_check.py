@@ -22,10 +22,7 @@ import numpy as np
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from engine.training import compile as compiling  # noqa: E402
 from engine.training import devices  # noqa: E402
-from engine.training.contract import Budget, Context  # noqa: E402
-from engine.training.flop_count import count_flops  # noqa: E402
 from model import attention  # noqa: E402
 
 # The default accelerator model's attention: batch, sequence, heads (640 / 128), head width.
@@ -55,22 +52,22 @@ def attention_agreement() -> dict:
 
 
 def step_flops(train_py: Path, platform: str, vocab_size: int, eval_len: int) -> dict:
-    """FLOPs of one train step of train.py as built for `platform` on one device, counted on
-    this process's backend (loops once per iteration, as the engine counts a flops budget)."""
-    from engine.training import trainer
-    ctx = Context(platform=platform, device_kind="device check", num_devices=1, num_processes=1,
-                  vocab_size=vocab_size, bos_id=1, eval_sequence_length=eval_len,
-                  budget=Budget("flops", 1e15), seed=0)
-    exp = trainer.load_experiment(train_py, ctx)
+    """FLOPs of one train step of train.py as built for `platform` on one device, exported for
+    this process's backend (its kernels: cuDNN on a GPU, XLA attention on CPU) and counted as
+    the trainer counts a flops budget (engine/training/stablehlo.py, kernels by formula)."""
+    from engine.training import kernel_flops, programs, stablehlo, tracer  # noqa: F401
+
+    layout = {"platform": platform, "device_kind": "device check", "num_devices": 1, "num_processes": 1,
+              "vocab_size": vocab_size, "bos_id": 1, "eval_sequence_length": eval_len, "eval_tokens": 4 * eval_len,
+              "budget_mode": "flops", "budget_value": 1e15, "seed": 0}
+    exp = tracer.load_experiment(train_py, tracer.make_context(layout))
     start = time.perf_counter()
-    state = jax.eval_shape(exp.init, jax.random.key(0))
-    tokens = jax.ShapeDtypeStruct((exp.batch_size, exp.sequence_length + 1), jnp.int32)
-    progress = jax.ShapeDtypeStruct((), jnp.float32)
-    step = lambda s, t, p: exp.train_step(s, compiling.as_batch(t), p)
-    counted = count_flops(step, state, tokens, progress, xla_flops=compiling.lowered_flops)
-    return {"counted_on": jax.default_backend(), "built_for": platform, "step_flops": counted.flops,
-            "uncounted": list(counted.uncounted), "tokens_per_step": exp.batch_size * exp.sequence_length,
-            "seconds": time.perf_counter() - start}
+    backend = devices.platform()
+    traced = programs.trace(exp, tracer.make_context(layout), layout, platform=programs.PLATFORM_NAMES[backend])
+    counted = stablehlo.read(traced.train_step.mlir_module())
+    return {"counted_on": backend, "built_for": platform, "step_flops": counted.flops,
+            "uncounted": list(counted.uncounted), "custom_calls": list(counted.custom_calls),
+            "tokens_per_step": exp.batch_size * exp.sequence_length, "seconds": time.perf_counter() - start}
 
 
 def main(argv: list[str] | None = None) -> int:

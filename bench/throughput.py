@@ -11,6 +11,12 @@ same run, in alternating rounds, best of each, so a busy machine slows both alik
 On a machine whose speed drifts (a shared VM), "paired rounds" also compares each round
 of steps with the matmul run for as long right after it, and prints the median.
 On GPU/TPU the same figures are printed as MFU against the chip's peak.
+
+    python bench/throughput.py --exported           # also the step as the trainer runs it
+
+--exported also times the step the way the engine runs it since the tracer split: exported
+by jax.export, serialized, loaded back and compiled with the engine's shardings
+(engine/training/compile.py), in rounds alternating with train.py's step jitted directly.
 """
 from __future__ import annotations
 
@@ -28,7 +34,7 @@ sys.path.insert(0, str(REPO))
 
 from engine.training import devices  # noqa: E402
 from engine.training.contract import Budget, Context  # noqa: E402
-from engine.training.trainer import load_experiment  # noqa: E402
+from engine.training.tracer import load_experiment  # noqa: E402
 from model.flops import count_params  # noqa: E402
 
 MATMUL_SIZES = (2048, 3072)  # the best of these is the machine's matmul speed
@@ -42,6 +48,8 @@ def parse_args(argv=None):
     p.add_argument("--steps", type=int, default=4, help="train steps per timed round")
     p.add_argument("--rounds", type=int, default=5)
     p.add_argument("--data", default=None, help="a prepared cache: print its unigram bits-per-byte bound")
+    p.add_argument("--exported", action="store_true",
+                   help="also time the exported step as the trainer compiles it, in alternating rounds")
     return p.parse_args(argv)
 
 
@@ -111,6 +119,45 @@ def matmul_rate_over(matmul, seconds: float) -> float:
     return flops * (repeats + 1) / (time.perf_counter() - start)
 
 
+def exported_step(exp, ctx, args):
+    """(step, state, tokens) as the trainer runs them: exported, serialized, loaded, compiled."""
+    import tempfile
+
+    from engine.training import compile as compiling
+    from engine.training import programs, sharding
+
+    layout = {"eval_tokens": 4 * args.eval_length}
+    with tempfile.TemporaryDirectory() as folder:
+        programs.save(Path(folder), programs.trace(exp, ctx, layout))
+        loaded = programs.load(Path(folder), ctx.platform, 1)
+    mesh = sharding.make_mesh(jax.devices()[:1])
+    compiled = compiling.compile_programs(loaded, mesh)
+    state = compiled.init(jax.random.key_data(jax.random.key(0)))
+    tokens = np.random.default_rng(0).integers(2, args.vocab_size, (exp.batch_size, exp.sequence_length + 1))
+    return compiled.train_step, state, jnp.asarray(tokens, jnp.int32)
+
+
+def time_exported(exp, ctx, args, state, batch) -> tuple[float, float]:
+    """Best seconds per step of train.py's jitted step and of the exported one, alternating rounds."""
+    direct = jax.jit(exp.train_step, donate_argnums=0)
+    exported, exported_state, tokens = exported_step(exp, ctx, args)
+    progress = jnp.float32(0.1)
+    holders = {"direct": [state, lambda s: direct(s, batch, progress)],
+               "exported": [exported_state, lambda s: exported(s, tokens, progress)]}
+    for holder in holders.values():  # compile and warm
+        holder[0], out = holder[1](holder[0])
+        jax.block_until_ready(out)
+    best = {name: float("inf") for name in holders}
+    for _ in range(args.rounds):
+        for name, holder in holders.items():
+            start = time.perf_counter()
+            for _ in range(args.steps):
+                holder[0], out = holder[1](holder[0])
+            jax.block_until_ready(out)
+            best[name] = min(best[name], (time.perf_counter() - start) / args.steps)
+    return best["direct"], best["exported"]
+
+
 def unigram_bits_per_byte(data: str) -> float:
     """Entropy of the train split's token frequencies, in bits per UTF-8 byte: what a model
     that ignores context can reach at best."""
@@ -157,6 +204,10 @@ def main(argv=None) -> int:
     ratios = sorted(6 * n_matrices * tokens / seconds / rate for seconds, rate in paired)
     print(f"paired rounds:     6 x matrix parameters at {100 * ratios[len(ratios) // 2]:.1f}% of the matmul run "
           f"right after each round (median of {len(ratios)}; range {100 * ratios[0]:.1f}-{100 * ratios[-1]:.1f}%)")
+    if args.exported:
+        direct, exported = time_exported(exp, ctx, args, jax.jit(exp.init)(jax.random.key(0)), batch)
+        print(f"exported step:     {exported * 1e3:.1f} ms against train.py's step jitted directly {direct * 1e3:.1f} ms "
+              f"(best of {args.rounds} alternating rounds; ratio {exported / direct:.3f})")
     if args.data:
         print(f"unigram bound:     {unigram_bits_per_byte(args.data):.4f} bits per byte (train split of {args.data})")
     return 0

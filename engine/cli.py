@@ -17,6 +17,7 @@ from engine.errors import UserError
 COMMANDS = {
     "prepare": "engine.data.prepare",
     "train": "engine.training.launcher",
+    "trace": "engine.training.tracer",
     "evaluate": "engine.scoring.evaluate",
     "verify": "engine.scoring.verify",
     "loop": "engine.loop.driver",
@@ -88,6 +89,16 @@ def _add_train(sub) -> None:
     p.add_argument("--no-checkpoint", action="store_true", help="skip saving the final state")
     # The trainer process that `train` starts (engine/training/launcher.py): no score of its own.
     p.add_argument("--trainer-only", action="store_true", help=argparse.SUPPRESS)
+    p.add_argument("--programs", default=None,
+                   help="train the exported programs in this folder instead of tracing a train.py "
+                        "(a run's checkpoint/programs: `verify --retrain` uses it)")
+
+
+def _add_trace(sub) -> None:
+    # The tracer process that the trainer starts (engine/training/tracer.py); not for people.
+    p = sub.add_parser("trace", help=argparse.SUPPRESS)
+    p.add_argument("path")
+    p.add_argument("--out", required=True)
 
 
 def _add_evaluate(sub) -> None:
@@ -98,6 +109,8 @@ def _add_evaluate(sub) -> None:
     p.add_argument("--split", choices=["val", "test"], default="val")
     p.add_argument("--data", default=None)
     p.add_argument("--json", dest="json_path", default=None)
+    p.add_argument("--probe-seed", type=int, default=None,
+                   help="repeat a recorded causality probe (default: a seed drawn now)")
 
 
 def _add_verify(sub) -> None:
@@ -107,9 +120,12 @@ def _add_verify(sub) -> None:
         formatter_class=argparse.RawDescriptionHelpFormatter,
         epilog="examples:\n"
         "  autoresearch verify runs/nov26/exp-0012     # exit 0 when the stored val_bpb holds\n"
-        "  autoresearch verify runs/train-20261127-101500 --data stdlib\n",
+        "  autoresearch verify runs/train-20261127-101500 --data stdlib\n"
+        "  autoresearch verify --retrain runs/nov26/exp-0012   # train its programs again, then score\n",
     )
     p.add_argument("run_dir", help="an experiment's directory (holding result.json and checkpoint/)")
+    p.add_argument("--retrain", action="store_true",
+                   help="train the run's exported programs again (seed, budget, data as recorded), then score")
     p.add_argument("--data", default=None, help="prepared cache (default: the one the result names)")
     p.add_argument("--json", dest="json_path", default=None, help="write the comparison as JSON here")
 
@@ -124,6 +140,7 @@ def _add_loop(sub) -> None:
         "  autoresearch loop --tag nov26 --agent gemini --max-hours 8\n"
         "  autoresearch loop --tag ext --agent command --agent-cmd './my_agent.sh'\n"
         "  autoresearch loop --tag v5e --workers 8                  # 8 one-chip experiments at once\n"
+        "  autoresearch loop --tag big --ray auto                   # each experiment a task on this Ray cluster\n"
         "  autoresearch loop --tag nov27 --remote git@host:me/research.git --worker h100-a\n",
     )
     p.add_argument("--tag", required=True, help="work on branch autoresearch/TAG")
@@ -137,10 +154,16 @@ def _add_loop(sub) -> None:
                    help="stop after the agent has failed (non-zero exit, service down) this long in a row "
                         "(default 30; program.md's max_agent_failure_minutes)")
     _add_loop_step_options(p)
-    p.add_argument("--workers", type=int, default=1,
-                   help="experiments in flight at once on this host, each on its own devices and git worktree")
+    p.add_argument("--workers", type=int, default=None,
+                   help="experiments in flight at once on this host, each on its own devices and git worktree "
+                        "(default 1); with --ray, the most in flight on the cluster (default: all it fits)")
     p.add_argument("--devices-per-worker", type=int, default=None,
                    help="GPUs, TPU chips or CPU cores per worker (default: an equal share)")
+    p.add_argument("--ray", default=None, metavar="ADDRESS",
+                   help="run each experiment as a task on this Ray cluster (HOST:PORT of its head, or auto); "
+                        "needs pip install -e '.[ray]'")
+    p.add_argument("--ray-checkpoints", default=None, metavar="DIR_OR_URL",
+                   help="with --ray: copy each run's checkpoint here (a path, or gs://...); default: left on its node")
     p.add_argument("--remote", default=None,
                    help="git remote URL shared by a swarm (best on autoresearch/TAG, rows on autoresearch/TAG-ledger)")
     p.add_argument("--worker", default=None, help="this worker's name in a swarm (its rows: workers/NAME.jsonl)")
@@ -206,7 +229,7 @@ def _add_sample(sub) -> None:
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="autoresearch", description=__doc__.splitlines()[0])
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
-    for add in (_add_prepare, _add_train, _add_evaluate, _add_verify, _add_loop, _add_experiment,
+    for add in (_add_prepare, _add_train, _add_trace, _add_evaluate, _add_verify, _add_loop, _add_experiment,
                 _add_report, _add_status, _add_sample):
         add(sub)
     return parser

@@ -45,6 +45,22 @@ def causal_attention(q_BTNH, k_BTKH, v_BTKH, *, implementation: str | None = Non
 
 
 _reference_only = False
+_target: tuple[str, int] | None = None  # (platform, device count) the programs are lowered for
+
+
+def set_target(platform: str, num_devices: int) -> None:
+    """Choose kernels for `platform` ("cpu", "gpu", "tpu") over `num_devices` devices rather
+    than for this process's devices: the engine's tracer lowers TPU programs on a CPU."""
+    global _target
+    _target = (platform, int(num_devices))
+
+
+def _platform_and_kind() -> tuple[str, str]:
+    if _target is not None:
+        kind = "nvidia" if _target[0] == "gpu" else _target[0]
+        return _target[0], kind
+    device = jax.devices()[0]
+    return device.platform, device.device_kind.lower()
 
 
 @contextlib.contextmanager
@@ -63,11 +79,11 @@ def default_implementation(q_BTNH) -> str:
     """The fastest implementation that accepts these shapes on the default backend."""
     if _reference_only:
         return "xla"
-    device = jax.devices()[0]
+    platform, kind = _platform_and_kind()
     _, T, _, H = q_BTNH.shape
-    if device.platform == "gpu" and "nvidia" in device.device_kind.lower() and cudnn_accepts(q_BTNH):
+    if platform == "gpu" and "nvidia" in kind and cudnn_accepts(q_BTNH):
         return "cudnn"
-    if device.platform == "tpu" and T % SPLASH_BLOCK == 0 and H % 128 == 0 and _splash_module():
+    if platform == "tpu" and T % SPLASH_BLOCK == 0 and H % 128 == 0 and _splash_module():
         return "splash"
     return "xla"
 
@@ -110,8 +126,9 @@ def _splash_module():
     return kernel, mask
 
 
-@functools.cache
 def _splash_kernel(num_heads: int, seq_len: int, window: int | None, grouped: bool, interpret: bool):
+    # built anew for each trace: a kernel object reused by a second top-level trace carries the
+    # first trace's mask arrays, and jax.export then fails ("Too many leaves for PyTreeDef")
     kernel, mask = _splash_module()
     shape = (seq_len, seq_len)
     one = mask.CausalMask(shape) if window is None else mask.LocalMask(shape, (window - 1, 0), offset=0)
@@ -150,11 +167,12 @@ def _rows_per_device(fn, rows: int):
     """Run fn on each device's rows. A Pallas kernel has no rule for splitting its work
     across devices: under a data-parallel jit, XLA would gather the whole batch onto every
     device. This maps it over the engine's mesh layout: one "data" axis of all devices."""
-    devices = jax.devices()
-    if len(devices) == 1 or rows % len(devices):
+    count = _target[1] if _target is not None else len(jax.devices())
+    if count == 1 or rows % count:
         return fn
-    from jax.sharding import Mesh, PartitionSpec
+    from jax.sharding import AbstractMesh, Mesh, PartitionSpec
 
-    mesh = Mesh(np.asarray(devices), ("data",))
+    mesh = (AbstractMesh((count,), ("data",)) if _target is not None
+            else Mesh(np.asarray(jax.devices()), ("data",)))
     rows_spec = PartitionSpec("data")
     return jax.shard_map(fn, mesh=mesh, in_specs=rows_spec, out_specs=rows_spec, check_vma=False)

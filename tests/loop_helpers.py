@@ -73,6 +73,7 @@ PROGRAM_MD = textwrap.dedent('''
 
     ## Noise
     - baseline_runs: 2
+    - confirm_runs: 0
 ''')
 
 

@@ -1,10 +1,11 @@
-"""Edits to train.py that tried to fake, leak or stretch the score (issue 11), through the real engine.
+"""Edits to train.py that tried to fake, leak or stretch the score (issues 11 and 18), through the real engine.
 
 Each class of attack is either caught (the run ends `invalid` or `crash` with a reason that
 names it) or changes nothing (val_bpb is what the honest run scores). The honest run and
 every attack share the seed and a tokens budget, so an untouched score is the same to the bit.
 """
 import json
+import random
 import subprocess
 import sys
 import textwrap
@@ -17,6 +18,7 @@ from engine import cli
 FIXTURES = Path(__file__).parent / "fixtures"
 TINY_TRAIN = FIXTURES / "tiny_train.py"
 TOKENS = "4096"
+SEQ_LEN = 64  # the sequence_length of the prepared_data fixture (conftest.py)
 
 
 def attack(tmp_path: Path, body: str, name: str = "train_attack.py") -> Path:
@@ -74,15 +76,70 @@ def test_train_py_scaling_its_own_loss_moves_nothing(prepared_data, tmp_path, ho
 # 2. The model saw later tokens, or other rows --------------------------------------------------
 
 
-def test_a_model_that_sees_the_next_token_is_invalid(prepared_data, tmp_path):
-    path = attack(tmp_path, """
+LEAKS = {  # each as an agent might write it, and the reason the scorer must give
+    "the next token everywhere, hidden by 1e6 added to one position's logits": ("""
         _logits = logits
 
-        def logits(params, inputs_BxL):  # "a token shift in the wrong direction"
-            return _logits(params, inputs_BxL) + _logits(params, jnp.roll(inputs_BxL, -1, axis=1))
-        """)
-    code, result = train(prepared_data, tmp_path, path)
-    assert_caught(code, result, "invalid", "changed when later tokens changed: it sees the future")
+        def logits(params, inputs_BxL):  # the old probe's tolerance grew with the largest logit
+            leaked = _logits(params, inputs_BxL) + _logits(params, jnp.roll(inputs_BxL, -1, axis=1))
+            return leaked.at[:, 1].add(1e6)  # log-softmax ignores a constant shift
+        """, "changed when later tokens changed: it sees the future"),
+    "a learned wrong-way token shift, switched off at fixed positions": ("""
+        _norm = norm
+
+        def logits(params, inputs_BxL):
+            L = inputs_BxL.shape[1]
+            x = params["embed_VxD"][inputs_BxL] + params["pos_LxD"][:L]
+            gate = jnp.ones(L).at[jnp.array([0, L // 4, L // 2, 3 * L // 4, L - 2, L - 1])].set(0.0)
+            x = x + gate[None, :, None] * jnp.roll(x, -1, axis=1)  # position t sees token t + 1
+            for block in params["blocks"]:
+                x = x + attention(block, x)
+                x = x + jax.nn.gelu(_norm(x) @ block["up_Dx4D"]) @ block["down_4DxD"]
+            return _norm(x) @ params["unembed_DxV"]
+        """, "changed when later tokens changed: it sees the future"),
+}
+
+
+@pytest.mark.parametrize("leak", list(LEAKS))
+def test_a_model_that_sees_the_next_token_is_invalid(prepared_data, tmp_path, leak):
+    body, reason = LEAKS[leak]
+    code, result = train(prepared_data, tmp_path, attack(tmp_path, body))
+    assert_caught(code, result, "invalid", reason)
+    assert isinstance(result["probe_seed"], int)
+
+
+def one_position_leak(position: int) -> str:
+    """Only `position` reads its target: the next token of its row, or for the last position
+    the first token of the next row (consecutive rows are consecutive text)."""
+    return f"""
+        _logits = logits
+
+        def logits(params, inputs_BxL):
+            out = _logits(params, inputs_BxL)
+            L = inputs_BxL.shape[1]
+            position = {position} % L
+            if position < L - 1:
+                target = inputs_BxL[:, position + 1]
+            else:
+                target = jnp.roll(inputs_BxL, -1, axis=0)[:, 0]
+            return out.at[:, position].add(10.0 * jax.nn.one_hot(target, out.shape[-1]))
+        """
+
+
+def test_a_leak_at_one_position_chosen_at_random_is_invalid(prepared_data, tmp_path):
+    position = random.randrange(SEQ_LEN)  # any of 0..T-1: the probe has no position it skips
+    code, result = train(prepared_data, tmp_path, attack(tmp_path, one_position_leak(position)))
+    if position < SEQ_LEN - 1:
+        assert_caught(code, result, "invalid", f"prediction at position {position} changed when later tokens "
+                      "changed: it sees the future")
+    else:
+        assert_caught(code, result, "invalid", "changed when other rows of the batch changed")
+
+
+def test_a_last_position_that_reads_the_next_rows_first_token_is_invalid(prepared_data, tmp_path):
+    code, result = train(prepared_data, tmp_path, attack(tmp_path, one_position_leak(-1)))
+    assert_caught(code, result, "invalid", "changed when other rows of the batch changed",
+                  f"position {SEQ_LEN - 1} of row", "the next row's first token is the target")
 
 
 def test_a_model_that_mixes_the_rows_of_a_batch_is_invalid(prepared_data, tmp_path):
@@ -121,23 +178,16 @@ def test_replacing_the_metric_at_import_does_not_reach_the_scorer(prepared_data,
     assert code == 0 and result["val_bpb"] == honest["val_bpb"]
 
 
-def test_rebinding_an_engine_function_at_import_is_a_crash(prepared_data, tmp_path):
+def test_rebinding_engine_functions_changes_nothing(prepared_data, tmp_path, honest):
+    """train.py's Python runs in the tracer alone: what it rebinds there, the trainer never sees."""
     path = attack(tmp_path, """
         import engine.training.trainer as _trainer
-        _honest_train = _trainer.train
-        _trainer.train = lambda step, state, batches, clock, watch: _honest_train(step, state, batches, clock, watch)
-        """)
-    code, result = train(prepared_data, tmp_path, path)
-    assert_caught(code, result, "crash", "replaced engine.training.trainer.train")
-
-
-def test_changing_the_clock_class_at_import_is_a_crash(prepared_data, tmp_path):
-    path = attack(tmp_path, """
         import engine.training.clock as _clock
         _clock.BudgetClock.reached = lambda self: False  # train on past the budget
+        _trainer.train = lambda *args, **kwargs: None
         """)
     code, result = train(prepared_data, tmp_path, path)
-    assert_caught(code, result, "crash", "engine.training.clock.BudgetClock.reached")
+    assert code == 0 and result["val_bpb"] == honest["val_bpb"] and result["num_steps"] == honest["num_steps"]
 
 
 # 4. train.py read files it should never see -----------------------------------------------------
@@ -152,7 +202,7 @@ def test_reading_the_val_split_is_a_crash_even_when_the_error_is_swallowed(prepa
             _val = None  # go on as if nothing happened
         """)
     code, result = train(prepared_data, tmp_path, path)
-    assert_caught(code, result, "crash", "val.tokens.npy: held-out data is not readable during training")
+    assert_caught(code, result, "crash", "val.tokens.npy: the data (held-out splits above all) is not readable by train.py")
 
 
 def test_planting_a_module_for_the_scorer_is_a_crash(prepared_data, tmp_path):
@@ -165,7 +215,7 @@ def test_planting_a_module_for_the_scorer_is_a_crash(prepared_data, tmp_path):
             pass
         """)
     code, result = train(prepared_data, tmp_path, path)
-    assert_caught(code, result, "crash", "numpy.py: the training process may write only in its run directory")
+    assert_caught(code, result, "crash", "numpy.py: train.py's process may write only in its own output folder")
     assert not planted.exists()
 
 
@@ -214,8 +264,8 @@ def test_atexit_and_threads_cannot_rewrite_the_result(prepared_data, tmp_path, h
         """)
     code, result = train(prepared_data, tmp_path, path)
     # the thread's first write outside the run directory is refused, and the refusal ends the run
-    assert_caught(code, result, "crash", "result.json: the training process may write only in its run directory")
-    assert not marker.exists()  # the trainer process ends with os._exit: no atexit handler ran
+    assert_caught(code, result, "crash", "result.json: train.py's process may write only in its own output folder")
+    assert not marker.exists()  # the tracer process ends with os._exit: no atexit handler ran
 
 
 def test_a_forked_child_is_a_crash(prepared_data, tmp_path):
@@ -291,8 +341,173 @@ def test_the_loop_records_attacks_as_invalid_and_crash_with_their_reasons(prepar
     rows = ledger_rows(root, "atk")
     assert [r["status"] for r in rows] == ["keep", "invalid", "crash"]
     assert "it sees the future" in rows[1]["error"] and rows[1]["val_bpb"] is None
-    assert "held-out data is not readable during training" in rows[2]["error"]
+    assert "is not readable by train.py" in rows[2]["error"]
     assert not rows[1]["kept"] and not rows[2]["kept"]
     assert git(root, "rev-parse", "HEAD") == rows[0]["commit"]
     tsv = (root / "runs" / "atk" / "results.tsv").read_text().splitlines()
     assert tsv[2].split("\t")[3] == "invalid"
+
+
+# 7. Issue 18: train.py's Python in the process that holds the data, the clock and the caches ----
+
+
+def test_no_split_is_mapped_where_train_py_runs(prepared_data, tmp_path, honest):
+    """The tracer maps no data: /proc/self/maps shows no token file to read through /proc/self/mem."""
+    path = attack(tmp_path, """
+        _mapped = [line for line in open("/proc/self/maps") if ".tokens" in line]
+        if _mapped:
+            raise RuntimeError("found a mapped split: " + _mapped[0])
+        """)
+    code, result = train(prepared_data, tmp_path, path)
+    assert code == 0 and result["val_bpb"] == honest["val_bpb"]
+
+
+def test_reading_the_train_split_while_tracing_is_a_crash(prepared_data, tmp_path):
+    path = attack(tmp_path, f"""
+        import numpy as _np
+        _text = _np.load({str(prepared_data / "train.tokens.npy")!r}, mmap_mode="r")  # to pretrain on
+        """)
+    code, result = train(prepared_data, tmp_path, path)
+    assert_caught(code, result, "crash", "train.tokens.npy", "not readable by train.py")
+
+
+def test_a_thread_started_while_tracing_is_gone_before_the_trainer_compiles(prepared_data, tmp_path, honest):
+    path = attack(tmp_path, """
+        import threading as _threading, time as _time
+        from pathlib import Path as _Path
+
+        def _work_while_the_engine_compiles():
+            while True:  # the tracer's folder is the one place it may write
+                _Path("still-running").write_text(repr(_time.time()))
+                _time.sleep(0.01)
+
+        _threading.Thread(target=_work_while_the_engine_compiles, daemon=True).start()
+        """)
+    code, result = train(prepared_data, tmp_path, path)
+    assert code == 0 and result["val_bpb"] == honest["val_bpb"]
+    last_beat = (tmp_path / "run" / "programs" / "still-running").stat().st_mtime
+    forward = tmp_path / "run" / "checkpoint" / "forward" / "forward.json"
+    assert last_beat < forward.stat().st_mtime - result["training_seconds"] - result["compile_seconds"]
+
+
+def test_a_fake_compile_event_takes_no_time_off_the_clock(prepared_data, tmp_path):
+    path = attack(tmp_path, """
+        _experiment = experiment
+
+        def experiment(ctx):
+            exp = _experiment(ctx)
+            def step(state, batch, progress):
+                jax.monitoring.record_event_duration_secs("/jax/core/compile/backend_compile_duration", 1e3)
+                return exp.train_step(state, batch, progress)
+            jax.monitoring.record_event_duration_secs("/jax/core/compile/backend_compile_duration", 1e3)
+            return engine.Experiment(**{**exp.__dict__, "train_step": step})
+        """)
+    code, result = train(prepared_data, tmp_path, path, "--budget-seconds", "2")
+    assert code == 0 and result["training_seconds"] >= 2.0
+
+
+def test_a_host_callback_in_the_step_is_refused(prepared_data, tmp_path):
+    """Work in a host callback is invisible to a flops budget; jax.export refuses to serialize it."""
+    path = attack(tmp_path, """
+        import numpy as _np
+        _experiment = experiment
+
+        def experiment(ctx):
+            exp = _experiment(ctx)
+            def step(state, batch, progress):
+                extra = jax.pure_callback(lambda x: _np.float32(0.0), jax.ShapeDtypeStruct((), jnp.float32),
+                                          progress)
+                state, metrics = exp.train_step(state, batch, progress + extra)
+                return state, metrics
+            return engine.Experiment(**{**exp.__dict__, "train_step": step})
+        """)
+    code, result = train(prepared_data, tmp_path, path, "--budget-flops", "1e9")
+    assert_caught(code, result, "crash", "callback")
+
+
+def test_an_svd_optimizer_is_refused_under_a_flops_budget(prepared_data, tmp_path):
+    """LAPACK's SVD counts as ~0 FLOPs in XLA: uncounted, so a flops budget refuses it by name."""
+    path = attack(tmp_path, """
+        _experiment = experiment
+
+        def experiment(ctx):
+            exp = _experiment(ctx)
+            def step(state, batch, progress):
+                state, metrics = exp.train_step(state, batch, progress)
+                w = state["params"]["out_DxD"] if "out_DxD" in state["params"] else None
+                u, _, vt = jnp.linalg.svd(state["params"]["blocks"][0]["out_DxD"])
+                blocks = [{**state["params"]["blocks"][0], "out_DxD": u @ vt}]
+                return {**state, "params": {**state["params"], "blocks": blocks}}, metrics
+            return engine.Experiment(**{**exp.__dict__, "train_step": step})
+        """)
+    code, result = train(prepared_data, tmp_path, path, "--budget-flops", "1e9")
+    assert_caught(code, result, "crash", "lapack_", "cannot count")
+
+
+def test_data_baked_into_the_programs_is_refused(prepared_data, tmp_path):
+    """Pretraining done while tracing (on text the tracer can read, or on nothing) can come back
+    only as constants in the programs: a table of 256 KiB is refused with what to do."""
+    path = attack(tmp_path, """
+        import numpy as _np
+        _experiment = experiment
+        _PRETRAINED = _np.random.default_rng(0).normal(size=(256, 256)).astype(_np.float32)
+
+        def experiment(ctx):
+            exp = _experiment(ctx)
+            def init(rng):
+                state = exp.init(rng)
+                return {**state, "params": {**state["params"], "pos_LxD": state["params"]["pos_LxD"]
+                                            + jnp.asarray(_PRETRAINED)[:state["params"]["pos_LxD"].shape[0],
+                                                                       :state["params"]["pos_LxD"].shape[1]]}}
+            return engine.Experiment(**{**exp.__dict__, "init": init})
+        """)
+    code, result = train(prepared_data, tmp_path, path)
+    assert_caught(code, result, "crash", "KiB of constants", "outside the budget")
+
+
+def test_a_file_dropped_into_the_compilation_cache_changes_no_score(prepared_data, tmp_path, honest, monkeypatch):
+    """The scorer reads no compilation cache: poison every entry the trainer's cache holds (as a
+    command agent with a shell could), and an honest run still scores the same to the bit."""
+    from engine import paths
+
+    cache = paths.compilation_cache_dir()
+    entries = [p for p in cache.rglob("*") if p.is_file()] if cache.is_dir() else []
+    for entry in entries:
+        entry.write_bytes(b"\0" * max(16, entry.stat().st_size))
+    code, result = train(prepared_data, tmp_path, TINY_TRAIN)
+    assert code == 0 and result["val_bpb"] == honest["val_bpb"]
+
+
+def test_train_py_cannot_write_into_the_compilation_cache(prepared_data, tmp_path):
+    from engine import paths
+
+    target = paths.compilation_cache_dir() / "planted-entry"
+    path = attack(tmp_path, f"""
+        open({str(target)!r}, "wb").write(b"a forged executable")
+        """)
+    code, result = train(prepared_data, tmp_path, path)
+    assert_caught(code, result, "crash", "may write only in its own output folder")
+    assert not target.exists()
+
+
+@pytest.mark.slow
+def test_time_spent_tracing_beyond_its_allowance_is_charged(prepared_data, tmp_path):
+    from engine.training import tracer
+
+    path = attack(tmp_path, f"""
+        import time as _time
+        _time.sleep({tracer.FREE_SECONDS + 3})  # "pretraining" while the engine waits
+        """)
+    code, result = train(prepared_data, tmp_path, path, "--budget-seconds", "6")
+    assert code == 0
+    assert result["trace_seconds_charged"] >= 2.5
+    assert result["training_seconds"] >= 6.0
+
+
+def test_verify_retrain_repeats_a_tokens_budget_run_exactly(prepared_data, tmp_path, honest):
+    run = Path(honest["checkpoint"]).parent
+    (run / "result.json").write_text(json.dumps(honest))
+    out = tmp_path / "verify.json"
+    code = cli.main(["verify", "--retrain", str(run), "--data", str(prepared_data), "--json", str(out)])
+    report = json.loads(out.read_text())
+    assert code == 0 and report["agree"] and report["fresh_val_bpb"] == honest["val_bpb"], report

@@ -78,31 +78,9 @@ def test_time_budget_is_reached_even_when_steps_speed_up():
     assert clock.seconds - 0.05 < 1.0  # and stops on the step that crossed it
 
 
-def test_excluded_seconds_come_off_the_clock():
-    fake = FakeTime()
-    clock = BudgetClock(Budget("time", 10.0), tokens_per_step=1, flops_per_step=None, now=fake)
-    clock.start()
-    fake.t += 5.0
-    clock.exclude(4.0)
-    assert clock.elapsed() == pytest.approx(1.0)
-
-
 def test_flops_budget_without_flop_count_is_a_user_error():
     with pytest.raises(UserError, match="budget-seconds"):
         BudgetClock(Budget("flops", 1e9), tokens_per_step=1, flops_per_step=None)
-
-
-def test_compile_watch_counts_only_while_active():
-    watch = compiling.compile_watch()
-    watch.count, watch.seconds, watch.active = 0, 0.0, False
-    jax.jit(lambda x: x * 3 + 1)(jnp.ones(7)).block_until_ready()
-    assert watch.count == 0
-    watch.active = True
-    try:
-        jax.jit(lambda x: x * 5 - 2)(jnp.ones(11)).block_until_ready()
-    finally:
-        watch.active = False
-    assert watch.count >= 1 and watch.seconds > 0
 
 
 def train(data_dir, tmp_path, *flags):
@@ -119,7 +97,6 @@ def test_time_budget_excludes_compile(prepared_data, tmp_path):
     assert 2.0 <= result["training_seconds"] < 2.0 + 1.0
     assert result["compile_seconds"] > 0
     assert result["total_seconds"] >= result["training_seconds"] + result["compile_seconds"]
-    assert result["recompiles"] == 0
 
 
 def test_flops_budget_end_to_end(prepared_data, tmp_path):
@@ -127,23 +104,6 @@ def test_flops_budget_end_to_end(prepared_data, tmp_path):
     assert code == 0
     assert result["step_flops"] > 0
     assert result["num_steps"] == math.ceil(1e9 / result["step_flops"])
-
-
-def test_compile_inside_the_window_is_counted_and_taken_off_the_clock():
-    """A step that compiles anew (here: a lazily jitted one meeting a new shape) is flagged."""
-    from engine.training import trainer
-
-    @jax.jit
-    def step(state, batch, progress):
-        return state + batch.sum() * 0 + 1, {"loss": jnp.float32(1.0)}
-
-    batches = (jnp.ones((4, 3 if n < 3 else 5)) for n in range(1000))
-    clock = BudgetClock(Budget("tokens", 6), tokens_per_step=1, flops_per_step=None)
-    watch = compiling.compile_watch()
-    state, loss = trainer.train(step, jnp.float32(0), batches, clock, watch)
-    assert float(state) == 6 and loss == 1.0 and clock.completed == 6
-    assert watch.count >= 1 and watch.seconds > 0 and not watch.active
-    assert clock.seconds >= 0
 
 
 def test_init_is_charged_to_time_and_flops_budgets_not_tokens():

@@ -8,17 +8,19 @@ import pytest
 
 from engine.scoring import probe
 
-VOCAB, B, T = 23, 8, 16
+VOCAB, B, T, BATCHES = 23, 8, 16, 5
 TABLE = jax.random.normal(jax.random.key(0), (VOCAB, VOCAB))
+OLD_CUTS = (0, T // 4, T // 2, 3 * T // 4, T - 2)  # the fixed cut points of the probe before this one
 
 
-def inputs(seed: int = 0, rows: int = B, length: int = T) -> np.ndarray:
-    return np.random.default_rng(seed).integers(0, VOCAB, (rows, length)).astype(np.int32)
+def layout(seed: int = 0, rows: int = B, length: int = T, batches: int = BATCHES) -> np.ndarray:
+    return np.random.default_rng(seed).integers(0, VOCAB, (rows * batches, length)).astype(np.int32)
 
 
-def as_model(fn):
+def check(fn, rows: int = B, length: int = T, seed: int = 1, batches: int = BATCHES):
     jitted = jax.jit(fn)
-    return lambda x: jitted(jnp.asarray(x))
+    return probe.check(lambda x: jitted(jnp.asarray(x)), layout(rows=rows, length=length, batches=batches),
+                       rows, VOCAB, seed)
 
 
 def bigram(x):
@@ -31,12 +33,37 @@ def causal_average(x):
     return jnp.cumsum(e, axis=1) / jnp.arange(1, x.shape[1] + 1)[None, :, None]
 
 
+def large_logits(x):
+    return 1e4 * TABLE[x] + 1e6  # float32 steps of 0.06 nats: identical inputs still give identical outputs
+
+
+def next_token(x):
+    return jnp.roll(x, -1, axis=1)  # position t's next input token (the last wraps to the first)
+
+
 def peeks_ahead(x):
-    return TABLE[x] + 0.5 * TABLE[jnp.roll(x, -1, axis=1)]  # position t sees t + 1
+    return TABLE[x] + 0.5 * TABLE[next_token(x)]
 
 
-def peeks_far_ahead_at_one_position(x):
-    return TABLE[x].at[:, 5].add(TABLE[x[:, 11]])  # only position 5, only token 11
+def peeks_ahead_at(position):
+    """Only one position reads the next token: any position but the last."""
+    return lambda x: TABLE[x].at[:, position].add(TABLE[x[:, position + 1]])
+
+
+def last_position_reads_next_row(x):
+    first_of_next_row = jnp.roll(x, -1, axis=0)[:, 0]  # in the metric: the last position's target
+    return TABLE[x].at[:, -1].add(3 * jax.nn.one_hot(first_of_next_row, VOCAB))
+
+
+def peeks_ahead_hidden_by_a_huge_position(x):
+    """The old probe's tolerance was relative to the largest logit: 1e6 at one position made it 100."""
+    return (TABLE[x] + 3 * jax.nn.one_hot(next_token(x), VOCAB)).at[:, 3].add(1e6)
+
+
+def wrong_way_shift_gated_off_at_old_cuts(x):
+    """A token shift the wrong way, switched off where the old probe looked."""
+    gate = jnp.ones(x.shape[1]).at[jnp.array(OLD_CUTS)].set(0.0)
+    return TABLE[x] + gate[None, :, None] * 3 * jax.nn.one_hot(next_token(x), VOCAB)
 
 
 def sees_next_row(x):
@@ -52,59 +79,92 @@ def one_pair_of_rows(x):
     return TABLE[x].at[5].add(TABLE[x[2]])  # only row 5 reads row 2
 
 
-@pytest.mark.parametrize("model", [bigram, causal_average])
+@pytest.mark.parametrize("model", [bigram, causal_average, large_logits])
 def test_causal_models_pass(model):
-    result = probe.check(as_model(model), inputs(), VOCAB)
-    assert result.ok and result.reason is None
-    assert result.passes >= probe.MIN_PASSES + 1
+    result = check(model)
+    assert result.ok and result.reason is None and result.seed == 1
+    assert result.passes == probe.passes_needed(B, T, BATCHES)
 
 
-@pytest.mark.parametrize("model, position", [(peeks_ahead, None), (peeks_far_ahead_at_one_position, 5)])
-def test_seeing_later_tokens_is_named_with_its_position(model, position):
-    result = probe.check(as_model(model), inputs(), VOCAB)
+def test_a_leak_at_any_one_position_is_named_with_its_position():
+    for position in np.random.default_rng().permutation(T - 1)[:4].tolist() + [0, T - 2]:
+        result = check(peeks_ahead_at(position), seed=position)
+        assert not result.ok, position
+        assert f"prediction at position {position} changed when later tokens changed: it sees the future" \
+            in result.reason
+        assert f"the tokens after position {position} of that row changed" in result.reason
+
+
+def test_the_last_position_reading_the_next_rows_first_token_is_named():
+    result = check(last_position_reads_next_row)
+    assert not result.ok
+    assert "changed when other rows of the batch changed" in result.reason
+    assert f"position {T - 1} of row " in result.reason
+    row = int(result.reason.split(f"position {T - 1} of row ")[1].split()[0])
+    assert f"all of row {(row + 1) % B}'s tokens changed, its own tokens did not" in result.reason
+
+
+@pytest.mark.parametrize("model", [peeks_ahead, peeks_ahead_hidden_by_a_huge_position,
+                                   wrong_way_shift_gated_off_at_old_cuts])
+def test_seeing_later_tokens_is_refused_whatever_hides_it(model):
+    result = check(model)
     assert not result.ok
     assert "changed when later tokens changed: it sees the future" in result.reason
-    if position is not None:
-        assert f"prediction at position {position} " in result.reason
 
 
 @pytest.mark.parametrize("model", [sees_next_row, batch_statistics, one_pair_of_rows])
 def test_mixing_rows_is_named(model):
-    result = probe.check(as_model(model), inputs(), VOCAB)
+    result = check(model)
     assert not result.ok
     assert "changed when other rows of the batch changed" in result.reason
+    if model is one_pair_of_rows:
+        assert "of row 5 of evaluation batch" in result.reason and "row 2's tokens" in result.reason
 
 
-def test_tiny_leaks_below_tolerance_pass_and_above_fail():
-    def leak(scale):
-        return lambda x: TABLE[x] + scale * TABLE[jnp.roll(x, -1, axis=1)]
-    assert probe.check(as_model(leak(1e-7)), inputs(), VOCAB).ok
-    assert not probe.check(as_model(leak(1e-2)), inputs(), VOCAB).ok
+def shifts_one_logit(nats):
+    """At position 7, the logit of the next token's id is raised by `nats`: a leak of one token."""
+    return lambda x: TABLE[x].at[:, 7].add(nats * jax.nn.one_hot(x[:, 8], VOCAB))
+
+
+def test_the_smallest_leak_caught_is_the_tolerance_in_nats():
+    assert not check(shifts_one_logit(1.2 * probe.TOLERANCE_NATS)).ok
+    assert check(shifts_one_logit(0.5 * probe.TOLERANCE_NATS)).ok
 
 
 def test_non_finite_logits_are_refused():
-    result = probe.check(as_model(lambda x: TABLE[x] / 0.0), inputs(), VOCAB)
+    result = check(lambda x: TABLE[x] / 0.0)
     assert not result.ok and "NaN or infinity" in result.reason
 
 
-def test_row_codes_separate_every_ordered_pair_of_rows():
-    for rows in (2, 3, 8, 16, 64):
-        codes = probe.row_codes(rows)
-        assert len(set(codes)) == rows
-        for i, j in itertools.permutations(range(rows), 2):
-            assert codes[j] - codes[i], (rows, i, j)  # a pass replaces j and keeps i
+def test_the_plan_covers_every_cut_and_every_ordered_pair_of_rows():
+    passes = probe.plan(seed=3, batches=BATCHES, rows=B, length=T)
+    cuts = np.concatenate([p.cuts for p in passes])
+    assert set(range(T - 1)) <= set(cuts.tolist())  # every position against the token after it
+    bases = {p.batch for p in passes}
+    assert 0 not in bases and len(bases) == min(probe.BASE_BATCHES, BATCHES - 1)
+    for base in bases:
+        mine = [p.cuts for p in passes if p.batch == base]
+        for i, j in itertools.permutations(range(B), 2):  # a pass keeps i whole and replaces j whole
+            assert any(c[i] == T - 1 and c[j] == -1 for c in mine), (base, i, j)
 
 
-def test_single_row_and_short_rows():
-    assert probe.check(as_model(bigram), inputs(rows=1), VOCAB).ok
-    assert not probe.check(as_model(peeks_ahead), inputs(rows=1), VOCAB).ok
-    assert probe.cut_points(1) == [] and probe.cut_points(2) == [0]
-    assert probe.check(as_model(bigram), inputs(length=1), VOCAB).ok
+def test_the_seed_draws_the_plan_and_repeats_it():
+    one, again, other = (probe.plan(s, BATCHES, B, T) for s in (3, 3, 4))
+    assert all(a.batch == b.batch and (a.cuts == b.cuts).all() for a, b in zip(one, again))
+    assert any(a.batch != b.batch or (a.cuts != b.cuts).any() for a, b in zip(one, other))
+    assert probe.draw_seed() != probe.draw_seed() or probe.draw_seed() != probe.draw_seed()
 
 
-def test_passes_stay_few():
-    """Each pass is one forward call of the exported program: the probe's whole cost."""
+def test_one_row_one_position_and_one_batch():
+    assert check(bigram, rows=1).ok
+    assert not check(peeks_ahead, rows=1).ok
+    assert check(bigram, length=1).ok
+    assert check(bigram, batches=1).ok and not check(sees_next_row, batches=1).ok
+
+
+def test_passes_are_the_forward_calls():
     calls = []
-    model = as_model(bigram)
-    probe.check(lambda x: calls.append(1) or model(x), inputs(rows=16), VOCAB)
-    assert len(calls) == 7  # the batch itself and 6 changed copies
+    jitted = jax.jit(bigram)
+    probe.check(lambda x: calls.append(1) or jitted(jnp.asarray(x)), layout(), B, VOCAB, seed=5)
+    # per base batch: the batch itself and 5 row passes (C(5, 2) >= 8 rows); 15 cuts in 2 passes
+    assert len(calls) == probe.passes_needed(B, T, BATCHES) == 4 * (1 + 5) + 2

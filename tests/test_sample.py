@@ -61,25 +61,32 @@ def test_greedy_sample_continues_the_prompt_and_is_repeatable(trained):
 
 
 def test_sampling_follows_the_seed(trained):
-    texts = {seed: sample.sample_text(trained.repo / "train.py", trained.checkpoint, trained.data,
+    texts = {seed: sample.sample_text(trained.checkpoint, trained.data,
                                       "import ", 32, 1.0, 50, seed)
              for seed in (0, 0, 1)}
-    again = sample.sample_text(trained.repo / "train.py", trained.checkpoint, trained.data,
+    again = sample.sample_text(trained.checkpoint, trained.data,
                                "import ", 32, 1.0, 50, 0)
     assert texts[0] == again
     assert texts[0] != texts[1]
 
 
-def test_a_train_py_without_logits_is_told_what_to_add(trained, tmp_path):
-    source = (trained.repo / "train.py").read_text()
-    no_logits = tmp_path / "train.py"
-    # logits is a required field now: a train.py can only leave it empty
-    no_logits.write_text(source.replace("logits=lambda state, inputs", "logits=None, _unused=lambda state, inputs")
-                         .replace("engine.Experiment(", "_strip_unused(engine.Experiment, ", 1)
-                         + "\n\ndef _strip_unused(cls, _unused=None, **fields):\n"
-                           "    return cls(**fields)\n")
-    with pytest.raises(UserError, match="Experiment.logits"):
-        sample.sample_text(no_logits, trained.checkpoint, trained.data, "x", 4, 0.0, 0, 0)
+def test_a_checkpoint_without_programs_is_told_to_train_again(trained, tmp_path):
+    import shutil
+    copy = tmp_path / "checkpoint"
+    shutil.copytree(trained.checkpoint, copy)
+    shutil.rmtree(copy / "programs")
+    with pytest.raises(UserError, match="holds no exported programs"):
+        sample.sample_text(copy, trained.data, "x", 4, 0.0, 0, 0)
+
+
+def test_sampling_never_imports_train_py(trained, tmp_path):
+    """train.py may be gone or broken: sampling runs the checkpoint's programs."""
+    (trained.repo / "train.py").write_text("raise SystemExit('train.py ran')\n")
+    try:
+        text = sample.sample_text(trained.checkpoint, trained.data, "def ", 8, 0.0, 0, 0)
+    finally:
+        git(trained.repo, "checkout", "--", "train.py")
+    assert isinstance(text, str)
 
 
 def test_bad_settings_are_refused(trained):

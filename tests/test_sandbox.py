@@ -78,10 +78,10 @@ def test_hooks_refuse_what_training_does_not_need_and_allow_the_rest(tmp_path):
     assert refused == {"read val", "read train", "read other run", "list other runs", "symlink to val",
                        "relative path", "subprocess", "os.system", "inet socket", "ctypes", "engine code", "gc",
                        "write the repository", "append elsewhere", "os.open to create", "rename into the repository"}
-    assert "numpy.py: the training process may write only in its run directory" in got["write the repository"]
+    assert "numpy.py: train.py's process may write only in its own output folder" in got["write the repository"]
     assert not (tmp_path / "numpy.py").exists() and not (tmp_path / "sitecustomize.py").exists()
-    assert "val.tokens.npy: held-out data is not readable during training" in got["read val"]
-    assert "other runs' files are not readable during training" in got["read other run"]
+    assert "val.tokens.npy: the data (held-out splits above all) is not readable by train.py" in got["read val"]
+    assert "other runs' files are not readable by train.py" in got["read other run"]
     assert "started a process" in got["subprocess"] and "network socket" in got["inet socket"]
     assert "changed engine.training.clock.budget_from_args.__code__" in got["engine code"]
     # every refusal was caught above, yet the guard still ends the run with the first one

@@ -72,7 +72,7 @@ def test_a_program_for_other_rows_is_a_user_error(prepared_data, tmp_path):
 def test_programs_with_foreign_custom_calls_are_refused(prepared_data, tmp_path, monkeypatch):
     checkpoint, *_ = saved(tmp_path, prepared_data)
     program = export.load_program(checkpoint)
-    monkeypatch.setattr(scorer, "_stable_targets", lambda: set())
+    monkeypatch.setattr(export, "stable_targets", lambda: set())
     monkeypatch.setattr(export, "custom_call_targets", lambda text: {"my_host_callback"})
     with pytest.raises(UserError, match="calls my_host_callback, which the scorer does not run"):
         scorer.check_program(program, 64, 512)

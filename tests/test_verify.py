@@ -16,6 +16,8 @@ def test_verify_agrees_with_the_run_and_refuses_a_doctored_claim(prepared_data, 
     assert "verified: val_bpb" in capsys.readouterr().out
     report = json.loads((tmp_path / "v.json").read_text())
     assert report["agree"] and report["fresh_val_bpb"] == report["stored_val_bpb"]
+    stored = json.loads((run_dir / "result.json").read_text())
+    assert isinstance(stored["probe_seed"], int) and report["probe_seed"] == stored["probe_seed"]  # the same probe
 
     claim = json.loads((run_dir / "result.json").read_text())
     claim["val_bpb"] -= 0.05

@@ -14,7 +14,7 @@ from pathlib import Path
 from engine.agents.base import Proposal, ProposalRequest
 from engine.loop import guards, runner, turn, worktrees
 from engine.loop.decide import decide
-from engine.loop.standings import row_value
+from engine.loop.standings import is_kept_change, row_value, series_of
 from engine.errors import UserError
 from engine.loop.repo import Repo, branch_name
 from engine.loop.session import TRAIN_FILE, Session, now_iso
@@ -124,11 +124,13 @@ def record(session: Session, experiment: int, sha: str | None, proposal: Proposa
     """Decide and append the experiment's row: the moment it counts. A parallel worker whose base
     moved passes its own decision (engine/loop/workers.py), else decide() judges."""
     row = {**({} if outcome is None else _result_fields(outcome.result))}
-    decision = decision or decide(session, experiment, role, outcome, extra or {})
+    decision = decision or decide(session, experiment, role, outcome, extra or {}, sha)
+    noise = session.ledger.noise_estimate()
     row.update({
         "experiment": experiment, "commit": sha, "description": proposal.description, "role": role,
         "seed": seed, "started": started, "finished": now_iso(), "train_path": TRAIN_FILE,
-        "best_before": session.best_val, "noise": session.noise, **_proposal_fields(proposal), **(extra or {}),
+        "best_before": session.best_val, "noise": noise.sigma, "noise_df": noise.df, **_proposal_fields(proposal),
+        **(extra or {}),
         **decision, "metric": session.task.metric, "direction": session.task.direction,
     })
     if outcome is not None:
@@ -167,33 +169,89 @@ def try_candidate(session: Session, proposal: Proposal, experiment: int, role: s
                      {**(extra or {}), "decision": verdict.reason})
         session.repo.restore()
         return row
-    sha = commit(session, experiment, proposal, verdict.changed, role, extra)
+    number = experiment + 1 if session.program.paired else experiment  # the best's paired run goes first
+    sha = commit(session, number, proposal, verdict.changed, role, extra)
     return run_committed(session, experiment, sha, proposal, role, extra)
 
 
 def run_committed(session: Session, experiment: int, sha: str, proposal: Proposal, role: str,
                   extra: dict | None = None, seed: int | None = None) -> dict:
+    """Run a committed candidate (in paired mode after a run of the best), record it, keep or reset;
+    while the sequential test finds it promising, run it again (up to max_runs)."""
     seed = session.seed if seed is None else seed
+    extra = {**(extra or {}), **run_pair(session, seed)}
+    experiment = session.ledger.next_experiment() if session.program.paired else experiment
     started = now_iso()
     outcome = run_experiment(session, experiment, seed, proposal.description, sha)
     row = record(session, experiment, sha, proposal, outcome, role, seed, started, extra)
     keep_or_reset(session, row)
-    if row.get("needs_rerun"):
-        return rerun(session, row)
+    while row.get("needs_rerun"):
+        row = rerun(session, row)
+    confirm_best(session)
     return row
 
 
-def rerun(session: Session, first: dict) -> dict:
-    """The same commit with another seed; kept only if the two runs' mean beats the best."""
+def rerun(session: Session, last: dict) -> dict:
+    """The same commit with the next seed: one more look of the sequential test (decide.py)."""
+    first = series_of(last)
+    seed = last["seed"] + 1
+    extra = {"rerun_of": first, **{k: last[k] for k in ("agent", "fix_of") if k in last}, **run_pair(session, seed)}
     experiment = session.ledger.next_experiment()
-    proposal = Proposal(description=f"{first['description']} (re-run of #{first['experiment']}, seed {first['seed'] + 1})",
-                        hypothesis=first.get("hypothesis", ""))
-    extra = {"rerun_of": first["experiment"], "first_val_bpb": row_value(first)}
-    started, seed = now_iso(), first["seed"] + 1
-    outcome = run_experiment(session, experiment, seed, proposal.description, first["commit"])
-    row = record(session, experiment, first["commit"], proposal, outcome, "rerun", seed, started, extra)
+    description = last["description"].split(" (re-run of #")[0]
+    proposal = Proposal(description=f"{description} (re-run of #{first}, seed {seed})",
+                        hypothesis=last.get("hypothesis", ""))
+    started = now_iso()
+    outcome = run_experiment(session, experiment, seed, proposal.description, last["commit"])
+    row = record(session, experiment, last["commit"], proposal, outcome, "rerun", seed, started, extra)
     keep_or_reset(session, row)
     return row
+
+
+def run_pair(session: Session, seed: int) -> dict:
+    """Paired mode: run the best once, in a worktree of its commit, just before a candidate run;
+    the candidate is judged on its gain over this run (drift cancels). {} when not paired or the
+    run failed (the candidate then faces the unpaired test)."""
+    best = session.ledger.best_commit()
+    if not session.program.paired or best is None:
+        return {}
+    experiment = session.ledger.next_experiment()
+    proposal = Proposal(description=f"best {best[:7]}, paired run")
+    started = now_iso()
+    outcome = run_experiment(session, experiment, seed, proposal.description, best)  # from its own worktree
+    row = record(session, experiment, best, proposal, outcome, "pair", seed, started)
+    value = row_value(row) if row.get("kept") else None
+    return {} if value is None else {"pair_value": value, "pair_of": experiment}
+
+
+def confirmations_due(session: Session) -> int:
+    """Confirmation runs the best still needs: a kept change is measured `confirm_runs` times
+    (baseline_runs by default) by runs that did not select it, and those set the best's value."""
+    rows, wanted = session.ledger.rows, session.program.confirmations()
+    changes = [r for r in rows if is_kept_change(r)]
+    if not wanted or not changes or changes[-1].get("commit") != session.ledger.best_commit():
+        return 0
+    done = sum(1 for r in rows if r.get("role") == "confirm" and r.get("commit") == changes[-1]["commit"]
+               and r["experiment"] > changes[-1]["experiment"])
+    return max(wanted - done, 0)
+
+
+def confirm_best(session: Session) -> None:
+    """Run the due confirmation runs of the best (while experiments remain); a killed loop redoes
+    the missing ones, since the ledger says how many ran."""
+    while confirmations_due(session) and _room(session):
+        experiment, best = session.ledger.next_experiment(), session.ledger.best_commit()
+        done = session.program.confirmations() - confirmations_due(session)
+        description = f"confirm {best[:7]} (run {done + 1} of {session.program.confirmations()})"
+        seed = session.seed + experiment  # a fresh seed: the runs that selected it are not repeated
+        started = now_iso()
+        outcome = run_experiment(session, experiment, seed, description, best)
+        row = record(session, experiment, best, Proposal(description=description), outcome, "confirm", seed, started)
+        keep_or_reset(session, row)
+
+
+def _room(session: Session) -> bool:
+    limit = session.program.max_experiments
+    return limit is None or len(session.ledger.rows) < limit
 
 
 def run_baseline(session: Session) -> None:

@@ -1,51 +1,107 @@
-"""The keep-or-discard rule, in one place."""
+"""The keep-or-discard rule, in one place: a sequential test on the pooled noise (engine/loop/noise.py)."""
 from __future__ import annotations
 
+from engine.loop.noise import Noise, Test, paired_test, pooled, sequential_test
 from engine.loop.runner import Outcome
 from engine.loop.session import Session
-from engine.loop.standings import gain as gain_of, row_value
+from engine.loop.standings import best_runs, gain as gain_of, pair_noise, row_value, runs_by_commit, series_rows
 
 
-def decide(session: Session, experiment: int, role: str, outcome: Outcome | None, extra: dict) -> dict:
+def decide(session: Session, experiment: int, role: str, outcome: Outcome | None, extra: dict,
+           commit: str | None = None) -> dict:
     """Keep or discard one result: the rule every experiment is judged by.
 
     Not run (a guard refused it) -> rejected; a failed run -> its status (crash, timeout, ...);
-    a baseline run is always kept, and the best becomes the mean of the baseline's runs. A
-    candidate is kept when it beats the best by more than the noise (the spread of the
-    baseline's runs); a smaller gain is re-run with another seed while experiments remain, and
-    the re-run keeps the commit only if the two runs' mean beats the best. "Beats" follows the
-    task's direction (engine/loop/standings.py's gain); a command task whose check failed is
-    discarded with the check's reason.
+    a command task whose check failed -> discard with the check's reason. A baseline run is
+    kept and the best becomes the mean of the baseline's runs; a confirmation run of a kept
+    change is kept and the best becomes the mean of its confirmation runs (runs that did not
+    select it); a paired run of the best is kept and moves nothing. A candidate (a first run,
+    a crash fix, or a re-run of either) faces the sequential test: kept when the mean of its
+    runs beats the best's by more than the bound, run again while promising (up to
+    `max_runs`, while experiments remain), else discarded. `commit` is the run's commit.
     """
-    best, noise = session.best_val, session.noise
-    task = session.task
+    best = session.best_val
     if outcome is None:
         return _verdict("rejected", False, best, extra.get("decision", "not run"))
     if outcome.status == "check_failed":
         return _verdict("discard", False, best, f"check failed: {outcome.error}")
     if outcome.status != "ok":
         return _verdict(outcome.status, False, best, outcome.error or outcome.status)
-    val = outcome.result[task.metric]
+    val = outcome.result[session.task.metric]
+    rows = session.ledger.rows
     if role == "baseline":
-        vals = [v for r in session.ledger.rows if r.get("role") == "baseline" and (v := row_value(r)) is not None]
+        vals = [v for r in rows if r.get("role") == "baseline" and (v := row_value(r)) is not None]
         mean = (sum(vals) + val) / (len(vals) + 1)
         return _verdict("keep", True, mean, "baseline" if not vals else f"baseline mean {mean:.6f}")
-    if role == "rerun":
-        first = extra["first_val_bpb"]
-        mean = (first + val) / 2
-        kept = gain_of(best, mean, task.direction) > 0
-        return {**_verdict("keep" if kept else "discard", kept, mean if kept else best,
-                           f"re-run mean {mean:.6f} {'beats' if kept else 'does not beat'} best {best:.6f}"),
-                "mean_val_bpb": mean}
-    gain = gain_of(best, val, task.direction)
-    if gain > noise:
-        return _verdict("keep", True, val, f"gain {gain:.6f} > noise {noise:.6f}")
-    if gain > 0 and _room_for_one_more(session, experiment):
-        return {**_verdict("discard", False, best, f"gain {gain:.6f} within noise {noise:.6f}: re-run with another seed"),
-                "needs_rerun": True}
-    if gain > 0:
-        return _verdict("discard", False, best, f"gain {gain:.6f} within noise {noise:.6f}, no experiment left to confirm it")
-    return _verdict("discard", False, best, f"no gain ({val:.6f} vs best {best:.6f})")
+    if role == "confirm":
+        return _confirm(session, val, commit)
+    if role == "pair":
+        return _verdict("keep", True, best, f"the best run beside the next candidate run ({val:.6f})")
+    test = judge(session, val, commit, extra)
+    room = _room_for_one_more(session, experiment)
+    action = "discard" if test.action == "rerun" and not room else test.action
+    note = "" if action == test.action else "; no experiment left to run it again"
+    verdict = _verdict("keep" if action == "keep" else "discard", action == "keep",
+                       test_mean(session, val, extra) if action == "keep" else best,
+                       test.describe(session.program.max_runs) + note)
+    paired = {"pair_gain": gain_of(extra["pair_value"], val, session.task.direction)} \
+        if extra.get("pair_value") is not None else {}
+    return {**verdict, "needs_rerun": action == "rerun", **test_fields(test), **paired}
+
+
+def judge(session: Session, val: float, commit: str | None, extra: dict) -> Test:
+    """The sequential test's look at this run: its series so far plus this run, against the best."""
+    program, rows, direction = session.program, session.ledger.rows, session.task.direction
+    first = extra.get("rerun_of")
+    earlier = [row_value(r) for r in series_rows(rows, first)] if first is not None else []
+    if program.paired and extra.get("pair_value") is not None:
+        earlier_gains = [r["pair_gain"] for r in series_rows(rows, first) if r.get("pair_gain") is not None] \
+            if first is not None else []
+        return paired_test(earlier_gains + [gain_of(extra["pair_value"], val, direction)], pair_noise(rows),
+                           program.max_runs, program.confidence)
+    return sequential_test(earlier + [val], best_runs(rows), noise_with(rows, commit, val), program.max_runs,
+                           program.confidence, direction)
+
+
+def noise_with(rows: list[dict], commit: str | None, val: float) -> Noise:
+    """The pooled noise of the ledger with this run added to its commit's runs."""
+    groups = runs_by_commit(rows)
+    if commit:
+        groups.setdefault(str(commit), []).append(val)
+    return pooled(groups.values())
+
+
+def test_mean(session: Session, val: float, extra: dict) -> float:
+    """The mean of a candidate's runs with this one (its best_after until confirmation runs replace it)."""
+    first = extra.get("rerun_of")
+    values = [row_value(r) for r in series_rows(session.ledger.rows, first)] if first is not None else []
+    values.append(val)
+    return sum(values) / len(values)
+
+
+def test_fields(test: Test) -> dict:
+    """What the ledger row keeps of the test, for status and the report (gain and its interval)."""
+    return {"gain": test.gain, "gain_low": test.low, "gain_high": test.high, "keep_bound": test.bound,
+            "look": test.runs, "best_runs": test.best_runs, "noise_sigma": test.noise.sigma,
+            "noise_df": test.noise.df}
+
+
+def _confirm(session: Session, val: float, commit: str | None) -> dict:
+    rows = session.ledger.rows
+    best = next((r for r in reversed(rows) if r.get("kept")), None)
+    if best is None or best.get("commit") != commit:
+        return _verdict("discard", False, session.best_val, "confirmation of a commit that is no longer the best")
+    runs = [row_value(r) for r in rows if r.get("role") == "confirm" and r.get("commit") == commit
+            and r.get("experiment", -1) > _kept_at(rows, commit) and row_value(r) is not None] + [val]
+    mean = sum(runs) / len(runs)
+    return _verdict("keep", True, mean, f"confirmation run {len(runs)}: the best is the mean of its "
+                                        f"confirmation runs, {mean:.6f}")
+
+
+def _kept_at(rows: list[dict], commit: str | None) -> int:
+    kept = [r["experiment"] for r in rows if r.get("kept") and r.get("commit") == commit
+            and r.get("role") not in ("confirm", "pair", "baseline", "adopted")]
+    return kept[-1] if kept else -1
 
 
 def _verdict(status: str, kept: bool, best_after, decision: str) -> dict:
@@ -55,3 +111,4 @@ def _verdict(status: str, kept: bool, best_after, decision: str) -> dict:
 def _room_for_one_more(session: Session, experiment: int) -> bool:
     limit = session.program.max_experiments
     return limit is None or experiment + 1 < limit
+

@@ -7,6 +7,7 @@ from __future__ import annotations
 import time
 
 from engine.loop import cycle, outages
+from engine.errors import UserError
 from engine.loop.resume import resume
 from engine.loop.session import Session, open_session
 from engine.agents.choose import make_agent
@@ -90,12 +91,19 @@ def main(args) -> int:
         if getattr(args, "remote", None):
             say_end(session, run_swarm(session, agent, args, stop_reason))
             return 0
-        if getattr(args, "workers", 1) > 1:
+        if getattr(args, "ray", None):
+            say_end(session, run_on_ray(session, agent, args))
+            return 0
+        if (getattr(args, "workers", None) or 1) > 1:
             say_end(session, run_parallel(session, agent, args))
             return 0
         cycle.run_baseline(session)
+        say_noise_settings(session)
         empty, failures = 0, outages.Outages(session.program.max_agent_failure_minutes)
         while (reason := stop_reason(session, empty) or failures.give_up_reason()) is None:
+            if cycle.confirmations_due(session):  # a loop killed between a keep and its confirmations
+                cycle.confirm_best(session)
+                continue
             outcome = one_experiment(session, agent)
             empty = empty + 1 if outcome == "empty" else 0
             if outcome == "unavailable":
@@ -115,11 +123,32 @@ def run_parallel(session: Session, agent, args) -> str:
     from engine.loop import device_split
     from engine.loop.workers import Coordinator
 
+    if session.program.paired:
+        raise UserError("paired: true under ## Noise runs the best beside each candidate run, which --workers "
+                        "does not do yet: set `- paired: false`, or run one worker")
     devices = device_split.detect()
     split = device_split.split(devices, args.workers, getattr(args, "devices_per_worker", None))
     session.live.say(f"{args.workers} workers: " + "; ".join(
         f"w{d.index} on {d.describe(devices.platform)}" for d in split))
     return Coordinator(session, agent, split, devices.platform).run(stop_reason)
+
+
+def run_on_ray(session: Session, agent, args) -> str:
+    """--ray ADDRESS: one coordinator here, each experiment a task on the Ray cluster
+    (engine/loop/ray_workers.py); --workers caps those in flight."""
+    from engine.loop import ray_cluster
+    from engine.loop.ray_workers import RayCoordinator
+
+    ray = ray_cluster.require_ray()
+    ray_cluster.connect(args.ray, ray_cluster.engine_packages())
+    try:
+        nodes = [node["Resources"] for node in ray.nodes() if node.get("Alive")]
+        plan = ray_cluster.plan(nodes, getattr(args, "devices_per_worker", None), getattr(args, "workers", None))
+        session.live.say(f"Ray cluster {args.ray}: {len(nodes)} nodes, {plan.describe()}")
+        coordinator = RayCoordinator(session, agent, plan, getattr(args, "ray_checkpoints", None))
+        return coordinator.run(stop_reason)
+    finally:
+        ray.shutdown()
 
 
 def say_start(session: Session, agent) -> None:
@@ -128,6 +157,18 @@ def say_start(session: Session, agent) -> None:
     session.live.say(f"loop {session.tag} on branch {branch_name(session.tag)}: agent {agent.name}, "
                      f"{_task_words(session)}, hard timeout "
                      f"{session.program.hard_timeout():.0f} s{resumed}")
+
+
+def say_noise_settings(session: Session) -> None:
+    """The keep rule in force, and a warning when one baseline run leaves the noise unknown."""
+    program = session.program
+    session.live.say(f"keep rule: confidence {program.confidence:g}, up to {program.max_runs} runs per candidate, "
+                     f"{'paired with the best' if program.paired else f'{program.confirmations()} confirmation runs per keep'}; "
+                     f"noise {session.ledger.noise_estimate().describe()}")
+    if program.baseline_runs < 2:
+        session.live.say("warning: baseline_runs 1 leaves the run-to-run noise unknown: a candidate that gains is "
+                         "run again to measure it, and the bound is wide until more commits have run twice "
+                         "(set `- baseline_runs: 5` under ## Noise in program.md)")
 
 
 def _task_words(session: Session) -> str:

@@ -119,7 +119,12 @@ class Ledger:
         return standings.best_value(self.rows)
 
     def noise(self) -> float:
+        """One run's standard deviation, pooled over every commit run more than once."""
         return standings.noise(self.rows)
+
+    def noise_estimate(self):
+        """The pooled noise with its degrees of freedom (engine/loop/noise.py's Noise)."""
+        return standings.noise_estimate(self.rows)
 
     def total_cost(self) -> float:
         return standings.total_cost(self.rows)

@@ -20,7 +20,8 @@ def format_val(value) -> str:
 
 def keep_rate(rows: list[dict]) -> str:
     """Kept candidates over tried ones, after the baseline; a first run awaiting its re-run is not counted."""
-    candidates = [row for row in rows if row.get("role") != "baseline" and not row.get("needs_rerun")]
+    candidates = [row for row in rows if row.get("role") not in ("baseline", "confirm", "pair")
+                  and not row.get("needs_rerun")]
     kept = sum(1 for row in candidates if row.get("kept"))
     return f"{kept}/{len(candidates)} kept" if candidates else "0 kept"
 

@@ -36,8 +36,12 @@ class Program:
     budget_tokens: float | None = None
     timeout_seconds: float | None = None  # hard limit per experiment
     compile_allowance_seconds: float = 180.0
-    # noise
-    baseline_runs: int = 2
+    # noise and the keep rule (engine/loop/noise.py; defaults chosen by tests/test_noise.py's simulation)
+    baseline_runs: int = 5  # runs of the starting commit; a kept change gets as many confirmation runs
+    confidence: float = 0.95  # 1 - the chance of keeping a change that does nothing
+    max_runs: int = 4  # runs of one candidate at most (re-runs only while its gain is positive)
+    paired: bool = False  # run the best beside each candidate run, compare pair by pair (drift)
+    confirm_runs: int | None = None  # a kept change's confirmation runs (None: baseline_runs)
     # agent
     bold_after: int = 5
     max_fix_attempts: int = 2
@@ -74,6 +78,12 @@ class Program:
         seconds = self.budget_seconds if self.budget_flops is None and self.budget_tokens is None else None
         return 2 * (seconds if seconds is not None else self.budget_seconds_or_default()) + self.compile_allowance_seconds
 
+    def confirmations(self) -> int:
+        """Runs of a kept change that set the best's value (none in paired mode: each pair re-measures the best)."""
+        if self.paired:
+            return 0
+        return self.baseline_runs if self.confirm_runs is None else self.confirm_runs
+
 
 def _positive_int(text: str) -> int:
     value = int(text)
@@ -87,6 +97,20 @@ def _non_negative_int(text: str) -> int:
     if value < 0:
         raise ValueError("must be 0 or more")
     return value
+
+
+def _probability(text: str) -> float:
+    value = float(text)
+    if not 0.5 <= value < 1:
+        raise ValueError("must be at least 0.5 and below 1, like 0.95")
+    return value
+
+
+def _boolean(text: str) -> bool:
+    lowered = text.lower()
+    if lowered not in ("true", "false", "yes", "no"):
+        raise ValueError("must be true or false")
+    return lowered in ("true", "yes")
 
 
 def _positive_float(text: str) -> float:
@@ -119,7 +143,8 @@ SETTINGS = {
         "timeout_seconds": _positive_float,
         "compile_allowance_seconds": _non_negative_float,
     },
-    "noise": {"baseline_runs": _positive_int},
+    "noise": {"baseline_runs": _positive_int, "confidence": _probability, "max_runs": _positive_int,
+              "paired": _boolean, "confirm_runs": _non_negative_int},
     "agent": {"bold_after": _positive_int, "max_fix_attempts": _non_negative_int},
 }
 
@@ -195,7 +220,7 @@ def _apply_setting(program: Program, section: str, line: str, where: str) -> Non
     try:
         setattr(program, key, known[key](value))
     except ValueError as error:
-        raise UserError(f"{where}: bad value for {key} ({error}); write a number or `none`") from None
+        raise UserError(f"{where}: bad value for {key} ({error}); write a {'value' if key == 'paired' else 'number'} or `none`") from None
 
 
 def _check_one_budget(program: Program, source: str) -> None:

@@ -30,7 +30,9 @@ def resume(session: Session) -> None:
     if head in {row.get("commit") for row in ledger.rows}:
         if last.get("commit") == head and last.get("needs_rerun"):
             session.live.say(f"resuming: re-run of experiment {last['experiment']} was cut short")
-            cycle.rerun(session, last)
+            row = cycle.rerun(session, last)
+            while row.get("needs_rerun"):
+                row = cycle.rerun(session, row)
         else:
             repo.reset_to(best)
         return

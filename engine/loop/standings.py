@@ -9,6 +9,14 @@ from __future__ import annotations
 
 import math
 
+from engine.loop.noise import Noise, pooled
+
+# Rows that measure their commit again without proposing anything: a kept change's confirmation
+# runs and, in paired mode, the best's run beside each candidate run. Kept (the branch stays on
+# their commit) but no change of their own.
+MEASUREMENT_ROLES = ("confirm", "pair")
+FAILED = ("crash", "timeout", "invalid", "rejected")
+
 
 def finite(value) -> float | None:
     """A real number, or None for missing, NaN or infinite figures."""
@@ -19,6 +27,11 @@ def finite(value) -> float | None:
 
 def is_kept(row: dict) -> bool:
     return bool(row.get("kept", row.get("status") == "keep"))
+
+
+def is_kept_change(row: dict) -> bool:
+    """A kept row that changed something: not a baseline run, a confirmation, a pair or an adoption."""
+    return is_kept(row) and not is_baseline(row) and row.get("role") not in (*MEASUREMENT_ROLES, "adopted")
 
 
 def is_baseline(row: dict) -> bool:
@@ -113,10 +126,69 @@ def baseline_value(rows: list[dict]) -> float | None:
     return sum(values) / len(values) if values else None
 
 
+def runs_by_commit(rows: list[dict]) -> dict[str, list[float]]:
+    """Every measured value of each commit (adopted rows copy another worker's value: left out)."""
+    groups: dict[str, list[float]] = {}
+    for row in rows:
+        value = row_value(row)
+        if value is None or row.get("role") == "adopted" or row.get("status") in FAILED or not row.get("commit"):
+            continue
+        groups.setdefault(str(row["commit"]), []).append(value)
+    return groups
+
+
+def noise_estimate(rows: list[dict]) -> Noise:
+    """Run-to-run noise pooled over every commit run more than once, with its degrees of freedom."""
+    return pooled(runs_by_commit(rows).values())
+
+
 def noise(rows: list[dict]) -> float:
-    """Run-to-run noise: the spread of the baseline's runs (0 with fewer than two)."""
-    values = [v for v in (row_value(r) for r in baseline_rows(rows)) if v is not None]
-    return max(values) - min(values) if len(values) > 1 else 0.0
+    """Run-to-run noise as one run's standard deviation (0 until some commit has run twice)."""
+    return noise_estimate(rows).sigma
+
+
+def series_of(row: dict) -> int | None:
+    """The experiment that started a candidate's runs (its first run), for any of them."""
+    return row.get("rerun_of", row.get("experiment"))
+
+
+def series_rows(rows: list[dict], first: int) -> list[dict]:
+    """A candidate's scored runs: its first run and every re-run of it, oldest first."""
+    return [r for r in rows if row_value(r) is not None and r.get("status") not in FAILED
+            and (r.get("experiment") == first or r.get("rerun_of") == first)]
+
+
+def best_runs(rows: list[dict]) -> list[float]:
+    """The values behind the best's score, from runs that did not select it: the baseline's runs,
+    or a kept change's confirmation runs; while none has run yet (a parallel loop), the runs
+    that selected it (biased up, so the bar is higher, never lower)."""
+    best = best_row(rows)
+    if best is None:
+        return []
+    commit = best.get("commit")
+    changes = [r for r in rows if is_kept_change(r) and r.get("commit") == commit]
+    if not changes:  # the starting commit (or an adopted one): none of its runs selected it
+        return runs_by_commit(rows).get(str(commit), []) or [score(best)]
+    keep_at = changes[-1]["experiment"]
+    later = [v for r in rows if r.get("role") in MEASUREMENT_ROLES and r.get("commit") == commit
+             and r.get("experiment", -1) > keep_at and (v := row_value(r)) is not None]
+    if later:
+        return later
+    return [v for r in series_rows(rows, series_of(changes[-1])) if (v := row_value(r)) is not None] or [score(best)]
+
+
+def pair_noise(rows: list[dict]) -> Noise:
+    """The noise of one paired difference: pooled over paired candidates with two or more pairs;
+    until one exists, twice the commits' pooled variance (drift inflates it: conservative)."""
+    groups: dict[int, list[float]] = {}
+    for row in rows:
+        if finite(row.get("pair_gain")) is not None:
+            groups.setdefault(series_of(row), []).append(float(row["pair_gain"]))
+    own = pooled(groups.values())
+    if own.known:
+        return own
+    commits = noise_estimate(rows)
+    return Noise(2 * commits.variance, commits.df)
 
 
 def count_statuses(rows: list[dict], statuses: tuple[str, ...]) -> dict[str, int]:

@@ -22,7 +22,10 @@ def check_flags(args) -> None:
     if bool(remote) != bool(worker):
         raise UserError("--remote URL and --worker NAME go together: a swarm worker needs both, "
                         "e.g. --remote git@host:team/research.git --worker tpu-a")
-    if remote and getattr(args, "workers", 1) > 1:
+    if remote and getattr(args, "ray", None):
+        raise UserError("--ray with --remote: a swarm worker runs its own experiments; use one or the other "
+                        "(a team's cluster: --ray; machines of different owners: --remote)")
+    if remote and (getattr(args, "workers", None) or 1) > 1:
         raise UserError(f"--workers {args.workers} with --remote: start one swarm worker per process "
                         "(give each its own --worker NAME and devices) instead")
 
@@ -49,6 +52,10 @@ def run_swarm(session: Session, agent, args, stop_reason) -> str:
         swarm.sync()
         if stop_reason(session, empty) is not None:
             continue  # an adoption may have been the last experiment allowed
+        if cycle.confirmations_due(session):
+            cycle.confirm_best(session)
+            swarm.share_new()
+            continue
         merge = swarm.take_merge()
         if merge is not None:
             run_merge(session, agent, swarm, *merge)

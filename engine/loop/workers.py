@@ -26,7 +26,7 @@ from engine.errors import UserError
 from engine.loop import cycle, guards, runner
 from engine.loop.device_split import WorkerDevices
 from engine.loop.session import Session, now_iso
-from engine.loop.standings import gain, row_value
+from engine.loop.standings import gain, row_value, series_of, series_rows
 from engine.loop.outages import Outages, agent_failed
 from engine.loop.worktrees import Worktrees, apply_onto, snapshot_state
 from engine.processes import kill_group
@@ -35,7 +35,7 @@ from engine.processes import kill_group
 @dataclasses.dataclass
 class Job:
     """One run of one commit on one worker."""
-    role: str  # baseline, candidate or rerun
+    role: str  # baseline, candidate, rerun or confirm
     commit: str
     base_commit: str  # the best commit when it was proposed
     base_value: float | None  # the best score then
@@ -52,6 +52,7 @@ class Coordinator:
                  names: list[str] | None = None):
         self.session, self.agent, self.devices, self.platform = session, agent, devices, platform
         self.names = names or [f"w{d.index}" for d in devices]
+        self.slots = len(devices)  # experiments in flight at most
         self.trees = Worktrees(session.repo, session.snapshot_root)
         self.queued: list[Job] = []  # re-runs and merges: they go before new proposals
         self.running: dict[int, Job] = {}
@@ -82,6 +83,8 @@ class Coordinator:
                     continue  # every proposal came back empty: ask again, stop_reason counts them
                 job, outcome = self.done.get()
                 self.running.pop(job.worker)
+                if isinstance(outcome, UserError):
+                    raise outcome  # a fault of the set-up, not of the idea (a refused node, say)
                 self.finish(job, outcome)
         finally:
             self._stop_all()
@@ -98,7 +101,7 @@ class Coordinator:
         return done < wanted
 
     def _fill_free_workers(self) -> None:
-        for worker in range(len(self.devices)):
+        for worker in range(self.slots):
             if worker in self.running or not self._may_start():
                 continue
             job = self._next_job(worker)
@@ -173,17 +176,27 @@ class Coordinator:
         self.running[worker] = job
         session.live.say(f"[{self.names[worker]}] running: {job.proposal.description}")
         before = snapshot_state(tree.root)
-        thread = threading.Thread(target=self._run, args=(job, tree, before, self.devices[worker]), daemon=True)
+        thread = threading.Thread(target=self._run, args=(job, tree, before, worker), daemon=True)
         thread.start()
 
-    def _run(self, job: Job, tree, before: dict, devices: WorkerDevices) -> None:
+    def _run(self, job: Job, tree, before: dict, worker: int) -> None:
         try:
-            outcome = self.session.task.run(job.run_dir, job.seed, tree.root, child_record=_child_record(job),
-                                            devices=devices)
+            outcome = self.execute(job, tree.root, worker)
             outcome = cycle.checked_outcome(self.session, outcome, tree, job.commit, before)
+        except UserError as error:
+            outcome = error
         except Exception as error:  # the coordinator must hear of every run, even one that failed to start
             outcome = runner.Outcome("crash", {}, None, 0.0, job.run_dir / "train.log", f"could not run: {error}")
         self.done.put((job, outcome))
+
+    def execute(self, job: Job, cwd: Path, worker: int) -> runner.Outcome:
+        """Run job from its worktree cwd on the worker's devices of this host (in a thread)."""
+        return self.session.task.run(job.run_dir, job.seed, cwd, child_record=_child_record(job),
+                                     devices=self.devices[worker])
+
+    def placement(self, job: Job, outcome: runner.Outcome) -> dict:
+        """Where the run ran, for its ledger row."""
+        return {"device_set": self.devices[job.worker].describe(self.platform)}
 
     def _stop_all(self) -> None:
         """Stopped early (an error, Ctrl-C): end every training run still going, by its group."""
@@ -203,16 +216,18 @@ class Coordinator:
         experiment = session.ledger.next_experiment()
         outcome = _settle_run_dir(session, job, outcome, experiment)
         extra = {**job.extra, "worker": self.names[job.worker], "base_commit": job.base_commit,
-                 "device_set": self.devices[job.worker].describe(self.platform)}
+                 **self.placement(job, outcome)}
         decision = None
         best = session.ledger.best_commit()
-        if outcome.status == "ok" and job.role != "baseline" and best is not None and job.base_commit != best:
+        if (outcome.status == "ok" and job.role not in ("baseline", "confirm") and best is not None
+                and job.base_commit != best):
             decision = self.judge_moved_base(job, outcome, experiment, best)
         row = cycle.record(session, experiment, job.commit, job.proposal, outcome, job.role, job.seed,
                            job.started, extra, decision=decision)
-        if row.get("kept") and job.role != "baseline":
+        if row.get("kept") and job.role not in ("baseline", "confirm"):
             session.fixed.check("before keeping a result")
             session.repo.reset_to(job.commit)
+            self.queued[:0] = _confirmations_of(session, job)
         elif row.get("needs_rerun"):
             self.queued.insert(0, _rerun_of(job, row))
         elif not row.get("kept"):
@@ -234,8 +249,9 @@ class Coordinator:
         """
         task = self.session.task
         value = outcome.result[task.metric]
-        if job.role == "rerun":
-            value = (job.extra["first_val_bpb"] + value) / 2
+        if job.role == "rerun":  # the mean of the candidate's runs so far
+            earlier = [row_value(r) for r in series_rows(self.session.ledger.rows, job.extra["rerun_of"])]
+            value = (sum(earlier) + value) / (len(earlier) + 1)
         base_value, now = job.base_value, self.session.best_val
         verdict = {"kept": False, "best_after": now, "needs_rerun": False}
         if base_value is None or gain(base_value, value, task.direction) <= 0:
@@ -263,10 +279,21 @@ def _child_record(job: Job) -> Path:
 
 
 def _rerun_of(job: Job, row: dict) -> Job:
-    proposal = Proposal(description=f"{row['description']} (re-run of #{row['experiment']}, seed {job.seed + 1})",
+    """The next look of the sequential test at a promising candidate: the same commit, the next seed."""
+    first = series_of(row)
+    description = row["description"].split(" (re-run of #")[0]
+    proposal = Proposal(description=f"{description} (re-run of #{first}, seed {job.seed + 1})",
                         hypothesis=job.proposal.hypothesis)
-    extra = {"agent": job.extra.get("agent"), "rerun_of": row["experiment"], "first_val_bpb": row_value(row)}
+    extra = {"agent": job.extra.get("agent"), "rerun_of": first}
     return Job("rerun", job.commit, job.base_commit, job.base_value, proposal, job.seed + 1, extra)
+
+
+def _confirmations_of(session: Session, job: Job) -> list[Job]:
+    """A kept change's confirmation runs (fresh seeds): their mean becomes the best's value."""
+    count, start = session.program.confirmations(), len(session.ledger.rows)
+    return [Job("confirm", job.commit, job.commit, None,
+                Proposal(description=f"confirm {job.commit[:7]} (run {i + 1} of {count})"), session.seed + start + i)
+            for i in range(count)]
 
 
 def _settle_run_dir(session: Session, job: Job, outcome: runner.Outcome, experiment: int) -> runner.Outcome:

@@ -32,6 +32,7 @@ def plot_progress(facts: dict, path: Path) -> None:
         fig, ax = plt.subplots(figsize=(13, 6.5), dpi=110)
     low, high = _y_range(scored, _signed(dict(facts["baseline"] or {}), sign))
     edge = high - 0.02 * (high - low)
+    _plot_spread(ax, scored)
     _plot_discarded(ax, scored, edge)
     _plot_best_line(ax, points)
     _plot_kept(ax, scored)
@@ -81,6 +82,24 @@ def _signed(point: dict, sign: float) -> dict:
 def _x(point: dict, index: int) -> int:
     experiment = point.get("experiment")
     return experiment if isinstance(experiment, int) else index
+
+
+def _plot_spread(ax, scored: list[dict]) -> None:
+    """Each commit run more than once (baseline, re-runs, confirmations): its runs joined by a thin
+    line and its range as a bar at its last run, so the run-to-run noise is seen beside the gains."""
+    groups: dict[str, list[dict]] = {}
+    for p in scored:
+        if p.get("commit") and p.get("role") != "adopted":
+            groups.setdefault(p["commit"], []).append(p)
+    labelled = False
+    for runs in groups.values():
+        if len(runs) < 2:
+            continue
+        values = [p["val_bpb"] for p in runs]
+        ax.plot([p["_x"] for p in runs], values, color="#7b68ee", linewidth=0.8, alpha=0.5, zorder=1)
+        ax.vlines(runs[-1]["_x"], min(values), max(values), color="#7b68ee", linewidth=3, alpha=0.6, zorder=1,
+                  label=None if labelled else "spread of a commit's repeated runs")
+        labelled = True
 
 
 def _plot_discarded(ax, scored: list[dict], high: float) -> None:

@@ -7,8 +7,9 @@ from __future__ import annotations
 from pathlib import Path
 
 from engine.loop.ledger import STATUSES
-from engine.loop.standings import (baseline_rows, count_statuses, direction_of, gain, is_baseline, is_kept,
-                                   metric_name, objective_conflicts, row_value, score, tag_objective)
+from engine.loop.standings import (is_kept_change, noise_estimate, baseline_rows, count_statuses, direction_of, gain,
+                                   is_baseline, is_kept, metric_name, objective_conflicts, row_value, score,
+                                   tag_objective)
 from engine.report import heldout, holdout_command, lanes
 from engine.report.runs import parse_time, running_loops
 
@@ -46,7 +47,8 @@ def gather_facts(run_dir: Path, rows: list[dict], repo_root: Path, log=None) -> 
         "counts_after_baseline": count_statuses(_after_baseline(rows), STATUSES),
         "rates": _rates(rows),
         "agent_cost_usd": round(sum(float(r.get("cost_usd") or 0) for r in rows), 4),
-        "noise": _number(rows[-1].get("noise")),
+        "noise": _number(noise_estimate(rows).sigma) if noise_estimate(rows).known else None,
+        "noise_df": noise_estimate(rows).df,
         "baseline": baseline,
         "best": _best(entries, direction),
         "experiments": [_point(r) for r in rows],
@@ -98,8 +100,12 @@ def _group_entry(group: dict, tests: dict) -> dict:
     figures = [tests.get(r.get("experiment"), {}) for r in runs]
     values = [f["test_bpb"] for f in figures if f.get("test_bpb") is not None]
     errors = [f["error"] for f in figures if f.get("error")]
+    decider = next((r for r in runs if is_kept_change(r)), {})
     return {"experiment": kept_row.get("experiment"),
             "experiments": [r.get("experiment") for r in runs],
+            # the sequential test's verdict: the gain over the best then, its confidence interval, its runs
+            "test": {key: _number(decider.get(key)) for key in ("gain", "gain_low", "gain_high", "noise_sigma")}
+            | {"runs": decider.get("look"), "noise_df": decider.get("noise_df")},
             "commit": group["commit"],
             "description": runs[0].get("description") if runs else kept_row.get("description"),
             "val_bpb": score(kept_row),
@@ -157,7 +163,7 @@ def _rates(rows: list[dict]) -> dict:
 def _point(row: dict) -> dict:
     return {"experiment": row.get("experiment"), "status": row.get("status"),
             "baseline": is_baseline(row), "kept": is_kept(row), "val_bpb": row_value(row), "score": score(row) if is_kept(row) else None,
-            "best_after": _number(row.get("best_after")),
+            "best_after": _number(row.get("best_after")), "commit": row.get("commit"), "role": row.get("role"),
             "description": row.get("description", "")}
 
 

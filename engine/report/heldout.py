@@ -16,7 +16,7 @@ from pathlib import Path
 from engine import paths
 from engine.files import write_atomic
 from engine.loop.runner import scrubbed_env
-from engine.report.runs import checkpoint_of, train_source
+from engine.report.runs import checkpoint_of
 from engine.processes import engine_command
 
 CACHE_FILE = "heldout.json"
@@ -56,18 +56,14 @@ def _evaluate(run_dir: Path, row: dict, repo_root: Path) -> dict:
     if data is None:
         return _failure(f"no prepared dataset with manifest fingerprint {fingerprint} under "
                         f"{paths.cache_root()}: prepare the loop's dataset again")
-    try:
-        source = train_source(repo_root, row)
-    except Exception as error:  # GitPython raises several kinds for a missing commit or path
-        return _failure(f"cannot read train.py of commit {row.get('commit')}: {error}")
     with tempfile.TemporaryDirectory(prefix="autoresearch-heldout-") as tmp:
-        return _run_evaluate(Path(tmp), source, checkpoint, data, repo_root)
+        return _run_evaluate(Path(tmp), checkpoint, data, repo_root)
 
 
-def _run_evaluate(tmp: Path, source: str, checkpoint: Path, data: Path, repo_root: Path) -> dict:
-    train_py, result_json = tmp / "train.py", tmp / "test.json"
-    train_py.write_text(source)
-    command = engine_command("evaluate", str(train_py),
+def _run_evaluate(tmp: Path, checkpoint: Path, data: Path, repo_root: Path) -> dict:
+    """The scorer on the test split, in a process of its own (no train.py: its exported forward)."""
+    result_json = tmp / "test.json"
+    command = engine_command("evaluate",
                "--checkpoint", str(checkpoint.resolve()), "--split", "test",
                "--data", str(data), "--json", str(result_json))
     try:

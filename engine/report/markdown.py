@@ -35,10 +35,11 @@ def _setup_lines(facts: dict) -> list[str]:
         lines.append(f"- Ran {facts['started'][:16].replace('T', ' ')} to "
                      f"{facts['finished'][:16].replace('T', ' ')}: {facts['hours']:.2f} h, "
                      f"{facts['experiments_per_hour']:.1f} experiments per hour")
-    if facts["noise"]:
+    if facts["noise"] is not None:
         unit = "bpb" if facts.get("task") != "command" else facts["metric"]
-        lines.append(f"- Run-to-run noise (spread of the baseline runs): {facts['noise']:.6f} {unit}; "
-                     "a smaller gain had to hold up in a re-run with another seed")
+        lines.append(f"- Run-to-run noise: sigma {facts['noise']:.6f} {unit} ({facts['noise_df']} degrees of "
+                     "freedom, pooled over every commit run more than once); a change was kept only when a "
+                     "sequential test found its gain significant")
     if facts["agent_cost_usd"]:
         lines.append(f"- Agent cost: ${facts['agent_cost_usd']:.2f}")
     return lines
@@ -75,10 +76,23 @@ def _kept_sections(facts: dict) -> list[str]:
                   f"{change['description']}", "",
                   *([f"Found by worker {change['found_by']}.", ""] if change.get("found_by") else []),
                   f"{val_name} {_num(change['val_bpb'])} (gain {_signed(change['val_gain'])}), "
-                  f"{test_name} {_num(change['test_bpb'])} (gain {_signed(change['test_gain'])})", ""]
+                  f"{test_name} {_num(change['test_bpb'])} (gain {_signed(change['test_gain'])})", "",
+                  *_test_line(change)]
         if change["diff"]:
             lines += ["```diff", change["diff"], "```", ""]
     return lines
+
+
+def _test_line(change: dict) -> list[str]:
+    """The keep test's gain over the best it beat, with its confidence interval."""
+    test = change.get("test") or {}
+    if test.get("gain") is None:
+        return []
+    interval = (f", interval {test['gain_low']:.6f} .. {test['gain_high']:.6f}"
+                if test.get("gain_low") is not None else "")
+    return [f"Kept on a gain of {test['gain']:.6f}{interval} over the best then "
+            f"({test.get('runs')} run(s), noise sigma {_num(test.get('noise_sigma'))}, "
+            f"{test.get('noise_df')} degrees of freedom).", ""]
 
 
 def summary_lines(facts: dict) -> list[str]:

@@ -114,9 +114,3 @@ def checkpoint_of(run_dir: Path, row: dict) -> Path:
         return path if path.is_absolute() else Path(run_dir).parent.parent / path
     return Path(run_dir) / f"exp-{int(row.get('experiment', 0)):04d}" / "checkpoint"
 
-
-def train_source(repo_root: Path, row: dict) -> str:
-    """train.py as it was at the commit of a ledger row."""
-    from engine.loop.repo import Repo
-
-    return Repo(repo_root).file_at(row["commit"], row.get("train_path", "train.py"))

@@ -13,8 +13,8 @@ from pathlib import Path
 
 from engine.loop.ledger import STATUSES, read_rows
 from engine.loop.live_view import describe_progress, read_progress
-from engine.loop.standings import (baseline_rows, baseline_value, best_row, count_statuses, metric_name, metric_of,
-                                   objective_conflicts, row_value, score, tag_objective)
+from engine.loop.standings import (noise_estimate, baseline_rows, baseline_value, best_row, count_statuses, metric_name,
+                                   metric_of, objective_conflicts, row_value, score, tag_objective)
 from engine.report.lanes import lane_facts, union_rows
 from engine.report.runs import LEDGER, LOCK, lock_holder, loop_tags, parse_time, resolve_run_dir
 
@@ -114,6 +114,8 @@ def _scores_lines(rows: list[dict]) -> list[str]:
         gain = f"  {(score(best) - base) / abs(base):+.2%} vs baseline" if base else ""
         lines.append(f"best:     {metric} {score(best):.6f}  (experiment {best.get('experiment')}, "
                      f"{str(best.get('commit', ''))[:7]}) {best.get('description', '')!r}{gain}")
+    if runs:
+        lines.append(f"noise:    {noise_estimate(rows).describe()}, pooled over every commit run more than once")
     return lines
 
 

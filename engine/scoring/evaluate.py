@@ -27,8 +27,8 @@ def main(args: argparse.Namespace) -> int:
     meta = checkpoint.read_meta(args.checkpoint)
     _check_same_data(meta, manifest, args.checkpoint)
     devices.initialize_distributed()
-    compiling.enable_persistent_cache()
-    result = scorer.score(args.checkpoint, data_dir, args.split)
+    compiling.disable_persistent_cache()
+    result = scorer.score(args.checkpoint, data_dir, args.split, getattr(args, "probe_seed", None))
     figures = {**result.as_dict(args.split), "manifest_fingerprint": manifest.get("fingerprint"),
                "checkpoint": str(args.checkpoint)}
     if args.json_path:  # every host: each launcher reads its own copy

@@ -1,7 +1,7 @@
 """The scorer: bits per byte of a saved experiment, in a process that never runs train.py.
 
 It loads the exported forward and the state leaves it reads (engine/training/export.py),
-runs the causality probe (engine/scoring/probe.py) on the split's first rows, then the
+runs the causality probe (engine/scoring/probe.py) on some of the metric's batches, then the
 fixed metric (engine/scoring/metric.py) with the engine's own float32 cross-entropy, one
 scoring call of rows at a time. The layout comes from the data's manifest and the model
 from the program's own signature: nothing the trainer process wrote about itself is read.
@@ -33,15 +33,17 @@ class Score:
     probe_passes: int
     seconds: float
     phases: dict = dataclasses.field(default_factory=dict)  # seconds of load, probe, metric
+    probe_seed: int | None = None  # draws the probe's batches, cuts and tokens (verify repeats it)
 
     def as_dict(self, split: str) -> dict:
         return {"split": split, "status": self.status, "bpb": self.bpb, "tokens": self.tokens,
                 "error": self.reason, "probe_passes": self.probe_passes, "scoring_seconds": self.seconds,
-                "scoring_phases": self.phases}
+                "scoring_phases": self.phases, "probe_seed": self.probe_seed}
 
 
-def score(checkpoint: str | Path, data_dir: str | Path, split: str) -> Score:
-    """Probe, then score the exported forward in `checkpoint` on `split` of the cache in `data_dir`."""
+def score(checkpoint: str | Path, data_dir: str | Path, split: str, probe_seed: int | None = None) -> Score:
+    """Probe, then score the exported forward in `checkpoint` on `split` of the cache in `data_dir`;
+    the probe's seed is drawn now unless given (to repeat a recorded probe)."""
     from engine.data import cache as data
     from engine.data import checksums
 
@@ -59,13 +61,14 @@ def score(checkpoint: str | Path, data_dir: str | Path, split: str) -> Score:
     layout = metric.eval_rows(tokens, int(constants["eval_tokens"]), seq_len)
     put = lambda host_rows: sharding.global_batch(sharding.process_share(host_rows), mesh, len(host_rows))
     logits_of = jax.jit(lambda w, inputs: program.call(*w, inputs))
-    first = metric.pad_rows(layout[:rows], rows, int(manifest["bos_id"]))[:, :-1]
+    seed = probe.draw_seed() if probe_seed is None else int(probe_seed)
     gather = jax.jit(lambda x: x, out_shardings=sharding.replicated(mesh))  # every host sees all of it
-    checked = probe.check(lambda inputs: logits_of(weights, put(inputs)), first, vocab,
+    checked = probe.check(lambda inputs: logits_of(weights, put(inputs)),
+                          metric.pad_rows(layout, rows, int(manifest["bos_id"]))[:, :-1], rows, vocab, seed,
                           fetch=lambda x: np.asarray(gather(x)))
     phases["probe"] = time.perf_counter() - start - phases["load"]  # the first call compiles
     if not checked.ok:
-        return Score("invalid", None, 0, checked.reason, checked.passes, time.perf_counter() - start, phases)
+        return Score("invalid", None, 0, checked.reason, checked.passes, time.perf_counter() - start, phases, seed)
     nats_and_bytes = jax.jit(metric.nats_and_bytes, out_shardings=sharding.replicated(mesh))
 
     def step(w, batch, table):
@@ -78,8 +81,8 @@ def score(checkpoint: str | Path, data_dir: str | Path, split: str) -> Score:
     phases["metric"] = seconds - phases["load"] - phases["probe"]
     if not math.isfinite(result.bpb):
         return Score("invalid", None, result.tokens, f"the model's logits hold NaN or infinity on {split} text "
-                     "(its cross-entropy is not finite)", checked.passes, seconds, phases)
-    return Score("ok", result.bpb, result.tokens, None, checked.passes, seconds, phases)
+                     "(its cross-entropy is not finite)", checked.passes, seconds, phases, seed)
+    return Score("ok", result.bpb, result.tokens, None, checked.passes, seconds, phases, seed)
 
 
 def check_program(program, seq_len: int, vocab: int) -> int:
@@ -103,19 +106,9 @@ def check_program(program, seq_len: int, vocab: int) -> int:
         raise UserError(f"the exported forward returns {shown}, not float logits {list(want)}: "
                         "Experiment.logits must return [batch, time, vocab]")
     unknown = sorted(t for t in export.custom_call_targets(program.mlir_module())
-                     if t not in _stable_targets() and not export.is_kernel(t))
+                     if t not in export.stable_targets() and not export.is_kernel(t))
     if unknown:
         raise UserError(f"the exported forward calls {', '.join(unknown)}, which the scorer does not run: "
                         "use jax.numpy, lax and the kernels in model/ for the forward")
     return int(inputs.shape[0])
-
-
-def _stable_targets() -> set[str]:
-    """Custom calls jax.export itself accepts without a disabled check (its private list)."""
-    try:
-        from jax._src.export import _export
-        return set(_export._CUSTOM_CALL_TARGETS_GUARANTEED_STABLE)
-    except (ImportError, AttributeError):  # moved in another JAX: accept what the export accepted
-        return {"Sharding", "SPMDFullToShardShape", "SPMDShardToFullShape", "tpu_custom_call",
-                "shape_assertion", "annotate_device_placement", "AllocateBuffer", "mosaic_gpu_v2"}
 

@@ -25,7 +25,6 @@ class BudgetClock:
         self.flops_per_step = flops_per_step or 0.0
         self._now = now
         self._start = None
-        self._excluded = 0.0
         self._charged_seconds = 0.0  # init's device time, counted as training (see `charge`)
         self._charged_flops = 0.0
         self.dispatched = 0  # steps handed to the device
@@ -37,18 +36,15 @@ class BudgetClock:
         self._start = self._now()
 
     def charge(self, seconds: float = 0.0, flops: float = 0.0) -> None:
-        """Work done before the first step (the experiment's init) counts against the budget:
-        its seconds under a time budget, its FLOPs under a flops budget. Init sees no data,
-        so a tokens budget has nothing to charge."""
+        """Work done before the first step (the experiment's init, the tracer's time beyond its
+        allowance) counts against the budget: its seconds under a time budget, its FLOPs
+        under a flops budget. Neither sees data, so a tokens budget has nothing to charge.
+        Nothing ever comes off the clock."""
         self._charged_seconds += max(0.0, seconds)
         self._charged_flops += max(0.0, flops or 0.0)
 
-    def exclude(self, seconds: float) -> None:
-        """Time that is not training (a compile inside the window) comes off the clock."""
-        self._excluded = seconds
-
     def elapsed(self) -> float:
-        return self._now() - self._start - self._excluded + self._charged_seconds
+        return self._now() - self._start + self._charged_seconds
 
     def progress(self) -> float:
         """The elapsed fraction of the budget for the step about to be dispatched."""

@@ -1,13 +1,12 @@
-"""Ahead-of-time compilation of init and the train step, before the clock starts.
+"""Ahead-of-time compilation of the exported init and train step, before the clock starts.
 
-Also: the persistent compilation cache, the FLOP counts of the step and of init as XLA
-sees the whole (unpartitioned) program, a check of the logits' shape (the scorer runs
-them, exported, in another process), and a watch for compiles while the clock runs.
+Also: the persistent compilation cache (the trainer's alone), the FLOP counts of the
+programs, and the tracer's checks of what train.py's functions return (the state's
+shapes, the step's metrics, the logits' shape) before they are exported.
 """
 from __future__ import annotations
 
 import dataclasses
-import threading
 import time
 from typing import Any, Callable
 
@@ -15,61 +14,33 @@ import jax
 import jax.numpy as jnp
 
 from engine import paths
-from engine.training import sharding
 from engine.errors import UserError
-from engine.training.flop_count import count_flops
-
-# JAX reports each XLA compile under this event (jax._src.dispatch.BACKEND_COMPILE_EVENT);
-# a persistent-cache hit reports the retrieval instead.
-COMPILE_EVENTS = ("/jax/core/compile/backend_compile_duration",
-                  "/jax/compilation_cache/cache_retrieval_time_sec")
-
+from engine.training import sharding
+from jax.sharding import NamedSharding
 
 def enable_persistent_cache() -> None:
-    """Every compile goes to the cache, however small, so an unchanged train.py recompiles fast."""
+    """The trainer's compiles go to the cache, however small, so an unchanged program recompiles
+    fast. Only the trainer reads it: the tracer may not touch it (engine/training/sandbox.py),
+    and the scorer uses none (`disable_persistent_cache`)."""
     jax.config.update("jax_compilation_cache_dir", str(paths.compilation_cache_dir()))
     jax.config.update("jax_persistent_cache_min_compile_time_secs", 0.0)
     jax.config.update("jax_persistent_cache_min_entry_size_bytes", 0)
 
 
-@dataclasses.dataclass
-class CompileWatch:
-    """Counts compiles (and their seconds) while `active`; the trainer turns it on with the clock."""
-
-    active: bool = False
-    count: int = 0
-    seconds: float = 0.0
-
-    def __post_init__(self):
-        self._lock = threading.Lock()
-
-    def on_event(self, event: str, duration: float, **_) -> None:
-        if self.active and event in COMPILE_EVENTS:
-            with self._lock:
-                self.count += 1
-                self.seconds += duration
-
-
-_WATCH: CompileWatch | None = None
-
-
-def compile_watch() -> CompileWatch:
-    """The process's single watch: JAX listeners cannot be removed portably, so register once."""
-    global _WATCH
-    if _WATCH is None:
-        _WATCH = CompileWatch()
-        jax.monitoring.register_event_duration_secs_listener(_WATCH.on_event)
-    return _WATCH
+def disable_persistent_cache() -> None:
+    """No compiled executable from disk: the scorer compiles what it runs itself, so a file
+    dropped in any cache folder cannot change a score."""
+    jax.config.update("jax_enable_compilation_cache", False)
+    jax.config.update("jax_compilation_cache_dir", None)
 
 
 @dataclasses.dataclass
 class Compiled:
-    init: Any  # rng -> state (sharded)
-    train_step: Any  # (state, tokens int32[B, T+1], progress f32) -> (state, metrics); state donated
-    state_shardings: Any
-    abstract_state: Any
+    init: Any  # key_data uint32[2] -> tuple of state leaves (sharded)
+    train_step: Any  # (leaves, tokens int32[B, T+1], progress f32) -> (leaves, loss); leaves donated
+    state_shardings: list
     step_flops: float | None
-    flops_uncounted: tuple[str, ...]  # operations whose FLOPs step_flops or init_flops miss
+    flops_uncounted: tuple[str, ...]  # what step_flops or init_flops leave out
     seconds: float
     init_flops: float | None = None  # charged to a flops budget (engine/training/clock.py)
 
@@ -79,44 +50,47 @@ def as_batch(tokens):
     return {"inputs": tokens[:, :-1], "targets": tokens[:, 1:]}
 
 
-def compile_experiment(exp, mesh, rng, logits_rows: int, eval_seq_len: int, vocab_size: int) -> Compiled:
+def compile_programs(programs, mesh) -> Compiled:
+    """Compile the exported init and train_step on this mesh with the engine's shardings, and
+    count their FLOPs from the programs themselves (engine/training/stablehlo.py)."""
+    from engine.training import kernel_flops, stablehlo  # noqa: F401 (the kernels' formulas)
+
     start = time.perf_counter()
-    abstract_state, state_sh = plan_state(exp, mesh, rng)
-    check_logits(exp.logits, _with_shardings(abstract_state, state_sh), logits_rows, eval_seq_len, vocab_size)
-    lowered_init = jax.jit(exp.init, in_shardings=sharding.replicated(mesh), out_shardings=state_sh).lower(rng)
-    init_flops = count_flops(exp.init, rng, xla_flops=lowered_flops)
-    train_step, flops = compile_train_step(exp, mesh, abstract_state, state_sh)
-    uncounted = tuple(sorted(set(flops.uncounted) | {f"{op} (in init)" for op in init_flops.uncounted}))
-    return Compiled(lowered_init.compile(), train_step, state_sh, abstract_state, flops.flops, uncounted,
-                    time.perf_counter() - start, init_flops.flops)
-
-
-def plan_state(exp, mesh, rng):
-    """The state's shapes (traced, not computed) and where each array lives."""
-    abstract_state = _abstract_state(exp.init, rng)
-    return abstract_state, sharding.state_shardings(abstract_state, exp.sharding, mesh)
-
-
-def compile_train_step(exp, mesh, abstract_state, state_sh):
-    """The step with its state donated, and its FLOPs as the unpartitioned program counts them
-    (loop bodies once per iteration: engine/training/flop_count.py)."""
     replicated = sharding.replicated(mesh)
-    batch_sh = sharding.batch_sharding(mesh)
-    tokens = jax.ShapeDtypeStruct((exp.batch_size, exp.sequence_length + 1), jnp.int32, sharding=batch_sh)
+    state_sh = [NamedSharding(mesh, spec) for spec in programs.partition_specs()]
+    leaves = [jax.ShapeDtypeStruct(a.shape, a.dtype, sharding=sh)
+              for a, sh in zip(programs.train_step.in_avals[:len(state_sh)], state_sh)]
+    key_data = jax.ShapeDtypeStruct((2,), jnp.uint32, sharding=replicated)
+    init = jax.jit(lambda data: tuple(programs.init.call(data)), in_shardings=replicated,
+                   out_shardings=tuple(state_sh)).lower(key_data).compile()
+    tokens_aval = programs.train_step.in_avals[len(state_sh)]
+    tokens = jax.ShapeDtypeStruct(tokens_aval.shape, jnp.int32, sharding=sharding.batch_sharding(mesh))
     progress = jax.ShapeDtypeStruct((), jnp.float32, sharding=replicated)
-    state_in = _with_shardings(abstract_state, state_sh)
-    step_fn = _train_step_fn(exp.train_step)
-    _check_step_output(step_fn, state_in, tokens, progress, abstract_state)
-    lowered = jax.jit(step_fn, in_shardings=(state_sh, batch_sh, replicated),
-                      out_shardings=(state_sh, replicated), donate_argnums=0
-                      ).lower(state_in, tokens, progress)
-    return lowered.compile(), count_flops(step_fn, state_in, tokens, progress, xla_flops=lowered_flops)
+
+    def step(state, batch, progress_now):
+        *new_state, loss = programs.train_step.call(*state, batch, progress_now)
+        return tuple(new_state), {"loss": loss}
+
+    train_step = jax.jit(step, in_shardings=(tuple(state_sh), sharding.batch_sharding(mesh), replicated),
+                         out_shardings=(tuple(state_sh), replicated), donate_argnums=0
+                         ).lower(tuple(leaves), tokens, progress).compile()
+    step_facts = stablehlo.read(programs.train_step.mlir_module())
+    init_facts = stablehlo.read(programs.init.mlir_module())
+    uncounted = tuple(sorted(set(step_facts.uncounted) | {f"{op} (in init)" for op in init_facts.uncounted}))
+    return Compiled(init, train_step, state_sh, step_facts.flops or None, uncounted,
+                    time.perf_counter() - start, init_facts.flops)
 
 
-def _train_step_fn(train_step: Callable) -> Callable:
-    def step(state, tokens, progress):
-        return train_step(state, as_batch(tokens), progress)
-    return step
+def abstract_state(init: Callable, rng):
+    """The state's shapes, traced, not computed (in the tracer)."""
+    return _abstract_state(init, rng)
+
+
+def check_step_output(exp, state) -> None:
+    """train_step must return (state shaped like init's, metrics with a scalar loss)."""
+    tokens = jax.ShapeDtypeStruct((exp.batch_size, exp.sequence_length + 1), jnp.int32)
+    progress = jax.ShapeDtypeStruct((), jnp.float32)
+    _check_step_output(lambda s, t, p: exp.train_step(s, as_batch(t), p), state, tokens, progress, state)
 
 
 def _abstract_state(init: Callable, rng):
@@ -126,11 +100,6 @@ def _abstract_state(init: Callable, rng):
         raise
     except Exception as error:
         raise UserError(f"Experiment.init(rng) failed to trace: {type(error).__name__}: {error}") from error
-
-
-def _with_shardings(abstract_state, shardings):
-    return jax.tree.map(lambda leaf, sh: jax.ShapeDtypeStruct(leaf.shape, leaf.dtype, sharding=sh),
-                        abstract_state, shardings)
 
 
 def _check_step_output(step_fn, state, tokens, progress, abstract_state) -> None:
@@ -186,36 +155,3 @@ def check_logits(logits, state, rows: int, seq_len: int, vocab_size: int) -> Non
         got = f"{getattr(out, 'dtype', '')}{list(getattr(out, 'shape', ()))}" if hasattr(out, "shape") else out
         raise UserError(f"Experiment.logits must return float next-token logits {list(want)} for inputs "
                         f"[{rows}, {seq_len}]; it returned {got}")
-
-
-def lowered_flops(lowered) -> float | None:
-    """FLOPs of one call of the whole program, before it is partitioned over devices.
-
-    The same on 1 device or 256 and out of the experiment's hands. Lowered.cost_analysis
-    needs a non-PJRT-plugin backend; on GPU/TPU the lowered HLO goes to the CPU backend's
-    analysis instead, which counts the same pre-optimization module.
-    """
-    for analyse in (lambda: lowered.cost_analysis(), lambda: _cpu_cost_analysis(lowered)):
-        try:
-            flops = _flops_of(analyse())
-        except Exception:  # the analysis is a best effort on each backend
-            flops = None
-        if flops:
-            return flops
-    return None
-
-
-def _cpu_cost_analysis(lowered):
-    from jax._src import xla_bridge  # no public route to the CPU backend's HLO analysis
-    from jax._src.lib import _jax
-    module = lowered.compiler_ir("hlo").as_hlo_module()
-    return _jax.hlo_module_cost_analysis(xla_bridge.get_backend("cpu"), module)
-
-
-def _flops_of(analysis) -> float | None:
-    if isinstance(analysis, (list, tuple)):  # older JAX returned one dict per computation
-        analysis = analysis[0] if analysis else None
-    if not analysis:
-        return None
-    flops = analysis.get("flops")
-    return float(flops) if flops is not None and flops > 0 else None

@@ -59,7 +59,7 @@ def scoring_rows(requested: int | None, num_devices: int, seq_len: int, vocab: i
     return num_devices * min(per_device, needed)
 
 
-def export_forward(logits_fn, abstract_state, rows: int, seq_len: int) -> Forward:
+def export_forward(logits_fn, abstract_state, rows: int, seq_len: int, platform: str | None = None) -> Forward:
     """Export logits_fn(state, inputs int32[rows, seq_len]) as a function of the leaves it reads.
 
     Exported for one device, with no shardings: JAX partitions such a program over whatever
@@ -78,11 +78,18 @@ def export_forward(logits_fn, abstract_state, rows: int, seq_len: int) -> Forwar
         return logits_fn(state, inputs_BT)
 
     args = [leaf for leaf, u in zip(leaves, used) if u] + [inputs]
-    jitted = jax.jit(flat_logits)
-    kernels = tuple(sorted(t for t in custom_call_targets(jitted.lower(*args).as_text()) if is_kernel(t)))
-    checks = [jax.export.DisabledSafetyCheck.custom_call(target) for target in kernels]
-    exported = jax.export.export(jitted, disabled_checks=checks)(*args)
+    exported, kernels = export_for(jax.jit(flat_logits), platform, *args)
     return Forward(exported, tuple(used), kernels)
+
+
+def export_for(jitted, platform: str | None, *args) -> tuple[jax.export.Exported, tuple[str, ...]]:
+    """jax.export of `jitted` for `platform` (None: this process's), with the stability check
+    disabled for the accelerator kernels it calls (KERNEL_CALL_PREFIXES); also their names."""
+    platforms = (platform,) if platform else None
+    text = jitted.trace(*args).lower(lowering_platforms=platforms).as_text()
+    kernels = tuple(sorted(t for t in custom_call_targets(text) if is_kernel(t)))
+    checks = [jax.export.DisabledSafetyCheck.custom_call(target) for target in kernels]
+    return jax.export.export(jitted, platforms=platforms, disabled_checks=checks)(*args), kernels
 
 
 def _used_leaves(logits_fn, treedef, leaves, inputs) -> list[bool]:
@@ -103,6 +110,16 @@ def is_kernel(target: str) -> bool:
     return target.startswith(KERNEL_CALL_PREFIXES)
 
 
+def stable_targets() -> set[str]:
+    """Custom calls jax.export itself accepts without a disabled check (its private list)."""
+    try:
+        from jax._src.export import _export
+        return set(_export._CUSTOM_CALL_TARGETS_GUARANTEED_STABLE)
+    except (ImportError, AttributeError):  # moved in another JAX: accept what the export accepted
+        return {"Sharding", "SPMDFullToShardShape", "SPMDShardToFullShape", "tpu_custom_call",
+                "shape_assertion", "annotate_device_placement", "AllocateBuffer", "mosaic_gpu_v2"}
+
+
 def save(directory: str | Path, forward: Forward, state, meta: dict) -> Path:
     """Write the program and the leaves it reads under directory/forward/."""
     import orbax.checkpoint as ocp
@@ -111,7 +128,7 @@ def save(directory: str | Path, forward: Forward, state, meta: dict) -> Path:
     out.mkdir(parents=True, exist_ok=True)
     kept = [leaf for leaf, u in zip(jax.tree.leaves(state), forward.used) if u]
     with ocp.StandardCheckpointer() as checkpointer:
-        checkpointer.save(out / WEIGHTS_DIR, {_leaf_key(i): leaf for i, leaf in enumerate(kept)}, force=True)
+        checkpointer.save(out / WEIGHTS_DIR, {leaf_key(i): leaf for i, leaf in enumerate(kept)}, force=True)
         checkpointer.wait_until_finished()
     if jax.process_index() == 0:
         (out / PROGRAM_FILE).write_bytes(forward.exported.serialize())
@@ -139,7 +156,7 @@ def restore_weights(directory: str | Path, exported: jax.export.Exported, mesh) 
     import orbax.checkpoint as ocp
 
     whole = sharding.replicated(mesh)
-    target = {_leaf_key(i): jax.ShapeDtypeStruct(aval.shape, aval.dtype, sharding=whole)
+    target = {leaf_key(i): jax.ShapeDtypeStruct(aval.shape, aval.dtype, sharding=whole)
               for i, aval in enumerate(exported.in_avals[:-1])}
     path = Path(directory).absolute() / FORWARD_DIR / WEIGHTS_DIR
     with ocp.StandardCheckpointer() as checkpointer:
@@ -148,8 +165,9 @@ def restore_weights(directory: str | Path, exported: jax.export.Exported, mesh) 
         except (ValueError, KeyError, FileNotFoundError) as error:
             raise UserError(f"the weights in {path} do not fit the exported program ({error}): "
                             "train it again") from error
-    return [restored[_leaf_key(i)] for i in range(len(target))]
+    return [restored[leaf_key(i)] for i in range(len(target))]
 
 
-def _leaf_key(index: int) -> str:
+def leaf_key(index: int) -> str:
+    """The name of state leaf `index` in saved weights and states."""
     return f"leaf_{index:04d}"

@@ -7,15 +7,14 @@ import jax.numpy as jnp
 import numpy as np
 
 from engine.training import clock, sharding
-from engine.training.contract import Context
 
 
-def warm_up(mesh, ctx: Context) -> None:
+def warm_up(mesh, bos_id: int) -> None:
     """Across hosts, the first collective sets up connections (seconds with gloo): not training time."""
     if jax.process_count() == 1:
         return
     from jax.experimental import multihost_utils
-    rows = np.full((sharding.data_axis_size(mesh), 2), ctx.bos_id, np.int32)
+    rows = np.full((sharding.data_axis_size(mesh), 2), bos_id, np.int32)
     batch = sharding.global_batch(sharding.process_share(rows), mesh, len(rows))
     jax.block_until_ready(jax.jit(jnp.sum, out_shardings=sharding.replicated(mesh))(batch))
     multihost_utils.sync_global_devices("autoresearch: start the clock")

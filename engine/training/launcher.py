@@ -1,13 +1,16 @@
 """`autoresearch train`: the trainer process, then the scorer process, then the one result.
 
-1. The trainer process (`train --trainer-only`, engine/training/trainer.py) runs train.py
-   under audit hooks for the budget and saves the state and the exported forward. It
-   writes its own figures (steps, seconds, loss) to a file of this process's choosing.
+1. The trainer process (`train --trainer-only`, engine/training/trainer.py) has the tracer
+   process export train.py's functions (the only process where train.py's Python runs),
+   trains those programs for the budget and saves the state, the programs and the forward.
+   It writes its own figures (steps, seconds, loss) to a file of this process's choosing.
 2. Once it has exited, the scorer process (`evaluate`, engine/scoring/scorer.py), which
    never imports train.py, probes the exported forward for causality and computes val_bpb.
 3. This process, which runs no code of train.py either, writes the result file and the
    summary block: status and val_bpb from the scorer alone; the trainer's figures are
-   copied for the reader (a fixed list of them, never the status or a score).
+   copied for the reader (a fixed list of them, never the status or a score). A scorer
+   that dies is started once more; if it dies again the status is "unscored" and the
+   checkpoint stays for `autoresearch evaluate`.
 
 Nothing here imports JAX.
 """
@@ -30,12 +33,16 @@ from engine.processes import engine_command
 
 # The trainer's figures a result may carry (for people and for MFU/throughput reports).
 TRAINER_FIGURES = (
-    "training_seconds", "compile_seconds", "train_process_seconds", "init_seconds", "init_flops",
+    "training_seconds", "compile_seconds", "train_process_seconds", "trace_seconds", "trace_seconds_charged",
+    "init_seconds", "init_flops",
     "peak_vram_mb", "mfu_percent", "total_tokens_M", "num_steps", "num_params_M", "budget", "budget_mode",
-    "budget_value", "device", "platform", "num_devices", "num_processes", "tokens_per_second", "recompiles",
-    "recompile_seconds", "final_loss", "step_flops", "flops_per_token", "flops_uncounted",
+    "budget_value", "device", "platform", "num_devices", "num_processes", "tokens_per_second", "final_loss", "step_flops", "flops_per_token", "flops_uncounted",
 )
 TRAINER_FAILURES = ("crash", "nan", "oom")
+# Training finished, scoring did not (after SCORE_RETRIES more tries): the checkpoint is kept,
+# and `autoresearch evaluate` or `verify` can score it later. The loop never keeps it unscored.
+UNSCORED = "unscored"
+SCORE_RETRIES = 1
 
 
 def main(args: argparse.Namespace) -> int:
@@ -77,22 +84,42 @@ def train_then_score(args, run_dir: Path, data_dir: Path, private: Path) -> dict
     if trained["status"] != "ok":
         return trained
     checkpoint = run_dir / "checkpoint"
-    # Made now, after the trainer process exited: nothing of train.py can have written in it.
-    scored = _score(checkpoint, data_dir, Path(tempfile.mkdtemp(dir=private)) / "scorer.json")
+    scored = _score_with_retry(checkpoint, data_dir, private)
     manifest = json.loads((data_dir / "manifest.json").read_text())
+    if scored["status"] == "crash":  # trained, but not scored: the checkpoint stays for `evaluate`
+        return {**trained, "status": UNSCORED, "seed": args.seed, "checkpoint": str(checkpoint.absolute()),
+                "manifest_fingerprint": manifest.get("fingerprint"),
+                "error": f"{scored['error']} (training finished: score it later with "
+                         f"`autoresearch evaluate --checkpoint {checkpoint}`)"}
     result = {**trained, "manifest_fingerprint": manifest.get("fingerprint"), "seed": args.seed,
               "checkpoint": None if args.no_checkpoint else str(checkpoint.absolute()),
               "status": scored["status"], "error": scored["error"], "val_bpb": scored.get("bpb"),
               "val_tokens": scored.get("tokens"), "probe_passes": scored.get("probe_passes"),
+              "probe_seed": scored.get("probe_seed"),
               "scoring_seconds": scored.get("scoring_seconds"), "scoring_phases": scored.get("scoring_phases"),
               "scorer_process_seconds": scored.get("process_seconds"), "scored_by": "scorer"}
     return result
 
 
+def _score_with_retry(checkpoint: Path, data_dir: Path, private: Path) -> dict:
+    """The scorer's figures; a scorer that died (killed for memory, say) is started once more.
+    Each try writes into a folder made now, after the trainer process exited."""
+    for attempt in range(1 + SCORE_RETRIES):
+        scored = _score(checkpoint, data_dir, Path(tempfile.mkdtemp(dir=private)) / "scorer.json")
+        if scored["status"] != "crash":
+            break
+        if attempt < SCORE_RETRIES:
+            print(f"autoresearch train: the scorer failed ({scored['error']}); scoring once more",
+                  file=sys.stderr, flush=True)
+    return scored
+
+
 def _train(args, run_dir: Path, data_dir: Path, figures: Path) -> dict:
-    command = engine_command("train", str(args.path), "--trainer-only",
+    command = engine_command("train", *([] if args.programs else [str(args.path)]), "--trainer-only",
                "--json", str(figures), "--run-dir", str(run_dir), "--data", str(data_dir),
                "--seed", str(args.seed), *budget_flags(args))
+    if args.programs:
+        command += ["--programs", str(Path(args.programs).absolute())]
     if args.no_checkpoint:
         command.append("--no-checkpoint")
     done = subprocess.run(command, stdin=subprocess.DEVNULL)

@@ -1,15 +1,14 @@
-"""Audit hooks (PEP 578) around train.py: the training process reads only what training needs.
+"""Audit hooks (PEP 578) around train.py in the tracer process, the one place its Python runs.
 
-Installed by the trainer before train.py is imported, for the rest of the process:
+Installed by the tracer (engine/training/tracer.py) before train.py is imported, for the
+rest of the process:
 
-- no opening, listing, linking, moving or deleting the prepared cache's files (the held-out
-  val and test splits above all; the engine has already mapped the train split into memory,
-  so train.py sees training data only as the batches its train_step gets), nor other
-  runs' files (a runs/ directory outside this run's own); the manifest, the tokenizer and
-  the compilation cache stay readable;
-- no writing outside its own run directory (temporary files go there too) and the
-  compilation cache: a file left in the repository or in site-packages could run in the
-  scorer or in every later run;
+- no opening, listing, linking, moving or deleting anything in the prepared cache (train
+  and held-out splits alike: train.py sees data only as the batches its exported
+  train_step gets in the trainer), the compilation cache, or other runs' files (a runs/
+  directory outside this run's own);
+- no writing outside its output folder (temporary files go there too): a file left in the
+  repository, a cache or site-packages could run in the scorer or in every later run;
 - no subprocesses, no network sockets (AF_UNIX socket pairs stay: asyncio needs them), no
   ctypes libraries, no tracing or profiling hooks, no walking the garbage collector;
 - no replacing the code of the engine's functions in place (`object.__setattr__` on them;
@@ -31,46 +30,18 @@ import sys
 import tempfile
 from pathlib import Path
 
-from engine import paths
-from engine.data import cache as data
 from engine.errors import UserError
-from engine.training import compile as compiling
-from engine.training import integrity
 
 
-class Guard:
-    """The audit hooks and the engine snapshot (engine/training/integrity.py) of one trainer
-    process, once installed; `check` after each stretch of train.py's code."""
-
-    def __init__(self):
-        self.hooks: Sandbox | None = None
-        self.engine: dict | None = None
-
-    def install(self, run_dir: Path, data_dir: Path, figures: Path | None = None) -> None:
-        """`figures`: where the trainer writes its own figures for the launcher (its folder stays writable)."""
-        check_paths(run_dir, data_dir)
-        Path(run_dir).mkdir(parents=True, exist_ok=True)  # its parents may hold other runs
-        # the engine's own folder, made before the hooks: JAX would otherwise create it and its
-        # parents (the cache root, when --data points elsewhere) from inside the sandbox
-        paths.compilation_cache_dir().mkdir(parents=True, exist_ok=True)
-        compiling.compile_watch()  # registered before the snapshot: engine state, not tampering
-        private_temp(run_dir)
-        self.engine = integrity.snapshot()
-        readable = [data_dir / data.MANIFEST, data_dir / data.TOKENIZER, paths.compilation_cache_dir()]
-        self.hooks = install(run_dir, data_dir, paths.cache_root(), readable,
-                             writable=[paths.compilation_cache_dir(), *([Path(figures).parent] if figures else [])])
-        # A relative path then lands in the run directory: the audit event of a write relative to
-        # an open folder (dir_fd) carries only the name, which is resolved against this one.
-        os.chdir(run_dir)
-
-    def check(self) -> None:
-        if self.hooks is not None:
-            self.hooks.check()
-        if self.engine is not None:
-            integrity.verify(self.engine)
-
-    def first_refusal(self) -> str | None:
-        return self.hooks.violations[0] if self.hooks and self.hooks.violations else None
+def install_for_tracer(out: Path, data_dir: Path, cache_root: Path, compiled: Path) -> "Sandbox":
+    """The tracer's hooks (engine/training/tracer.py): the run's data, the data cache and the
+    trainer's compilation cache unreadable, writes only in `out` (temporary files too), and
+    relative paths resolved there."""
+    private_temp(out)
+    hooks = install(out, data_dir, cache_root, readable=[],
+                    also_denied=[(compiled, "the trainer's compilation cache is not train.py's to read")])
+    os.chdir(out)
+    return hooks
 
 
 class Refused(PermissionError):
@@ -111,17 +82,18 @@ _INTROSPECTION_EVENTS = ("ctypes.dlopen", "ctypes.dlsym", "ctypes.cdata", "gc.ge
 
 
 def install(run_dir: Path, data_dir: Path, cache_root: Path, readable: list[Path],
-            what: str = "train.py", writable: list[Path] = ()) -> Sandbox:
+            what: str = "train.py", writable: list[Path] = (), also_denied: list[tuple[Path, str]] = ()) -> Sandbox:
     """Add the hook; from now on this process is under it. `readable` paths inside the cache
-    (manifest, tokenizer, compilation cache) stay open to it; it writes only in its run
-    directory (temporary files included: see `private_temp`) and the `writable` paths."""
+    stay open to it; it writes only in its own folder `run_dir` (temporary files included:
+    see `private_temp`) and the `writable` paths. `also_denied`: more (path, why) to refuse."""
     realpath = os.path.realpath
     own = realpath(run_dir)
     runs_root = _runs_root(Path(own))
-    denied = [(realpath(data_dir), "held-out data is not readable during training"),
-              (realpath(cache_root), "the data cache is not readable during training")]
+    denied = [(realpath(data_dir), "the data (held-out splits above all) is not readable by train.py"),
+              (realpath(cache_root), "the data cache is not readable by train.py")]
+    denied += [(realpath(path), why) for path, why in also_denied]
     if runs_root is not None:
-        denied.append((realpath(runs_root), "other runs' files are not readable during training"))
+        denied.append((realpath(runs_root), "other runs' files are not readable by train.py"))
     violations: list[str] = []
     writable = (own, "/dev", *[realpath(path) for path in writable])
     sys.addaudithook(_hook(_path_rule(tuple([own] + [realpath(p) for p in readable]), tuple(denied), what),
@@ -177,7 +149,7 @@ def _write_rule(writable: tuple, what: str):
         path = resolve(raw)
         if path is None or any(path == root or path.startswith(root + sep) for root in writable):
             return None
-        return (f"{what} wrote {path}: the training process may write only in its run directory "
+        return (f"{what} wrote {path}: train.py's process may write only in its own output folder "
                 "and temporary files")
     return rule
 
@@ -213,15 +185,15 @@ def _hook(path_rule, write_rule, violations: list, what: str):
                 if message:
                     refuse(message)
         elif event in process_events:
-            refuse(f"{what} started a process ({event}): the training process may not start "
+            refuse(f"{what} started a process ({event}): train.py's process may not start "
                    "processes or signal others")
         elif event == "socket.__new__":
             if len(args) > 1 and args[1] not in (af_unix, -1):
-                refuse(f"{what} opened a network socket: the training process has no network")
+                refuse(f"{what} opened a network socket: train.py's process has no network")
         elif event in network_events:
-            refuse(f"{what} used the network ({event}): the training process has no network")
+            refuse(f"{what} used the network ({event}): train.py's process has no network")
         elif event in introspection_events:
-            refuse(f"{what} called {event}: the training process may not load C libraries, "
+            refuse(f"{what} called {event}: train.py's process may not load C libraries, "
                    "trace, or search memory for the engine's objects")
         elif event == "object.__setattr__" and len(args) > 1 and args[1] in code_attributes \
                 and engine_function(args[0]):

@@ -57,9 +57,9 @@ def fsdp_spec(shape: tuple, axis_size: int) -> PartitionSpec:
     return PartitionSpec()
 
 
-def state_shardings(abstract_state, rule, mesh: Mesh):
-    """A NamedSharding for every leaf of the state, as the experiment's rule asks."""
-    axis_size = data_axis_size(mesh)
+def state_specs(abstract_state, rule, axis_size: int) -> list[PartitionSpec]:
+    """A PartitionSpec for every leaf of the state (in leaf order), as the experiment's rule
+    asks, for a data axis of `axis_size` devices (no devices needed: the tracer calls it)."""
 
     def spec_for(path, leaf) -> PartitionSpec:
         shape = tuple(leaf.shape)
@@ -72,8 +72,13 @@ def state_shardings(abstract_state, rule, mesh: Mesh):
         raise UserError(f"Experiment.sharding = {rule!r} is not a rule: use \"replicated\", \"fsdp\" "
                         "or a function (path, shape, data_axis_size) -> PartitionSpec")
 
-    return jax.tree_util.tree_map_with_path(
-        lambda path, leaf: NamedSharding(mesh, spec_for(path, leaf)), abstract_state)
+    return [spec_for(path, leaf) for path, leaf in jax.tree_util.tree_flatten_with_path(abstract_state)[0]]
+
+
+def state_shardings(abstract_state, rule, mesh: Mesh):
+    """A NamedSharding for every leaf of the state, as the experiment's rule asks."""
+    specs = iter(state_specs(abstract_state, rule, data_axis_size(mesh)))
+    return jax.tree.map(lambda _leaf: NamedSharding(mesh, next(specs)), abstract_state)
 
 
 def _checked_spec(spec, path, shape: tuple, axis_size: int) -> PartitionSpec:

@@ -1,17 +1,17 @@
-"""The trainer process of `autoresearch train`: run train.py for the budget, save what it made.
+"""The trainer process of `autoresearch train`: run an experiment's programs for the budget.
 
-Map the train split, install the audit hooks (engine/training/sandbox.py), import train.py
-and build its experiment, compile it ahead of time (timed apart), run init (charged to the
-budget) and train until the budget, then save the final state and the exported forward.
-It writes only its own figures (steps, seconds, loss); val_bpb comes from the scorer, in a
-process that starts after this one has exited (engine/training/launcher.py). This process
-ends with os._exit, so nothing train.py left behind (an atexit handler, a thread) runs on.
+It runs no code of train.py. At its start it starts the tracer process
+(engine/training/tracer.py), which imports train.py and exports its functions; once its
+own devices are up it sends the tracer the run's layout and waits. It then loads the
+programs (checked by engine/training/programs.py), compiles them ahead of time on its mesh
+with the engine's shardings (timed apart), runs init and the steps under the clock, and
+saves the final state, the programs and the forward. With `--programs DIR` (`verify
+--retrain`) it trains saved programs and starts no tracer. It writes only its own figures
+(steps, seconds, loss); val_bpb comes from the scorer (engine/training/launcher.py).
 """
 from __future__ import annotations
 
 import argparse
-import dataclasses
-import importlib.util
 import math
 import os
 import sys
@@ -25,25 +25,24 @@ import numpy as np
 from engine import constants, paths
 from engine.data import cache as data
 from engine.data import loader as loading
+from engine.errors import UserError
 from engine.training import checkpoint
 from engine.training import clock
 from engine.training import compile as compiling
 from engine.training import devices
 from engine.training import export
 from engine.training import hosts
-from engine.training import integrity
-from engine.training import sandbox
+from engine.training import programs
 from engine.training import sharding
 from engine.training import summary
-from engine.errors import UserError
-from engine.training.contract import Budget, Context, Experiment
+from engine.training import tracer
+from engine.training.contract import Budget
 from engine.training.progress import Progress
-from model import flops
 
 # A loss above this many nats per token has diverged (the reference's threshold).
 EXPLODING_LOSS = 100.0
-TRAIN_MODULE_NAME = "autoresearch_train_py"
-_exit = os._exit  # bound before train.py is imported: it cannot swap the way out
+PROGRAMS_DIR = "programs"
+_exit = os._exit
 
 
 class LossDiverged(Exception):
@@ -65,22 +64,17 @@ def main(args: argparse.Namespace | None = None) -> int:
 
 def _train(args: argparse.Namespace) -> int:
     started = time.perf_counter()
-    guard = sandbox.Guard()
     try:
-        result = run_trainer(args, started, guard)
-        guard.check()
+        result = run_trainer(args, started)
     except UserError as error:
         _write_result(args, summary.failure("crash", str(error)))
         print(f"autoresearch train: error: {error}", file=sys.stderr, flush=True)
         return 2
+    except tracer.TraceFailed as error:
+        return _fail(args, "crash", str(error))
     except LossDiverged as error:
         return _fail(args, "nan", str(error))
-    except Exception as error:  # the experiment's own code may raise anything
-        refused = guard.first_refusal()
-        if refused:
-            return _fail(args, "crash", refused)
-        if isinstance(error, (sandbox.Refused, integrity.Tampered)):
-            return _fail(args, "crash", str(error))
+    except Exception as error:  # XLA may raise anything: out of memory, a bad program
         traceback.print_exc()
         status = "oom" if devices.is_out_of_memory(error) else "crash"
         return _fail(args, status, f"{type(error).__name__}: {_first_line(error)}")
@@ -88,47 +82,50 @@ def _train(args: argparse.Namespace) -> int:
     return 0
 
 
-def run_trainer(args, started: float, guard: sandbox.Guard | None = None) -> dict:
-    guard = guard or sandbox.Guard()
-    _absolute_paths(args)  # the guard moves the process into its run directory
+def run_trainer(args, started: float) -> dict:
+    """Trace (in the tracer process), compile, init and train under the clock, save."""
+    _absolute_paths(args)
+    run_dir = Path(args.run_dir) if args.run_dir else _default_run_dir().absolute()
+    tracing = None if args.programs else tracer.start(args.path, run_dir / PROGRAMS_DIR)
     budget = clock.budget_from_args(args, constants.TIME_BUDGET_SECONDS)
     data_dir = paths.resolve_data_dir(args.data)
     manifest = data.load_manifest(data_dir)
     devices.initialize_distributed()
     compiling.enable_persistent_cache()
-    ctx = make_context(manifest, budget, args.seed)
-    train_split = data.load_split(data_dir, "train")  # mapped now: train.py may not open the cache
-    run_dir = Path(args.run_dir) if args.run_dir else _default_run_dir().absolute()
-    guard.install(run_dir, data_dir, figures=Path(args.json_path) if args.json_path else None)
-    exp = load_experiment(args.path, ctx)
-    guard.check()
     mesh = sharding.make_mesh()
-    rows = check_batches(exp, mesh, manifest)
-    rng = jax.random.key(args.seed)
-    compiled = compiling.compile_experiment(exp, mesh, rng, rows, ctx.eval_sequence_length, ctx.vocab_size)
+    layout = make_layout(manifest, budget, args.seed, data_dir)
+    trace_seconds = 0.0
+    if tracing is not None:
+        trace_seconds = tracer.finish(tracing, layout)
+    program_dir = Path(args.programs) if args.programs else run_dir / PROGRAMS_DIR
+    loaded = programs.load(program_dir, layout["platform"], layout["num_devices"])
+    check_batches(loaded, mesh)
+    train_split = data.load_split(data_dir, "train")
+    compiled = compiling.compile_programs(loaded, mesh)
     check_flops_countable(compiled, budget)
-    guard.check()
     init_started = time.perf_counter()
-    state = jax.block_until_ready(compiled.init(rng))
+    state = jax.block_until_ready(compiled.init(jax.random.key_data(jax.random.key(args.seed))))
     init_seconds = time.perf_counter() - init_started
-    hosts.warm_up(mesh, ctx)
-    batches = _train_batches(train_split, exp, mesh, args.seed, ctx.bos_id)
-    watch = compiling.compile_watch()
-    budget_clock = clock.BudgetClock(budget, exp.batch_size * exp.sequence_length, compiled.step_flops)
-    budget_clock.charge(seconds=init_seconds, flops=compiled.init_flops or 0.0)
-    shown = _progress(args, exp, ctx, compiled)
-    state, final_loss = train(compiled.train_step, state, batches, budget_clock, watch, shown.update)
+    hosts.warm_up(mesh, layout["bos_id"])
+    batch_size, seq_len = loaded.spec["batch_size"], loaded.spec["sequence_length"]
+    batches = _train_batches(train_split, batch_size, seq_len, mesh, args.seed, layout["bos_id"])
+    budget_clock = clock.BudgetClock(budget, batch_size * seq_len, compiled.step_flops)
+    budget_clock.charge(seconds=init_seconds + charged_trace_seconds(trace_seconds), flops=compiled.init_flops or 0.0)
+    shown = _progress(args, loaded, layout, compiled)
+    state, final_loss = train(compiled.train_step, state, batches, budget_clock, shown.update)
     shown.close(budget_clock, final_loss)
-    guard.check()
-    forward = export.export_forward(exp.logits, compiled.abstract_state, rows, ctx.eval_sequence_length)
-    saved = _save(args, run_dir, state, manifest, budget_clock, forward)
-    guard.check()
-    return _result(exp, ctx, manifest, compiled, budget_clock, watch, final_loss, saved, init_seconds,
-                   time.perf_counter() - started)
+    saved = _save(args, run_dir, state, manifest, budget_clock, loaded, program_dir)
+    return _result(loaded, layout, manifest, compiled, budget_clock, final_loss, saved, init_seconds,
+                   trace_seconds, time.perf_counter() - started)
+
+
+def charged_trace_seconds(seconds: float) -> float:
+    """The tracer's wall time beyond its allowance counts as training under a time budget."""
+    return max(0.0, seconds - tracer.FREE_SECONDS)
 
 
 def _absolute_paths(args) -> None:
-    for name in ("path", "json_path", "run_dir", "data"):
+    for name in ("path", "json_path", "run_dir", "data", "programs"):
         value = getattr(args, name, None)
         if value and (name != "data" or Path(value).exists()):  # --data may name a cache
             setattr(args, name, str(Path(value).absolute()))
@@ -140,75 +137,32 @@ def check_flops_countable(compiled, budget: Budget) -> None:
     what = ", ".join(compiled.flops_uncounted)
     if budget.mode == "flops":
         raise UserError(f"train_step contains {what}, whose FLOPs the engine cannot count, so a flops "
-                        "budget would not hold: use lax.scan or fori_loop with static bounds and the "
+                        "budget would not hold: use lax.scan or fori_loop with static bounds, jax.numpy "
+                        "instead of LAPACK calls (an SVD or eigh: Newton-Schulz iterations instead) and the "
                         "model/ kernels, or a time or tokens budget")
     print(f"note: step FLOPs leave out {what} (MFU may read low)", file=sys.stderr)
 
 
-def make_context(manifest: dict, budget: Budget, seed: int) -> Context:
-    return Context(
-        platform=devices.platform(),
-        device_kind=devices.device_kind(),
-        num_devices=jax.device_count(),
-        num_processes=jax.process_count(),
-        vocab_size=int(manifest["vocab_size"]),
-        bos_id=int(manifest["bos_id"]),
-        eval_sequence_length=int(manifest["constants"]["sequence_length"]),
-        budget=budget,
-        seed=seed,
-    )
+def make_layout(manifest: dict, budget: Budget, seed: int, data_dir: Path) -> dict:
+    """What the tracer learns about the run: train.py's Context, and the scoring layout."""
+    return {
+        "platform": devices.platform(), "device_kind": devices.device_kind(),
+        "num_devices": jax.device_count(), "num_processes": jax.process_count(),
+        "vocab_size": int(manifest["vocab_size"]), "bos_id": int(manifest["bos_id"]),
+        "eval_sequence_length": int(manifest["constants"]["sequence_length"]),
+        "eval_tokens": int(manifest["constants"]["eval_tokens"]),
+        "budget_mode": budget.mode, "budget_value": budget.value, "seed": seed,
+        "data_dir": str(data_dir),  # for the tracer's hooks: unreadable there
+    }
 
 
-def load_experiment(path: str | Path, ctx: Context) -> Experiment:
-    """Import train.py by path, call its experiment(ctx), and check what comes back."""
-    module = _import_file(Path(path))
-    factory = getattr(module, "experiment", None)
-    if not callable(factory):
-        raise UserError(f"{path} defines no experiment(ctx) function: add one that returns "
-                        "engine.Experiment(init=..., train_step=..., logits=..., ...)")
-    exp = factory(ctx)
-    if not isinstance(exp, Experiment):
-        raise UserError(f"experiment(ctx) in {path} returned {type(exp).__name__}, "
-                        "not engine.Experiment")
-    _check_fields(exp)
-    return exp
+def check_batches(loaded: programs.Programs, mesh) -> None:
+    """Both batches must split over the devices."""
+    sharding.check_divisible(loaded.spec["batch_size"], mesh, "Experiment.batch_size")
+    sharding.check_divisible(loaded.spec["eval_rows"], mesh, "Experiment.eval_batch_size")
 
 
-def _import_file(path: Path):
-    if not path.is_file():
-        raise UserError(f"no train file at {path}: pass the path of a train.py")
-    spec = importlib.util.spec_from_file_location(TRAIN_MODULE_NAME, path)
-    module = importlib.util.module_from_spec(spec)
-    sys.modules[TRAIN_MODULE_NAME] = module  # dataclasses in train.py look their module up
-    folder = str(path.resolve().parent)
-    if folder not in sys.path:
-        sys.path.insert(0, folder)  # train.py may import files beside it
-    spec.loader.exec_module(module)
-    return module
-
-
-def _check_fields(exp: Experiment) -> None:
-    for name in ("init", "train_step", "logits"):
-        if not callable(getattr(exp, name)):
-            raise UserError(f"Experiment.{name} must be a function, got {getattr(exp, name)!r}")
-    for name in ("batch_size", "sequence_length"):
-        value = getattr(exp, name)
-        if not isinstance(value, (int, np.integer)) or isinstance(value, bool) or value <= 0:
-            raise UserError(f"Experiment.{name} must be a positive int, got {value!r}")
-
-
-def check_batches(exp: Experiment, mesh, manifest: dict) -> int:
-    """Both batches must split over the devices; returns the rows per scoring call."""
-    sharding.check_divisible(exp.batch_size, mesh, "Experiment.batch_size")
-    constants_ = manifest["constants"]
-    seq_len = int(constants_["sequence_length"])
-    rows = export.scoring_rows(exp.eval_batch_size, sharding.data_axis_size(mesh), seq_len,
-                               int(manifest["vocab_size"]), int(constants_["eval_tokens"]) // seq_len)
-    sharding.check_divisible(rows, mesh, "Experiment.eval_batch_size")
-    return rows
-
-
-def _train_batches(train_split, exp: Experiment, mesh, seed: int, bos_id: int):
+def _train_batches(train_split, batch_size: int, seq_len: int, mesh, seed: int, bos_id: int):
     """Global token batches [B, T+1] in the same order on any number of hosts.
 
     Every host packs the whole global batch and keeps its own rows, so 1 and N hosts
@@ -216,56 +170,59 @@ def _train_batches(train_split, exp: Experiment, mesh, seed: int, bos_id: int):
     the device).
     """
     tokens, doc_starts = train_split
-    loader = loading.PackedLoader(tokens, doc_starts, exp.batch_size, exp.sequence_length, seed, bos_id=bos_id)
+    loader = loading.PackedLoader(tokens, doc_starts, batch_size, seq_len, seed, bos_id=bos_id)
     for rows in loader:
-        yield sharding.global_batch(sharding.process_share(rows), mesh, exp.batch_size)
+        yield sharding.global_batch(sharding.process_share(rows), mesh, batch_size)
 
 
-def train(step, state, batches, budget_clock: clock.BudgetClock, watch, on_loss=None) -> tuple:
+def train(step, state, batches, budget_clock: clock.BudgetClock, on_loss=None) -> tuple:
     """Run steps until the budget is reached, learning each step's loss one step late.
 
-    Returns the final state and its last loss. Compiles inside the window are counted by
-    the watch and taken off the clock. on_loss(budget_clock, loss) hears each loss as it
-    arrives (progress), never making the host wait for the device.
+    Returns the final state and its last loss. Nothing is compiled inside the window, and
+    nothing comes off the clock. on_loss(budget_clock, loss) hears each loss as it arrives
+    (progress), never making the host wait for the device.
     """
     on_loss = on_loss or (lambda _clock, _loss: None)
     agree = hosts.agreement(budget_clock)
     agree(False, 0.0)  # compiles the agreement and opens its channels before the clock
     progress, pending, loss = 0.0, None, math.nan
-    watch.count, watch.seconds, watch.active = 0, 0.0, True
     budget_clock.start()
-    try:
-        while True:
-            state, metrics = step(state, next(batches), np.float32(progress))
-            budget_clock.step_dispatched()
-            if pending is not None:
-                loss = _complete(pending, budget_clock, watch)
-                on_loss(budget_clock, loss)
-            pending = metrics
-            stop, progress = agree(budget_clock.should_stop(), budget_clock.progress())
-            if stop:  # the step in flight should reach the budget: wait for it and see
-                loss, pending = _complete(pending, budget_clock, watch), None
-                on_loss(budget_clock, loss)
-                stop, progress = agree(budget_clock.reached(), budget_clock.progress())
-                if stop:
-                    break
-    finally:
-        watch.active = False
+    while True:
+        state, metrics = step(state, next(batches), np.float32(progress))
+        budget_clock.step_dispatched()
+        if pending is not None:
+            loss = _complete(pending, budget_clock)
+            on_loss(budget_clock, loss)
+        pending = metrics
+        stop, progress = agree(budget_clock.should_stop(), budget_clock.progress())
+        if stop:  # the step in flight should reach the budget: wait for it and see
+            loss, pending = _complete(pending, budget_clock), None
+            on_loss(budget_clock, loss)
+            stop, progress = agree(budget_clock.reached(), budget_clock.progress())
+            if stop:
+                break
     return state, loss
 
 
-def _progress(args, exp: Experiment, ctx: Context, compiled) -> Progress:
+def _progress(args, loaded: programs.Programs, layout: dict, compiled) -> Progress:
     """The progress line (and the run directory's progress.json) on the first host only."""
-    flops_per_token = exp.flops_per_token or (
-        compiled.step_flops / (exp.batch_size * exp.sequence_length) if compiled.step_flops else None)
-    peak = devices.peak_flops_per_device(ctx.device_kind) if ctx.platform != "cpu" else None
-    return Progress(flops_per_token, peak * ctx.num_devices if peak else None,
+    flops_per_token = _flops_per_token(loaded, compiled)
+    peak = devices.peak_flops_per_device(layout["device_kind"]) if layout["platform"] != "cpu" else None
+    return Progress(flops_per_token, peak * layout["num_devices"] if peak else None,
                     run_dir=getattr(args, "run_dir", None), show=jax.process_index() == 0)
 
 
-def _complete(metrics: dict, budget_clock: clock.BudgetClock, watch) -> float:
+def _flops_per_token(loaded: programs.Programs, compiled) -> float | None:
+    """The experiment's analytic figure (for MFU), else the engine's count of the step per token."""
+    tokens = loaded.spec["batch_size"] * loaded.spec["sequence_length"]
+    given = loaded.spec.get("flops_per_token")
+    if isinstance(given, (int, float)) and not isinstance(given, bool) and math.isfinite(given) and given > 0:
+        return float(given)
+    return compiled.step_flops / tokens if compiled.step_flops else None
+
+
+def _complete(metrics: dict, budget_clock: clock.BudgetClock) -> float:
     loss = float(metrics["loss"])  # waits for that step only; the next one is already queued
-    budget_clock.exclude(watch.seconds)
     budget_clock.step_completed()
     if not math.isfinite(loss) or loss > EXPLODING_LOSS:
         raise LossDiverged(f"training loss {loss:.4g} at step {budget_clock.completed}: "
@@ -274,16 +231,18 @@ def _complete(metrics: dict, budget_clock: clock.BudgetClock, watch) -> float:
 
 
 def _save(args, run_dir: Path, state, manifest: dict, budget_clock: clock.BudgetClock,
-          forward: export.Forward) -> str:
-    """The exported forward and the leaves it reads, always (the scorer needs them); the whole
-    state too unless --no-checkpoint (sampling and later evaluation restore it)."""
-    meta = {"train_py": str(Path(args.path).resolve()), "seed": args.seed,
+          loaded: programs.Programs, program_dir: Path) -> str:
+    """The exported forward and the leaves it reads, always (the scorer needs them); the
+    programs (for `verify --retrain` and sampling) and the whole state unless --no-checkpoint."""
+    meta = {"train_py": str(Path(args.path).resolve()) if args.path else None, "seed": args.seed,
             "manifest_fingerprint": manifest.get("fingerprint"), "num_steps": budget_clock.completed,
-            "budget": budget_clock.budget.describe()}
+            "budget": budget_clock.budget.describe(), "budget_mode": budget_clock.budget.mode,
+            "budget_value": budget_clock.budget.value, "leaves": [leaf["path"] for leaf in loaded.leaves]}
     directory = run_dir / "checkpoint"
     if not args.no_checkpoint:
-        checkpoint.save(directory, state, meta)
-    export.save(directory, forward, state, meta)
+        checkpoint.save(directory, {export.leaf_key(i): leaf for i, leaf in enumerate(state)}, meta)
+        programs.copy(program_dir, directory / PROGRAMS_DIR)
+    export.save(directory, export.Forward(loaded.logits, tuple(loaded.used()), ()), state, meta)
     return str(directory.absolute())
 
 
@@ -295,46 +254,36 @@ def _default_run_dir() -> Path:
     return Path("runs") / f"train-{time.strftime('%Y%m%d-%H%M%S', time.localtime(stamp))}"
 
 
-def _result(exp, ctx, manifest, compiled, budget_clock, watch, final_loss, saved, init_seconds: float,
-            total_seconds: float) -> dict:
+def _result(loaded, layout, manifest, compiled, budget_clock, final_loss, saved, init_seconds: float,
+            trace_seconds: float, total_seconds: float) -> dict:
     """The trainer's own figures: reported, never the score (the scorer adds val_bpb)."""
     seconds = budget_clock.seconds
     tokens = budget_clock.tokens
     tokens_per_second = tokens / seconds if seconds > 0 else None
-    flops_per_token = exp.flops_per_token or (
-        compiled.step_flops / (exp.batch_size * exp.sequence_length) if compiled.step_flops else None)
-    mfu = (devices.mfu_percent(flops_per_token * tokens_per_second, ctx.device_kind, ctx.num_devices)
+    flops_per_token = _flops_per_token(loaded, compiled)
+    mfu = (devices.mfu_percent(flops_per_token * tokens_per_second, layout["device_kind"], layout["num_devices"])
            if flops_per_token and tokens_per_second else None)
+    budget = budget_clock.budget
     return {
         "status": "ok", "error": None,
         "training_seconds": seconds, "compile_seconds": compiled.seconds, "train_process_seconds": total_seconds,
+        "trace_seconds": trace_seconds, "trace_seconds_charged": charged_trace_seconds(trace_seconds),
         "init_seconds": init_seconds, "init_flops": compiled.init_flops,
         "peak_vram_mb": devices.peak_memory_mb(), "mfu_percent": mfu,
         "total_tokens_M": tokens / 1e6, "num_steps": budget_clock.completed,
-        "num_params_M": count_params(compiled.abstract_state) / 1e6,
-        "budget": ctx.budget.describe(), "budget_mode": ctx.budget.mode, "budget_value": ctx.budget.value,
-        "device": devices.describe(), "platform": ctx.platform, "num_devices": ctx.num_devices,
-        "num_processes": ctx.num_processes, "tokens_per_second": tokens_per_second,
-        "recompiles": watch.count, "recompile_seconds": watch.seconds,
-        "manifest_fingerprint": manifest.get("fingerprint"), "seed": ctx.seed,
+        "num_params_M": _num_params(loaded) / 1e6,
+        "budget": budget.describe(), "budget_mode": budget.mode, "budget_value": budget.value,
+        "device": devices.describe(), "platform": layout["platform"], "num_devices": layout["num_devices"],
+        "num_processes": layout["num_processes"], "tokens_per_second": tokens_per_second,
+        "manifest_fingerprint": manifest.get("fingerprint"), "seed": layout["seed"],
         "final_loss": final_loss, "checkpoint": saved, "step_flops": compiled.step_flops,
         "flops_per_token": flops_per_token, "flops_uncounted": list(compiled.flops_uncounted),
     }
 
 
-def count_params(abstract_state) -> int:
-    """Elements of the state's `params` entry (key or attribute) if it has one, else of all of it."""
-    return flops.count_params(_params_entry(abstract_state))
-
-
-def _params_entry(state):
-    if isinstance(state, dict) and "params" in state:
-        return state["params"]
-    if hasattr(state, "params") and not callable(state.params):
-        return state.params
-    if dataclasses.is_dataclass(state) and any(f.name == "params" for f in dataclasses.fields(state)):
-        return state.params
-    return state
+def _num_params(loaded: programs.Programs) -> int:
+    value = loaded.spec.get("num_params")
+    return int(value) if isinstance(value, int) and not isinstance(value, bool) and value >= 0 else 0
 
 
 def _fail(args, status: str, reason: str) -> int:

@@ -1,0 +1,229 @@
+"""The tracer process: the one place train.py's Python runs.
+
+The trainer (engine/training/trainer.py) starts it as soon as it starts, and sends it the
+run's layout (platform, device count, vocabulary, budget, seed) as one JSON line on its
+standard input once its devices are up. The tracer then imports train.py under the audit
+hooks (engine/training/sandbox.py: no data cache, no writes outside its output folder, no
+processes, no network), calls `experiment(ctx)`, and exports with `jax.export`:
+
+    init.jaxexport        init(key_data uint32[2]) -> leaves
+    train_step.jaxexport  train_step(leaves..., tokens int32[B, T+1], progress f32[]) -> (leaves..., loss f32[])
+    forward.jaxexport     logits(used leaves..., inputs int32[R, T_eval]) -> f32[R, T_eval, V]
+    init_cache.jaxexport, decode.jaxexport   (when the experiment has them; for sampling)
+    spec.json             the plain fields and each leaf's path, shape, dtype and PartitionSpec
+
+and exits. It holds no data, no clock and no compilation cache any other process reads;
+it runs on the CPU (on a GPU machine, on the GPU without preallocating: cuDNN's lowering
+needs the device) and lowers for the run's platform. `jax.export` refuses host callbacks,
+so nothing of train.py's Python can run after this process has ended. Everything it
+writes is checked by the trainer (engine/training/programs.py) before use.
+"""
+from __future__ import annotations
+
+import argparse
+import importlib.util
+import json
+import os
+import sys
+import traceback
+from pathlib import Path
+
+_exit = os._exit  # bound before train.py is imported
+
+TRAIN_MODULE_NAME = "autoresearch_train_py"
+LAYOUT_FIELDS = ("platform", "device_kind", "num_devices", "num_processes", "vocab_size", "bos_id",
+                 "eval_sequence_length", "eval_tokens", "budget_mode", "budget_value", "seed", "data_dir")
+
+
+def main(args: argparse.Namespace) -> int:
+    """`autoresearch trace TRAIN_PY --out DIR`: the layout arrives on stdin; the programs go to DIR.
+    Exit 0 with DIR/spec.json written, else 1 with DIR/error.json saying why."""
+    out = Path(args.out).absolute()
+    out.mkdir(parents=True, exist_ok=True)
+    import jax  # noqa: F401  (imported while the trainer brings its devices up)
+    import flax.nnx  # noqa: F401
+    import optax  # noqa: F401
+    layout = json.loads(sys.stdin.readline() or "{}")
+    try:
+        _trace(Path(args.path).absolute(), out, layout)
+        code = 0
+    except BaseException as error:  # train.py may raise anything, SystemExit included
+        code = _write_error(out, error)
+    sys.stdout.flush()
+    sys.stderr.flush()
+    _exit(code)  # no atexit handler or thread of train.py runs on
+
+
+def _trace(path: Path, out: Path, layout: dict) -> None:
+    import jax
+
+    from engine import paths
+    from engine.training import programs, sandbox
+    from model import attention
+
+    missing = [name for name in LAYOUT_FIELDS if name not in layout]
+    if missing:
+        raise RuntimeError(f"the trainer sent no {', '.join(missing)}")
+    _choose_platform(jax, layout["platform"])
+    attention.set_target(layout["platform"], layout["num_devices"])
+    hooks = sandbox.install_for_tracer(out, Path(layout["data_dir"]), paths.cache_root(),
+                                       paths.compilation_cache_dir())
+    ctx = make_context(layout)
+    exp = load_experiment(path, ctx)
+    hooks.check()
+    traced = programs.trace(exp, ctx, layout)
+    hooks.check()
+    programs.save(out, traced)
+
+
+def _choose_platform(jax, platform: str) -> None:
+    """Lower on the CPU for every platform but GPU (cuDNN's lowering asks the device)."""
+    jax.config.update("jax_platforms", "cuda,cpu" if platform == "gpu" else "cpu")
+    jax.config.update("jax_enable_compilation_cache", False)
+
+
+def make_context(layout: dict):
+    from engine.training.contract import Budget, Context
+
+    return Context(platform=layout["platform"], device_kind=layout["device_kind"],
+                   num_devices=int(layout["num_devices"]), num_processes=int(layout["num_processes"]),
+                   vocab_size=int(layout["vocab_size"]), bos_id=int(layout["bos_id"]),
+                   eval_sequence_length=int(layout["eval_sequence_length"]),
+                   budget=Budget(layout["budget_mode"], float(layout["budget_value"])), seed=int(layout["seed"]))
+
+
+def load_experiment(path: str | Path, ctx):
+    """Import train.py by path, call its experiment(ctx), and check what comes back."""
+    from engine.errors import UserError
+    from engine.training.contract import Experiment
+
+    module = _import_file(Path(path))
+    factory = getattr(module, "experiment", None)
+    if not callable(factory):
+        raise UserError(f"{path} defines no experiment(ctx) function: add one that returns "
+                        "engine.Experiment(init=..., train_step=..., logits=..., ...)")
+    exp = factory(ctx)
+    if not isinstance(exp, Experiment):
+        raise UserError(f"experiment(ctx) in {path} returned {type(exp).__name__}, not engine.Experiment")
+    _check_fields(exp)
+    return exp
+
+
+def _import_file(path: Path):
+    from engine.errors import UserError
+
+    if not path.is_file():
+        raise UserError(f"no train file at {path}: pass the path of a train.py")
+    spec = importlib.util.spec_from_file_location(TRAIN_MODULE_NAME, path)
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[TRAIN_MODULE_NAME] = module  # dataclasses in train.py look their module up
+    folder = str(path.resolve().parent)
+    if folder not in sys.path:
+        sys.path.insert(0, folder)  # train.py may import files beside it
+    spec.loader.exec_module(module)
+    return module
+
+
+def _check_fields(exp) -> None:
+    import numpy as np
+
+    from engine.errors import UserError
+
+    for name in ("init", "train_step", "logits"):
+        if not callable(getattr(exp, name)):
+            raise UserError(f"Experiment.{name} must be a function, got {getattr(exp, name)!r}")
+    for name in ("batch_size", "sequence_length"):
+        value = getattr(exp, name)
+        if not isinstance(value, (int, np.integer)) or isinstance(value, bool) or value <= 0:
+            raise UserError(f"Experiment.{name} must be a positive int, got {value!r}")
+
+
+def _write_error(out: Path, error: BaseException) -> int:
+    """error.json: the reason, first line first; a user mistake without its traceback."""
+    from engine.errors import UserError
+
+    if isinstance(error, UserError):
+        reason = str(error)
+    else:
+        traceback.print_exc()
+        first = (str(error).strip().splitlines() or ["(no message)"])[0]
+        reason = f"{type(error).__name__}: {first}"
+    try:
+        (out / "error.json").write_text(json.dumps({"error": reason, "user_error": isinstance(error, UserError)}))
+    except OSError:
+        pass
+    return 1
+
+
+# ---------------------------------------------------------------- the trainer's side
+# Tracing the default train.py takes about a second on CPU; beyond this allowance the
+# tracer's wall time is charged to a time budget, and past TIMEOUT_SECONDS the run ends.
+FREE_SECONDS = 10.0
+TIMEOUT_SECONDS = 300.0
+
+
+class TraceFailed(Exception):
+    """train.py could not be traced and exported; the reason says why."""
+
+
+def start(path: str | Path, out: Path):
+    """Start the tracer for train.py at `path`, writing into `out` (emptied first). It imports
+    its libraries while the trainer brings up its devices, then waits for `finish`."""
+    import shutil
+    import subprocess
+
+    from engine.processes import engine_command
+
+    out = Path(out)
+    shutil.rmtree(out, ignore_errors=True)
+    out.mkdir(parents=True)
+    return subprocess.Popen(engine_command("trace", str(path), "--out", str(out)), stdin=subprocess.PIPE,
+                            env=_tracer_environment(), start_new_session=True, text=True), out
+
+
+def finish(started, layout: dict) -> float:
+    """Send the layout, wait for the programs; the tracer's wall seconds from then on.
+    Raises TraceFailed with the tracer's reason (or the timeout)."""
+    import time
+
+    from engine.processes import kill_group
+
+    process, out = started
+    began = time.perf_counter()
+    try:
+        process.stdin.write(json.dumps(layout) + "\n")
+        process.stdin.close()
+    except BrokenPipeError:  # the tracer already died: its reason is in error.json, or none
+        pass
+    try:
+        code = process.wait(timeout=TIMEOUT_SECONDS)
+    except Exception:  # subprocess.TimeoutExpired
+        kill_group(process.pid)
+        raise TraceFailed(f"train.py took more than {TIMEOUT_SECONDS:.0f} s to trace and export: "
+                          "experiment(ctx) and the traced functions must describe work, not do it") from None
+    finally:
+        kill_group(process.pid)  # anything train.py started in the tracer's group ends with it
+    seconds = time.perf_counter() - began
+    if code != 0 or not (out / "spec.json").is_file():
+        _raise_reason(out, code)
+    return seconds
+
+
+def _raise_reason(out: Path, code: int) -> None:
+    """A mistake in train.py the user can act on is a UserError (exit status 2), else TraceFailed."""
+    from engine.errors import UserError
+
+    try:
+        said = json.loads((out / "error.json").read_text())
+        reason, user_error = str(said["error"]), said.get("user_error") is True
+    except (OSError, ValueError, KeyError, TypeError):
+        reason, user_error = f"the tracer exited with status {code} and wrote no programs", False
+    raise (UserError if user_error else TraceFailed)(reason)
+
+
+def _tracer_environment() -> dict:
+    """The trainer's environment, less the compilation cache; GPU memory is not preallocated
+    (the trainer holds it)."""
+    env = {k: v for k, v in os.environ.items() if k != "JAX_COMPILATION_CACHE_DIR"}
+    env["XLA_PYTHON_CLIENT_PREALLOCATE"] = "false"
+    return env

@@ -1,0 +1,93 @@
+"""engine/training/stablehlo.py: FLOPs, constants and custom calls read from exported programs."""
+import types
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+from engine.errors import UserError
+from engine.training import stablehlo, trainer
+from engine.training.contract import Budget
+
+N = 64
+MATMUL = 2 * N ** 3
+x = jax.ShapeDtypeStruct((N, N), jnp.float32)
+
+
+def unrolled(a, w):
+    for _ in range(8):
+        a = a @ w
+    return a
+
+
+def scanned(a, w):
+    return jax.lax.scan(lambda c, _: (c @ w, None), a, None, length=8)[0]
+
+
+def nested(a, w):
+    inner = lambda c, _: (jax.lax.scan(lambda c2, _: (c2 @ w, None), c, None, length=4)[0], None)
+    return jax.lax.scan(inner, a, None, length=2)[0]
+
+
+def fori(a, w):
+    return jax.lax.fori_loop(0, 8, lambda i, c: c @ w, a)
+
+
+def facts(fn, *args):
+    return stablehlo.read(jax.export.export(jax.jit(fn))(*args).mlir_module())
+
+
+def test_a_program_without_loops_counts_as_xla_does():
+    lowered = jax.jit(unrolled).lower(x, x)
+    assert facts(unrolled, x, x).flops == lowered.cost_analysis()["flops"]
+
+
+@pytest.mark.parametrize("fn", [scanned, nested, fori], ids=["scan", "nested", "fori"])
+def test_loops_count_like_their_unrolled_program(fn):
+    counted = facts(fn, x, x)
+    assert counted.flops == pytest.approx(8 * MATMUL, rel=0.01)
+    assert counted.uncounted == ()
+
+
+def test_gradients_through_a_scan_are_counted_per_iteration():
+    grad_scanned = lambda a, w: jax.grad(lambda w: scanned(a, w).sum())(w)
+    # 8 forward matmuls, then per iteration one for dw and one for dc
+    assert facts(grad_scanned, x, x).flops == pytest.approx(24 * MATMUL, rel=0.02)
+
+
+def test_a_loop_of_unknown_length_is_named_not_hidden():
+    def data_dependent(a, w):
+        return jax.lax.while_loop(lambda c: c[0, 0] < 1e6, lambda c: c @ w, a)
+    assert facts(data_dependent, x, x).uncounted == ("while (trip count unknown)",)
+
+
+def test_a_lapack_call_is_uncounted_not_free():
+    """XLA counts jnp.linalg.svd (a LAPACK custom call) as about zero FLOPs."""
+    counted = facts(lambda a: jnp.linalg.svd(a)[0], x)
+    assert any(name.startswith("lapack_") for name in counted.uncounted)
+    assert counted.custom_calls == counted.uncounted
+
+
+def test_constants_baked_into_a_program_are_measured():
+    table = np.arange(N * N, dtype=np.float32).reshape(N, N)
+    assert facts(lambda a: a + table, x).constant_bytes == N * N * 4
+    assert facts(lambda a: a + 1.0, x).constant_bytes == 0  # a splat carries no data
+
+
+def test_a_flops_budget_refuses_a_step_it_cannot_count():
+    compiled = types.SimpleNamespace(flops_uncounted=("lapack_sgesdd_ffi",))
+    with pytest.raises(UserError, match="lapack_sgesdd_ffi.*cannot count"):
+        trainer.check_flops_countable(compiled, Budget("flops", 1e12))
+    trainer.check_flops_countable(compiled, Budget("time", 10))  # only a note on stderr
+
+
+def test_a_shard_map_body_counts_once_per_device():
+    """A shard_map body is written at one device's shapes: counted at them, it would be 1/devices."""
+    from jax.sharding import AbstractMesh, PartitionSpec as P
+
+    mesh = AbstractMesh((4,), ("data",))
+    body = lambda a, w: a @ w
+    mapped = jax.shard_map(body, mesh=mesh, in_specs=(P("data"), P()), out_specs=P("data"))
+    rows = jax.ShapeDtypeStruct((4 * N, N), jnp.float32)
+    assert facts(mapped, rows, x).flops == pytest.approx(4 * MATMUL, rel=0.01)
