@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import argparse
 import importlib
+import signal
 import sys
 
 from engine import constants
@@ -151,6 +152,9 @@ def _add_loop(sub) -> None:
     p.add_argument("--model", default=None, help="Gemini model for --agent gemini")
     p.add_argument("--max-experiments", type=int, default=None)
     p.add_argument("--max-hours", type=float, default=None)
+    p.add_argument("--max-agent-failure-minutes", type=float, default=None,
+                   help="stop after the agent has failed (non-zero exit, service down) this long in a row "
+                        "(default 30; program.md's max_agent_failure_minutes)")
     _add_loop_step_options(p)
     p.add_argument("--workers", type=int, default=None,
                    help="experiments in flight at once on this host, each on its own devices and git worktree "
@@ -233,9 +237,15 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def _interrupt(signum, frame) -> None:
+    raise KeyboardInterrupt(f"signal {signum}")
+
+
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     module = importlib.import_module(COMMANDS[args.command])
+    if args.command in ("loop", "experiment"):  # a stopped loop ends its agent and runs (finally blocks)
+        signal.signal(signal.SIGTERM, _interrupt)
     try:
         return int(module.main(args) or 0)
     except UserError as error:

@@ -122,13 +122,23 @@ def test_runs_in_the_repo_root(repo, tmp_path):
 
 
 def test_an_agent_that_commits_hands_back_its_edit_uncommitted(repo, tmp_path):
+    """The agent's commit is a proposal; the loop's after-turn check (engine/loop/turn.py)
+    turns it back into changes for the guard."""
+    from engine.loop import turn
+    from engine.loop.repo import Repo
+
     head = git(repo, "rev-parse", "HEAD")
+    git(repo, "checkout", "-q", "-b", "autoresearch/t")
+    tree = Repo(repo)
+    before = turn.before_turn(tree)
     cmd = ("sed -i 's/DEPTH = 4/DEPTH = 6/' train.py && git commit --quiet -am 'agent commit' "
            "&& echo 'depth 6'")
     proposal = CommandAgent(cmd, echo=False).propose(request(repo))
     assert proposal.description == "depth 6"
+    after = turn.after_turn(tree, before, ["train.py"], branch="autoresearch/t")
+    assert after.refusals == []
     assert git(repo, "rev-parse", "HEAD") == head
-    assert "train.py" in git(repo, "status", "--porcelain")
+    assert tree.changed_paths() == ["train.py"]
     assert "DEPTH = 6" in (repo / "train.py").read_text()
 
 
@@ -207,3 +217,94 @@ def test_an_external_agent_driving_autoresearch_experiment(loop_env):
     nothing = run_cli(loop_env, "experiment", "no edit", "--tag", "x")
     assert nothing.returncode == 2 and "nothing changed" in nothing.stderr
     assert [row["status"] for row in ledger_rows(loop_env, "x")] == ["keep", "keep", "keep", "crash"]
+
+
+# ---------------------------------------------------------------- the agent's process group
+
+def _alive(pid: int) -> bool:
+    from engine.processes import process_start_time
+    stat = process_start_time(pid)
+    if stat is None:
+        return False
+    state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
+    return state != "Z"
+
+
+def _wait_gone(pid: int, seconds: float = 10) -> bool:
+    deadline = time.monotonic() + seconds
+    while time.monotonic() < deadline:
+        if not _alive(pid):
+            return True
+        time.sleep(0.05)
+    return False
+
+
+def test_what_the_agent_started_in_the_background_ends_with_its_turn(repo, tmp_path):
+    """A background writer would edit train.py while the experiment runs."""
+    pid_file = tmp_path / "bg.pid"
+    cmd = (f"(while true; do sleep 0.1; done) & echo $! > {pid_file}; "
+           "sed -i 's/DEPTH = 4/DEPTH = 5/' train.py; echo deeper")
+    proposal = CommandAgent(cmd, echo=False).propose(request(repo))
+    assert proposal.description == "deeper"
+    assert _wait_gone(int(pid_file.read_text()), 3)
+    assert not (repo / "runs" / "t" / "agent.json").exists()
+
+
+def test_a_failing_agent_command_is_an_agent_failure_not_an_empty_idea(repo):
+    agent = CommandAgent("echo 'rate limited' >&2; exit 1", echo=False)
+    assert agent.propose(request(repo)) is None and agent.last_outcome == "unavailable"
+    agent = CommandAgent("echo nothing to do", echo=False)
+    assert agent.propose(request(repo)) is None and agent.last_outcome == "proposed"
+
+
+@pytest.mark.parametrize("how", ["sigterm", "kill-9"])
+def test_a_stopped_loop_ends_the_agents_processes(loop_env, tmp_path, how):
+    """SIGTERM: at once, by the loop. kill -9: the loop cannot, so its next start does."""
+    import signal
+
+    pid_file = tmp_path / "bg.pid"
+    agent = f"(while true; do sleep 0.1; done) & echo $! > {pid_file}; sleep 60"
+    loop = subprocess.Popen([sys.executable, "-m", "engine.cli", "loop", "--tag", "g", "--agent", "command",
+                             "--agent-cmd", agent, "--max-experiments", "4"], cwd=loop_env,
+                            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    deadline = time.monotonic() + 60
+    while not pid_file.exists() and time.monotonic() < deadline:
+        time.sleep(0.1)
+    time.sleep(0.3)
+    background = int(pid_file.read_text())
+    loop.send_signal(signal.SIGTERM if how == "sigterm" else signal.SIGKILL)
+    loop.wait(timeout=30)
+    if how == "kill-9":
+        assert _alive(background)  # PDEATHSIG took the shell only
+        pid_file.unlink()
+        again = run_cli(loop_env, "loop", "--tag", "g", "--agent", "command", "--agent-cmd", "exit 0",
+                        "--max-experiments", "2")
+        assert "ended the agent command's processes" in again.stdout, again.stdout + again.stderr
+    assert _wait_gone(background), f"the agent's background process {background} outlived the loop"
+
+
+def test_autoresearch_experiment_judges_a_commit_the_agent_made(loop_env):
+    assert run_cli(loop_env, "experiment", "baseline", "--tag", "e").returncode == 0
+    train = loop_env / "train.py"
+    train.write_text(train.read_text().replace("LEARNING_RATE = 0.04", "LEARNING_RATE = 0.01"))
+    git(loop_env, "commit", "-qam", "agent: lr 0.01")
+    kept = run_cli(loop_env, "experiment", "lr 0.01", "--tag", "e")
+    assert kept.returncode == 0 and "experiment 2: keep" in kept.stdout, kept.stdout + kept.stderr
+    (loop_env / "prepare.py").write_text("# the metric, improved\n")
+    train.write_text(train.read_text().replace("DEPTH = 3", "DEPTH = 4"))
+    git(loop_env, "commit", "-qam", "agent: a fixed file too")
+    refused = run_cli(loop_env, "experiment", "with prepare.py", "--tag", "e")
+    assert refused.returncode == 2 and "may not edit: prepare.py" in refused.stderr
+    assert len(ledger_rows(loop_env, "e")) == 3
+    assert git(loop_env, "rev-parse", "HEAD") == ledger_rows(loop_env, "e")[2]["commit"]
+    assert "# the metric, improved" in (loop_env / "prepare.py").read_text()  # the user's to judge, not deleted
+
+
+def test_autoresearch_experiment_never_discards_a_users_edit_outside_the_editable_paths(loop_env):
+    program = loop_env / "program.md"
+    program.write_text(program.read_text() + "\nmy note\n")
+    train = loop_env / "train.py"
+    train.write_text(train.read_text().replace("LEARNING_RATE = 0.04", "LEARNING_RATE = 0.01"))
+    refused = run_cli(loop_env, "experiment", "lr", "--tag", "u")
+    assert refused.returncode == 2 and "program.md" in refused.stderr
+    assert "my note" in program.read_text() and "LEARNING_RATE = 0.01" in train.read_text()

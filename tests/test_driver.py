@@ -9,6 +9,7 @@ import pytest
 
 from engine import cli
 from engine.loop import driver as loop
+from engine.loop import outages
 from engine.agents.base import Proposal
 from loop_helpers import git, ledger_rows, run_cli
 
@@ -139,14 +140,14 @@ class FlakyServiceAgent(ScriptedAgent):
 
 def test_an_agent_outage_is_waited_out_not_counted_as_empty(loop_env, monkeypatch, capsys):
     waits = []
-    monkeypatch.setattr(loop, "sleep", waits.append)
+    monkeypatch.setattr(outages, "sleep", waits.append)
     use_agent(monkeypatch, FlakyServiceAgent(outages=loop.MAX_EMPTY_PROPOSALS + 2,
                                              proposals=[{"LEARNING_RATE": 0.02}]))
     assert cli.main(["loop", "--tag", "outage", "--max-experiments", "3"]) == 0
     rows = ledger_rows(loop_env, "outage")
     assert len(rows) == 3 and rows[-1]["description"] == "LEARNING_RATE=0.02"
     assert len(waits) == loop.MAX_EMPTY_PROPOSALS + 2
-    assert waits == sorted(waits) and waits[-1] <= loop.OUTAGE_MAX_WAIT_SECONDS
+    assert waits == sorted(waits) and waits[-1] <= outages.MAX_WAIT_SECONDS
     # the closing line compares the best with the baseline's mean over its two seeds
     assert "baseline 1.200500 -> best 1.050000" in capsys.readouterr().out
 

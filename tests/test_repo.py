@@ -79,3 +79,20 @@ def test_tracked_changes_outside_editable_paths_still_count(repo_dir):
     assert repo.changed_paths() == ["lib/util.py"]
     with pytest.raises(UserError, match="uncommitted changes in lib/util.py"):
         repo.checkout_branch("demo")
+
+
+def test_a_refused_commit_is_a_clear_error_with_nothing_staged(repo_dir):
+    """commit.gpgsign with a key git cannot use: the error names git's reason, the tree is back."""
+    git(repo_dir, "config", "commit.gpgsign", "true")
+    git(repo_dir, "config", "user.signingkey", "0xDEADBEEF00000000")
+    git(repo_dir, "config", "gpg.program", "false")
+    repo = Repo(repo_dir)
+    head = repo.head()
+    (repo_dir / "train.py").write_text("LR = 2\n")
+    (repo_dir / "new.py").write_text("Y = 1\n")
+    with pytest.raises(UserError, match=r"git refused to commit.*(gpg|sign).*gpgsign false"):
+        repo.commit(["train.py", "new.py"], "an idea")
+    assert repo.head() == head
+    assert git(repo_dir, "diff", "--cached", "--name-only") == ""
+    assert (repo_dir / "train.py").read_text() == "LR = 1\n"
+    assert (repo_dir / "notes.txt").read_text() == "mine\n"  # the user's untracked files stay

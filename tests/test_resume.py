@@ -94,3 +94,75 @@ def test_restarted_loop_ends_an_orphaned_child(tmp_path):
     assert not record.exists()
     record.write_text(json.dumps({"pid": os.getpid(), "pgid": os.getpid(), "start_time": "0"}))
     assert end_orphan(record) is None  # a reused pid is not ours to kill
+
+
+# ---------------------------------------------------------------- what resume may discard
+
+def _loop(root, tag="r", *extra):
+    from loop_helpers import run_cli
+    return run_cli(root, "loop", "--tag", tag, "--agent", "offline", "--max-experiments", "2", *extra)
+
+
+def test_resume_discards_only_editable_changes_and_names_the_users_others(loop_env):
+    assert _loop(loop_env).returncode == 0
+    program, train = loop_env / "program.md", loop_env / "train.py"
+    program.write_text(program.read_text() + "\nA note the user is writing.\n")
+    train.write_text(train.read_text().replace("DEPTH = 3", "DEPTH = 4"))
+    refused = _loop(loop_env, "r", "--max-experiments", "3")
+    assert refused.returncode == 2 and "program.md" in refused.stderr and "nothing was discarded" in refused.stderr
+    assert "A note the user is writing." in program.read_text() and "DEPTH = 4" in train.read_text()
+    git(loop_env, "stash", "push", "-q", "--", "program.md")  # the user sets the note aside
+    resumed = _loop(loop_env, "r", "--max-experiments", "3")
+    assert resumed.returncode == 0, resumed.stderr
+    assert "discarding uncommitted changes to editable files left by an interrupted step: train.py" in resumed.stdout
+    assert "DEPTH = 3" in train.read_text()
+
+
+def test_a_commit_the_loop_did_not_make_is_guarded_on_resume(loop_env):
+    assert _loop(loop_env).returncode == 0
+    best = git(loop_env, "rev-parse", "HEAD")
+    (loop_env / "prepare.py").write_text("# changed by an agent\n")
+    train = loop_env / "train.py"
+    train.write_text(train.read_text().replace("LEARNING_RATE = 0.04", "LEARNING_RATE = 0.01"))
+    git(loop_env, "commit", "-qam", "sneaky")
+    sneaky = git(loop_env, "rev-parse", "HEAD")
+    refused = _loop(loop_env, "r", "--max-experiments", "3")
+    assert refused.returncode == 2
+    assert f"commit {sneaky[:7]}" in refused.stderr and "changed files it may not: prepare.py" in refused.stderr
+    assert git(loop_env, "rev-parse", "HEAD") == sneaky  # nothing deleted: the user decides
+    assert len(ledger_rows(loop_env, "r")) == 2 and best != sneaky
+
+
+def test_fixed_files_message_names_the_tasks_own_files(tmp_path):
+    from engine.loop.guards import FixedFiles, FixedFilesChanged
+    (tmp_path / "score.py").write_text("print('m: 1')\n")
+    fixed = FixedFiles(tmp_path, None, files=[tmp_path / "score.py"])
+    (tmp_path / "score.py").write_text("print('m: 0')\n")
+    with pytest.raises(FixedFilesChanged, match=r"git checkout -- score\.py`") as caught:
+        fixed.check("before a run")
+    assert "engine model prepare.py" not in str(caught.value)
+
+
+def test_a_tag_keeps_the_metric_and_direction_of_its_first_row(loop_env):
+    assert _loop(loop_env).returncode == 0
+    rows = ledger_rows(loop_env, "r")
+    assert rows[0]["metric"] == "val_bpb" and rows[0]["direction"] == "minimize"
+    program = loop_env / "program.md"
+    program.write_text(program.read_text() + "\n## Task\n- kind: command\n- editable: train.py\n"
+                       "- score: python -c \"print('val_bpb: 1')\"\n- metric: val_bpb\n- direction: maximize\n")
+    git(loop_env, "commit", "-qam", "flip the direction")
+    refused = _loop(loop_env, "r", "--max-experiments", "3")
+    assert refused.returncode == 2
+    assert "val_bpb (minimize)" in refused.stderr and "val_bpb (maximize)" in refused.stderr, refused.stderr
+    assert len(ledger_rows(loop_env, "r")) == 2
+
+
+def test_status_warns_about_rows_of_another_objective(tmp_path):
+    from engine.report.status import status_lines
+    run_dir = tmp_path / "runs" / "o"
+    run_dir.mkdir(parents=True)
+    rows = [{"experiment": 0, "metric": "loss", "direction": "minimize", "status": "keep", "role": "baseline"},
+            {"experiment": 1, "metric": "loss", "direction": "maximize", "status": "keep", "role": "candidate"}]
+    (run_dir / "results.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
+    text = "\n".join(status_lines(run_dir))
+    assert "the tag's objective is loss (minimize)" in text and "experiment 1: loss maximize" in text

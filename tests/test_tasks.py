@@ -121,3 +121,26 @@ def test_a_baseline_that_fails_its_check_stops_the_loop_with_what_to_fix(tmp_pat
                    env={"PYTHONPATH": str(Path(__file__).resolve().parents[1])})
     assert done.returncode != 0 and "x must stay below 2.5" in done.stderr
     assert "fix the task's files or its check and score commands" in done.stderr
+
+
+def test_a_score_commands_background_child_ends_with_it(tmp_path):
+    pid_file = tmp_path / "bg.pid"
+    score = ("import subprocess, sys\n"
+             "p = subprocess.Popen([sys.executable, '-c', 'import time; time.sleep(60)'])\n"
+             f"open({str(pid_file)!r}, 'w').write(str(p.pid))\n"
+             "print('p95_ms: 3.0')\n")
+    outcome = run(tmp_path, score)
+    assert outcome.status == "ok"
+    pid = int(pid_file.read_text())
+    state = Path(f"/proc/{pid}/stat")
+    assert not state.exists() or state.read_text().rsplit(")", 1)[1].split()[0] == "Z"
+
+
+@pytest.mark.parametrize("check", [None, "sleep 30"])
+def test_a_hung_score_or_check_is_stopped_within_a_second_of_its_timeout(tmp_path, check):
+    import time
+    started = time.monotonic()
+    outcome = run(tmp_path, "import time, signal\nsignal.signal(signal.SIGTERM, signal.SIG_IGN)\ntime.sleep(30)\n",
+                  check=check, timeout=1.0)
+    assert outcome.status == "timeout"
+    assert time.monotonic() - started < 2.0

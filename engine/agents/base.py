@@ -40,6 +40,8 @@ class Proposal:
     # files the agent created outside the editable paths (the loop removed them; the proposal is rejected)
     planted: list[str] = dataclasses.field(default_factory=list)
     side: str = ""  # the hybrid agent's side that proposed it: "llm" or "tune" (recorded in the row)
+    # why the loop refuses it unrun (the turn moved git, or touched the engine's bytecode), or ""
+    refusal: str = ""
 
 
 class Agent(Protocol):

@@ -3,7 +3,10 @@
 Before each experiment the loop runs CMD through the shell in the repository
 root, on a clean tree at the current best. CMD edits files in place; the last
 non-empty line it prints on stdout is the experiment's description. A non-zero
-exit, a timeout, or no change at all means no experiment (None).
+exit or a timeout is an agent failure (last_outcome "unavailable": the loop waits and asks
+again, see engine/loop/driver.py); no change at all is no experiment. Either way the
+command's whole process group is ended when it returns: nothing it started in the background
+can edit the files while the experiment runs.
 
 Its environment is the loop's own (an external agent may need its API key; the
 secrets are scrubbed later, from the train.py run) plus:
@@ -32,9 +35,12 @@ from pathlib import Path
 from engine.files import write_atomic
 from engine.agents.base import Proposal, ProposalRequest
 from engine.loop.repo import Repo
+from engine.processes import die_with_parent, kill_group, record_child
 
 DEFAULT_TIMEOUT_S = 4 * 3600.0  # an agent that thinks for longer than this is stuck
 MAX_DESCRIPTION_CHARS = 200
+AGENT_RECORD = "agent.json"  # in runs/TAG/: names the agent's process group while it runs
+AGENT_KILL_GRACE_S = 1.0
 
 
 class CommandAgent:
@@ -52,12 +58,15 @@ class CommandAgent:
         repo = Path(request.repo_root)
         git = Repo(repo, editable=request.editable)
         base = git.head()
-        returncode, lines = self._run(repo, self._environment(request))
+        self.last_outcome = ""
+        returncode, lines = self._run(repo, self._environment(request), Path(request.run_dir) / AGENT_RECORD)
         if returncode != 0:
+            # a rate-limited or crashed coding agent: an outage the loop waits out (driver.py)
             _warn(f"agent command exited with status {returncode}: no experiment")
+            self.last_outcome = "unavailable"
             return None
-        _undo_commits_since(git, base)
-        if not git.git.status("--porcelain").strip():
+        self.last_outcome = "proposed"
+        if git.head() == base and not git.git.status("--porcelain").strip():
             _warn("agent command changed nothing: no experiment")
             return None
         return Proposal(description=_description(lines, request.experiment))
@@ -97,20 +106,26 @@ class CommandAgent:
         copy.write_text(request.program_text, encoding="utf-8")
         return copy.resolve()
 
-    def _run(self, repo: Path, env: dict[str, str]) -> tuple[int, list[str]]:
-        """Run CMD in its own process group, so a timeout can stop everything it started."""
+    def _run(self, repo: Path, env: dict[str, str], record: Path) -> tuple[int, list[str]]:
+        """Run CMD in its own process group; the whole group ends when CMD returns, times out or
+        the loop is stopped, and `record` names it meanwhile so a loop killed with -9 ends it at
+        its next start (engine/loop/orphans.py)."""
         process = subprocess.Popen(self.cmd, shell=True, cwd=repo, env=env, stdin=subprocess.DEVNULL,
                                    stdout=subprocess.PIPE, text=True, errors="replace",
-                                   start_new_session=True)
+                                   preexec_fn=die_with_parent)
+        record_child(record, process.pid)
         lines: list[str] = []
         reader = threading.Thread(target=self._collect, args=(process.stdout, lines), daemon=True)
         reader.start()
         try:
             returncode = process.wait(timeout=self.timeout_s)
         except subprocess.TimeoutExpired:
-            _kill_group(process)
             _warn(f"agent command ran past {self.timeout_s:g} s and was stopped")
             returncode = -signal.SIGKILL
+        finally:  # normal return, timeout, Ctrl-C or SIGTERM: nothing of the turn outlives it
+            kill_group(process.pid, grace=AGENT_KILL_GRACE_S)
+            process.wait()
+            record.unlink(missing_ok=True)
         reader.join(timeout=5)
         return returncode, lines
 
@@ -127,20 +142,6 @@ def _description(lines: list[str], experiment: int) -> str:
     # results.tsv is tab-separated, one row per line.
     text = " ".join(text.replace("\t", " ").split())
     return text[:MAX_DESCRIPTION_CHARS]
-
-
-def _undo_commits_since(git: Repo, base: str) -> None:
-    """An agent that committed its edit gets it back as working-tree changes: the loop commits."""
-    if git.head() != base:
-        git.git.reset("--mixed", "--quiet", base)
-
-
-def _kill_group(process: subprocess.Popen) -> None:
-    try:
-        os.killpg(process.pid, signal.SIGKILL)
-    except ProcessLookupError:
-        pass
-    process.wait()
 
 
 def _warn(message: str) -> None:

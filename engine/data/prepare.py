@@ -22,6 +22,7 @@ import numpy as np
 
 from engine import constants, paths
 from engine.data import cache as data
+from engine.data import checksums
 from engine.data import sources
 from engine.data import splits
 from engine.errors import UserError
@@ -44,10 +45,14 @@ def main(args) -> int:
     name = cache_name(spec, constants_)
     final = root / name
     if (final / data.MANIFEST).exists() and not args.force:
-        manifest = data.load_manifest(final)
-        point_latest(root, name)
-        print(f"reusing prepared dataset {name} (fingerprint {manifest['fingerprint'][:12]}): {final}")
-        return 0
+        try:
+            manifest = checksums.verify(final)
+        except UserError as error:  # damaged: prepared anew below
+            print(f"{error}".split(". Run", 1)[0] + ": preparing it again")
+        else:
+            point_latest(root, name)
+            print(f"reusing prepared dataset {name} (fingerprint {manifest['fingerprint'][:12]}): {final}")
+            return 0
     started = time.monotonic()
     remove_abandoned(root, name)
     work = make_work_dir(root, name)
@@ -252,9 +257,8 @@ def make_manifest(work: Path, name: str, spec: dict, constants_: dict, tokenizer
                   split_facts: dict) -> dict:
     tokenizer_sha = sha256_file(work / data.TOKENIZER)
     token_bytes_sha = sha256_file(work / data.TOKEN_BYTES)
-    fingerprint = sha256_json({"format": FORMAT, "spec": spec, "constants": constants_, "tokenizer": tokenizer_sha,
-                               "token_bytes": token_bytes_sha,
-                               "splits": {s: f["sha256"] for s, f in split_facts.items()}})
+    fingerprint = checksums.content_fingerprint(FORMAT, spec, constants_, tokenizer_sha, token_bytes_sha,
+                                                {s: f["sha256"] for s, f in split_facts.items()})
     return {"format": FORMAT, "name": name, "source": spec["dataset"], "spec": spec, "fingerprint": fingerprint,
             "vocab_size": tokenizer.vocab_size, "bos_id": tokenizer.bos_id, "constants": constants_,
             "tokenizer_sha256": tokenizer_sha, "token_bytes_sha256": token_bytes_sha, "splits": split_facts,

@@ -7,16 +7,16 @@ experiment's git commit names the exact code to run again.
 """
 from __future__ import annotations
 
+import dataclasses
 import shutil
 from pathlib import Path
 
 from engine.agents.base import Proposal, ProposalRequest
-from engine.loop import guards, runner
+from engine.loop import guards, runner, turn, worktrees
 from engine.loop.decide import decide
 from engine.loop.standings import is_kept_change, row_value, series_of
-from engine.loop.worktrees import Worktrees
 from engine.errors import UserError
-from engine.loop.repo import Repo
+from engine.loop.repo import Repo, branch_name
 from engine.loop.session import TRAIN_FILE, Session, now_iso
 
 CRASH_LOG_LINES = 60
@@ -39,13 +39,25 @@ def propose(session: Session, agent, experiment: int, crash_log_tail: str | None
         swarm=list(swarm or []), task_kind=session.task.kind, metric=session.task.metric,
         direction=session.task.direction)
     repo = session.repo if repo_root is None else Repo(repo_root, editable=session.program.editable)
-    before = repo.untracked_elsewhere()
-    proposal = agent.propose(request)
-    planted = sorted(repo.untracked_elsewhere() - before)
-    if planted:  # a file named like a module, beside a script the engine runs, would run as it
-        repo.remove_untracked(planted)
-        if proposal is not None:
-            proposal.planted = planted
+    before, main_before = turn.before_turn(repo), (turn.before_turn(session.repo) if repo_root else None)
+    try:
+        proposal = agent.propose(request)
+    finally:
+        after = turn.after_turn(repo, before, session.program.editable, session.bytecode,
+                                branch=None if repo_root else branch_name(session.tag))
+        if main_before is not None:  # a worker's agent may also have moved the main tree
+            main = turn.after_turn(session.repo, main_before, session.program.editable,
+                                   branch=branch_name(session.tag))
+            after.refusals += [f"in the main tree: {r}" for r in main.refusals]
+            if session.repo.changed_paths():
+                session.repo.restore()
+                after.refusals.append("changed the main tree (a worker proposes in its own worktree)")
+    if after.notes:
+        session.live.say(f"removed files the agent's turn left outside the editable paths: "
+                         f"{', '.join(after.notes[:5])}{' ...' if len(after.notes) > 5 else ''}")
+    if proposal is not None:
+        proposal.planted = after.planted  # a module beside a script the engine runs would run as it
+        proposal.refusal = "; ".join(after.refusals)
     return proposal
 
 
@@ -53,6 +65,8 @@ def guard(session: Session, proposal: Proposal | None = None) -> guards.Verdict:
     """Only editable files changed and they parse, no file was added outside them; the fixed
     files are as they were at start."""
     changed = session.repo.changed_paths()
+    if proposal is not None and proposal.refusal:
+        return guards.Verdict(False, changed, proposal.refusal)
     if proposal is not None and proposal.planted:
         return guards.Verdict(False, changed, planted_reason(proposal.planted, session.program.editable))
     if not changed:
@@ -77,14 +91,32 @@ def commit(session: Session, experiment: int, proposal: Proposal, changed: list[
     return sha
 
 
-def run_experiment(session: Session, experiment: int, seed: int, description: str) -> runner.Outcome:
+def run_experiment(session: Session, experiment: int, seed: int, description: str, sha: str) -> runner.Outcome:
+    """Run commit sha from the engine's own worktree of it (never the tree the agent edits);
+    a run whose worktree is no longer exactly the commit afterwards is a crash that says why."""
     exp_dir = session.exp_dir(experiment)
     if exp_dir.exists():
         shutil.rmtree(exp_dir)  # a run cut short by a kill: it runs again from the start
     session.live.start(experiment, description, session.task.describe(), session.best_val,
                        session.ledger.rows, exp_dir)
-    return session.task.run(exp_dir, seed, session.repo.root, child_record=session.child_record,
-                            on_tick=session.live.tick)
+    tree = session.snapshots().open(0, sha)
+    before = worktrees.snapshot_state(tree.root)
+    outcome = session.task.run(exp_dir, seed, tree.root, child_record=session.child_record,
+                               on_tick=session.live.tick)
+    return checked_outcome(session, outcome, tree, sha, before)
+
+
+def checked_outcome(session: Session, outcome: runner.Outcome, tree: Repo, sha: str, before: dict) -> runner.Outcome:
+    """The outcome, or a crash when what ran is no longer commit sha (worktrees.verify_snapshot)
+    or the engine's bytecode changed while it ran (then the bytecode prefix is replaced)."""
+    problem = worktrees.verify_snapshot(tree, sha, before)
+    if problem is not None:
+        problem = f"what ran is not commit {sha[:7]}: its worktree changed during the run ({problem})"
+    elif session.bytecode is not None and (changed := session.bytecode.check()):
+        problem = f"the engine's bytecode cache changed during the run ({'; '.join(changed[:3])})"
+    if problem is None:
+        return outcome
+    return dataclasses.replace(outcome, status="crash", error=problem)
 
 
 def record(session: Session, experiment: int, sha: str | None, proposal: Proposal, outcome: runner.Outcome | None,
@@ -99,7 +131,7 @@ def record(session: Session, experiment: int, sha: str | None, proposal: Proposa
         "seed": seed, "started": started, "finished": now_iso(), "train_path": TRAIN_FILE,
         "best_before": session.best_val, "noise": noise.sigma, "noise_df": noise.df, **_proposal_fields(proposal),
         **(extra or {}),
-        **decision,
+        **decision, "metric": session.task.metric, "direction": session.task.direction,
     })
     if outcome is not None:
         row.update({"wall_seconds": round(outcome.wall_seconds, 3), "returncode": outcome.returncode,
@@ -117,6 +149,11 @@ def keep_or_reset(session: Session, row: dict) -> None:
         return  # the same commit runs again first
     if row.get("kept"):
         session.fixed.check("before keeping a result")
+        if session.repo.head() != row["commit"] or session.repo.current_branch() != branch_name(session.tag):
+            raise UserError(f"the branch moved while experiment {row['experiment']} ran (it is at "
+                            f"{session.repo.head()[:7]} on {session.repo.current_branch()}, the kept commit is "
+                            f"{row['commit'][:7]}): something outside the loop changed git; check "
+                            f"`git log {branch_name(session.tag)}` and start the loop again")
         return
     _drop_checkpoint(session, row)
     best = session.ledger.best_commit()
@@ -145,7 +182,7 @@ def run_committed(session: Session, experiment: int, sha: str, proposal: Proposa
     extra = {**(extra or {}), **run_pair(session, seed)}
     experiment = session.ledger.next_experiment() if session.program.paired else experiment
     started = now_iso()
-    outcome = run_experiment(session, experiment, seed, proposal.description)
+    outcome = run_experiment(session, experiment, seed, proposal.description, sha)
     row = record(session, experiment, sha, proposal, outcome, role, seed, started, extra)
     keep_or_reset(session, row)
     while row.get("needs_rerun"):
@@ -164,7 +201,7 @@ def rerun(session: Session, last: dict) -> dict:
     proposal = Proposal(description=f"{description} (re-run of #{first}, seed {seed})",
                         hypothesis=last.get("hypothesis", ""), side=last.get("side", ""))
     started = now_iso()
-    outcome = run_experiment(session, experiment, seed, proposal.description)
+    outcome = run_experiment(session, experiment, seed, proposal.description, last["commit"])
     row = record(session, experiment, last["commit"], proposal, outcome, "rerun", seed, started, extra)
     keep_or_reset(session, row)
     return row
@@ -178,16 +215,9 @@ def run_pair(session: Session, seed: int) -> dict:
     if not session.program.paired or best is None:
         return {}
     experiment = session.ledger.next_experiment()
-    trees = Worktrees(session.repo, session.run_dir / "worktrees")
-    try:
-        tree = trees.open(0, best)
-        exp_dir = session.exp_dir(experiment)
-        shutil.rmtree(exp_dir, ignore_errors=True)
-        started = now_iso()
-        outcome = session.task.run(exp_dir, seed, tree.root, child_record=session.child_record)
-    finally:
-        trees.close_all()
     proposal = Proposal(description=f"best {best[:7]}, paired run")
+    started = now_iso()
+    outcome = run_experiment(session, experiment, seed, proposal.description, best)  # from its own worktree
     row = record(session, experiment, best, proposal, outcome, "pair", seed, started)
     value = row_value(row) if row.get("kept") else None
     return {} if value is None else {"pair_value": value, "pair_of": experiment}
@@ -214,7 +244,7 @@ def confirm_best(session: Session) -> None:
         description = f"confirm {best[:7]} (run {done + 1} of {session.program.confirmations()})"
         seed = session.seed + experiment  # a fresh seed: the runs that selected it are not repeated
         started = now_iso()
-        outcome = run_experiment(session, experiment, seed, description)
+        outcome = run_experiment(session, experiment, seed, description, best)
         row = record(session, experiment, best, Proposal(description=description), outcome, "confirm", seed, started)
         keep_or_reset(session, row)
 
@@ -237,9 +267,9 @@ def run_baseline(session: Session) -> None:
         experiment = session.ledger.next_experiment()
         description = "baseline" if index == 0 else f"baseline (run {index + 1} of {session.program.baseline_runs})"
         proposal = Proposal(description=description)
-        started, seed = now_iso(), session.seed + index
-        outcome = run_experiment(session, experiment, seed, description)
-        row = record(session, experiment, session.repo.head(), proposal, outcome, "baseline", seed, started)
+        started, seed, head = now_iso(), session.seed + index, session.repo.head()
+        outcome = run_experiment(session, experiment, seed, description, head)
+        row = record(session, experiment, head, proposal, outcome, "baseline", seed, started)
         if not row["kept"]:
             raise UserError(f"the baseline {row['status']}: {row.get('error')}; see "
                             f"{session.run_dir / row['log']} (fix {_what_to_fix(session)} and commit, "

@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import time
 
-from engine.loop import cycle
+from engine.loop import cycle, outages
 from engine.errors import UserError
 from engine.loop.resume import resume
 from engine.loop.session import Session, open_session
@@ -16,11 +16,8 @@ from engine.loop.repo import branch_name
 from engine.loop.standings import gain
 
 MAX_EMPTY_PROPOSALS = 3  # an agent that proposes nothing this many times in a row is done
-# An agent whose service is down (its own retries spent) is waited for, not counted as empty:
-# an outage of an hour must not end an overnight run.
-OUTAGE_FIRST_WAIT_SECONDS = 60.0
-OUTAGE_MAX_WAIT_SECONDS = 600.0
-sleep = time.sleep  # tests replace it
+# An agent that fails (its service down, a non-zero exit) is waited for, not counted as empty:
+# an outage of an hour must not end an overnight run (engine/loop/outages.py).
 
 
 def stop_reason(session: Session, empty_proposals: int) -> str | None:
@@ -47,19 +44,12 @@ def one_experiment(session: Session, agent) -> str:
     """Propose and try one idea (with crash fix-ups): "tried", "empty" or "unavailable"."""
     experiment = session.ledger.next_experiment()
     proposal = cycle.propose(session, agent, experiment)
-    if proposal is None or not session.repo.changed_paths():
+    if proposal is None or not (proposal.refusal or session.repo.changed_paths()):
         session.repo.restore()
-        return "unavailable" if getattr(agent, "last_outcome", "") == "unavailable" else "empty"
+        return "unavailable" if outages.agent_failed(agent) else "empty"
     row = cycle.try_candidate(session, proposal, experiment, extra={"agent": agent.name})
     fix_crashes(session, agent, row)
     return "tried"
-
-
-def wait_for_agent(session: Session, outages: int) -> None:
-    """Sleep before asking an unavailable agent again: 60 s, doubling per outage, at most 10 min."""
-    seconds = min(OUTAGE_FIRST_WAIT_SECONDS * 2 ** (outages - 1), OUTAGE_MAX_WAIT_SECONDS)
-    session.live.say(f"the agent's service is unavailable ({outages} in a row): waiting {seconds:.0f} s")
-    sleep(seconds)
 
 
 def fix_crashes(session: Session, agent, row: dict) -> None:
@@ -73,7 +63,7 @@ def fix_crashes(session: Session, agent, row: dict) -> None:
         tail = cycle.crash_log_tail(session.run_dir / row["log"]) if row.get("log") else ""
         experiment = session.ledger.next_experiment()
         proposal = cycle.propose(session, agent, experiment, crash_log_tail=tail)
-        if proposal is None or not session.repo.changed_paths():
+        if proposal is None or not (proposal.refusal or session.repo.changed_paths()):
             session.repo.restore()
             return
         row = cycle.try_candidate(session, proposal, experiment, role="fix",
@@ -109,16 +99,19 @@ def main(args) -> int:
             return 0
         cycle.run_baseline(session)
         say_noise_settings(session)
-        empty = outages = 0
-        while (reason := stop_reason(session, empty)) is None:
+        empty, failures = 0, outages.Outages(session.program.max_agent_failure_minutes)
+        while (reason := stop_reason(session, empty) or failures.give_up_reason()) is None:
             if cycle.confirmations_due(session):  # a loop killed between a keep and its confirmations
                 cycle.confirm_best(session)
                 continue
             outcome = one_experiment(session, agent)
             empty = empty + 1 if outcome == "empty" else 0
-            outages = outages + 1 if outcome == "unavailable" else 0
-            if outages:
-                wait_for_agent(session, outages)
+            if outcome == "unavailable":
+                failures.failed()
+                if failures.give_up_reason() is None:
+                    failures.wait(session.live.say)
+            else:
+                failures.ended()
         say_end(session, reason)
         return 0
     finally:

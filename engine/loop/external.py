@@ -19,6 +19,7 @@ from engine.loop.standings import metric_of, row_value
 def main(args) -> int:
     session = open_session(args)
     try:
+        _uncommit_agent_commit(session)
         stashed = _set_aside_edits(session)
         if session.repo.current_branch() != branch_name(session.tag):
             session.repo.checkout_branch(session.tag)
@@ -46,16 +47,32 @@ def main(args) -> int:
         session.close()
 
 
+def _uncommit_agent_commit(session: Session) -> None:
+    """An agent that committed its edit on autoresearch/TAG itself: the commit becomes staged
+    changes again, so the same guard judges it as an uncommitted edit (a commit the loop made
+    and did not record, see resume.py, stays)."""
+    repo, best = session.repo, session.ledger.best_commit()
+    if repo.current_branch() != branch_name(session.tag) or not best:
+        return
+    head = repo.head()
+    if head == best or head in {row.get("commit") for row in session.ledger.rows}:
+        return
+    if session.read_pending().get("commit") == head or not repo.is_ancestor(best, head):
+        return
+    session.live.say(f"your commit {head[:7]} on {branch_name(session.tag)} is judged as an uncommitted change")
+    repo.git.reset("--soft", "-q", best)
+
+
 def _set_aside_edits(session: Session) -> bool:
-    """Stash an external agent's edits while the branch is set up and the baseline runs."""
+    """Stash an external agent's edits while the branch is set up and the baseline runs; edits
+    outside the editable paths stop it with their names (they would be discarded, not run)."""
     changed = session.repo.changed_paths()
     if not changed:
         return False
-    on_branch = session.repo.current_branch() == branch_name(session.tag)
     outside = [p for p in changed if not guards.is_editable(p, session.program.editable)]
-    if outside and not on_branch:
-        raise UserError(f"uncommitted changes to files the agent may not edit: {', '.join(outside[:5])}; "
-                        "commit or stash them first")
+    if outside:
+        raise UserError(f"uncommitted changes to files the agent may not edit: {', '.join(outside[:5])} "
+                        f"(editable: {', '.join(session.program.editable)}); commit or stash them first")
     session.repo.stash(f"autoresearch experiment ({session.tag})")
     return True
 

@@ -150,8 +150,19 @@ class FixedFiles:
             raise FixedFilesChanged(
                 f"fixed files changed {when}: {'; '.join(changes[:5])}"
                 f"{' ...' if len(changes) > 5 else ''}. The loop stopped: results after this would not be "
-                "comparable. Restore them (git checkout -- engine model prepare.py, or prepare the data again) "
-                "and start the loop again")
+                f"comparable. {self._how_to_restore(changes)}, and start the loop again")
+
+    def _how_to_restore(self, changes: list[str]) -> str:
+        """The commands that put these fixed files back: git for the repository's, prepare for the cache's."""
+        names = [change.rsplit(" ", 1)[0] for change in changes]
+        in_repo = [n for n in names if not Path(n).is_absolute()]
+        in_cache = [n for n in names if Path(n).is_absolute()]
+        steps = []
+        if in_repo:
+            steps.append(f"restore them with `git checkout -- {' '.join(in_repo[:5])}`")
+        if in_cache:
+            steps.append("prepare the data again (`autoresearch prepare` with the same settings)")
+        return "; ".join(steps).capitalize() if steps else "Restore them"
 
     def _show(self, path: Path) -> str:
         try:

@@ -1,4 +1,5 @@
-"""No training child outlives its loop: a restarted loop ends the one a killed loop left.
+"""No child outlives its loop: a restarted loop ends the training run or the agent command
+(its whole process group) that a killed loop left.
 
 While a child runs, runs/<tag>/child.json names it (pid, process group, kernel start time),
 so a later process with the same pid is never mistaken for it.
@@ -22,13 +23,28 @@ def end_orphan(child_record: Path) -> int | None:
         child_record.unlink(missing_ok=True)
         return None
     alive = process_start_time(pid)
-    if alive is not None and alive == record.get("start_time"):
+    if alive is not None:
+        ours = alive == record.get("start_time")
+    else:  # the leader is gone (an agent's shell dies with the loop), its background children may not be;
+        # Linux gives no new process a pid still in use as a process group id, so the group is ours
+        ours = _group_exists(pgid)
+    if ours:
         kill_group(pgid)
         _reap(pid)
     else:
         pid = None
     child_record.unlink(missing_ok=True)
     return pid
+
+
+def _group_exists(pgid: int) -> bool:
+    try:
+        os.killpg(pgid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:  # someone else's: not ours to end
+        return False
+    return True
 
 
 def _reap(pid: int) -> None:

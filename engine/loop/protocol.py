@@ -30,6 +30,8 @@ class Program:
     target_val_bpb: float | None = None
     patience: int | None = None  # stop after this many non-improvements in a row
     max_cost_usd: float | None = None
+    # an agent failing (non-zero exit, service down) for this long in a row ends the loop
+    max_agent_failure_minutes: float = 30.0
     # budget of each experiment; at most one of the three
     budget_seconds: float | None = None
     budget_flops: float | None = None
@@ -142,6 +144,7 @@ SETTINGS = {
         "target_val_bpb": _positive_float,
         "patience": _positive_int,
         "max_cost_usd": _non_negative_float,
+        "max_agent_failure_minutes": _positive_float,
     },
     "budget": {
         "budget_seconds": _positive_float,
@@ -247,7 +250,7 @@ def load(path: Path) -> Program:
 
 def apply_flags(program: Program, args) -> Program:
     """Flags win over program.md; a budget flag replaces the program's budget."""
-    for key in ("max_experiments", "max_hours", "timeout"):
+    for key in ("max_experiments", "max_hours", "timeout", "max_agent_failure_minutes"):
         value = getattr(args, key, None)
         if value is not None:
             setattr(program, "timeout_seconds" if key == "timeout" else key, value)

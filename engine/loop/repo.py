@@ -83,6 +83,10 @@ class Repo:
     def message(self, sha: str) -> str:
         return self.git_repo.commit(sha).message
 
+    def is_ancestor(self, older: str, newer: str) -> bool:
+        """Whether commit older is newer or one of its ancestors."""
+        return self.git_repo.is_ancestor(older, newer)
+
     def parent(self, sha: str) -> str | None:
         parents = self.git_repo.commit(sha).parents
         return parents[0].hexsha if parents else None
@@ -131,9 +135,21 @@ class Repo:
         return not exists
 
     def commit(self, paths: list[str], message: str) -> str:
-        self.git.add("-A", "--", *paths)
+        """Commit paths; a refusal by git (a signing key it cannot use, a hook) is a UserError
+        naming git's reason, with the tree back at HEAD and nothing left staged."""
+        import git
+
         env = None if self._has_identity() else FALLBACK_IDENTITY
-        self.git.commit("--no-verify", "-q", "-m", message, env=env)
+        try:
+            self.git.add("-A", "--", *paths)
+            self.git.commit("--no-verify", "-q", "-m", message, env=env)
+        except git.GitCommandError as error:
+            self.restore()
+            reason = " ".join(str(error.stderr or error).split()).removeprefix("stderr: ").strip("' ")
+            raise UserError(f"git refused to commit the experiment in {self.root}: {reason[:500]}. The change "
+                            f"was discarded and nothing is staged. Fix git's complaint (for a signing key: "
+                            f"`git config commit.gpgsign false` in this repository, or make the key usable), "
+                            f"then start again") from None
         return self.head()
 
     def _has_identity(self) -> bool:

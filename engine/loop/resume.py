@@ -3,7 +3,7 @@ from __future__ import annotations
 
 from engine.agents.base import Proposal
 from engine.errors import UserError
-from engine.loop import cycle
+from engine.loop import cycle, guards
 from engine.loop.repo import branch_name
 from engine.loop.session import Session
 
@@ -12,8 +12,15 @@ def resume(session: Session) -> None:
     """Bring ledger and git into step after a kill: finish or redo what was cut short."""
     repo, ledger = session.repo, session.ledger
     dirty = repo.changed_paths()
+    others = [path for path in dirty if not guards.is_editable(path, session.program.editable)]
+    if others:
+        raise UserError(f"uncommitted changes outside the editable paths ({', '.join(session.program.editable)}): "
+                        f"{', '.join(others[:5])}{' ...' if len(others) > 5 else ''}. An interrupted step only "
+                        "leaves changes to editable files, so these are yours: commit them (or stash them) and "
+                        "start the loop again; nothing was discarded")
     if dirty:
-        session.live.say(f"discarding uncommitted changes left by an interrupted step: {', '.join(dirty[:5])}")
+        session.live.say(f"discarding uncommitted changes to editable files left by an interrupted step: "
+                         f"{', '.join(dirty[:5])}")
         repo.restore()
     if not ledger.rows:
         return
@@ -30,6 +37,12 @@ def resume(session: Session) -> None:
             repo.reset_to(best)
         return
     if repo.parent(head) == best:
+        verdict = guards.check_proposal(repo.changed_in(head), session.program.editable, repo.root)
+        if not verdict.ok:  # made outside the loop (the loop commits only what passed): judged, not run
+            raise UserError(f"commit {head[:7]} on {branch_name(session.tag)} was not made by the loop and "
+                            f"{verdict.reason}, so it cannot run as an experiment. Move it off the branch "
+                            f"(`git branch keep-{head[:7]} {head[:7]} && git reset --hard {best[:7]}`), then start "
+                            "again; nothing was changed")
         _rerun_interrupted(session, head)
         return
     raise UserError(f"branch {branch_name(session.tag)} is at {head[:7]}, which the ledger of {session.run_dir} "

@@ -23,7 +23,8 @@ from pathlib import Path
 from typing import Callable
 
 from engine.files import write_atomic
-from engine.processes import engine_command, kill_group, process_start_time
+from engine.processes import (KILL_GRACE_SECONDS, bytecode_prefix, die_with_parent, engine_command, kill_group,
+                               record_child)
 
 SECRET_NAME = re.compile(r"KEY|TOKEN|SECRET|PASSWORD|PASSWD|CREDENTIAL|AUTH|COOKIE|SESSION", re.IGNORECASE)
 # Not secrets by name, but they point at or switch on credentials.
@@ -50,6 +51,17 @@ def scrubbed_env(env: dict | None = None) -> dict:
     return clean
 
 
+def engine_env(extra_env: dict | None = None) -> dict:
+    """A training run's environment: scrubbed, plus extra_env, plus the loop's bytecode prefix
+    (engine/loop/bytecode.py) for every Python process the run starts."""
+    env = {**scrubbed_env(), **(extra_env or {})}
+    prefix = bytecode_prefix()
+    if prefix is not None:
+        env["PYTHONPYCACHEPREFIX"] = str(prefix)
+        env["PYTHONDONTWRITEBYTECODE"] = "1"  # read the frozen prefix, never add to it
+    return env
+
+
 def train_command() -> list[str]:
     prefix = os.environ.get("AUTORESEARCH_TRAIN_COMMAND")
     return shlex.split(prefix) if prefix else engine_command("train")
@@ -60,16 +72,6 @@ def build_command(train_file: str, exp_dir: Path, seed: int, budget_flag: list[s
     command = [*train_command(), train_file, "--json", str(exp_dir / "result.json"),
                "--run-dir", str(exp_dir), "--seed", str(seed), *budget_flag]
     return command + (["--data", data] if data else [])
-
-
-def _die_with_parent() -> None:
-    """In the child before exec: its own process group, and SIGKILL if the loop dies."""
-    os.setsid()
-    try:
-        import ctypes
-        ctypes.CDLL("libc.so.6", use_errno=True).prctl(1, int(signal.SIGKILL))  # PR_SET_PDEATHSIG
-    except (OSError, AttributeError):
-        pass  # not Linux: the restarted loop ends orphans instead
 
 
 def read_result(path: Path) -> dict:
@@ -113,9 +115,9 @@ def run_training(command: list[str], exp_dir: Path, timeout: float, cwd: Path,
     with open(log_path, "wb") as log:
         log.write(("$ " + shlex.join(command) + "\n").encode())
         log.flush()
-        process = subprocess.Popen(command, cwd=cwd, env={**scrubbed_env(), **(extra_env or {})}, stdout=log, stderr=subprocess.STDOUT,
-                                   stdin=subprocess.DEVNULL, preexec_fn=_die_with_parent)
-        _record_child(child_record, process.pid, exp_dir)
+        process = subprocess.Popen(command, cwd=cwd, env=engine_env(extra_env), stdout=log, stderr=subprocess.STDOUT,
+                                   stdin=subprocess.DEVNULL, preexec_fn=die_with_parent)
+        record_child(child_record, process.pid, exp_dir=exp_dir)
         timed_out = _wait(process, start, timeout, on_tick)
     if child_record is not None:
         child_record.unlink(missing_ok=True)
@@ -124,29 +126,27 @@ def run_training(command: list[str], exp_dir: Path, timeout: float, cwd: Path,
     return Outcome(status, result, process.returncode, time.monotonic() - start, log_path, error)
 
 
-def _wait(process: subprocess.Popen, start: float, timeout: float, on_tick) -> bool:
+def _wait(process: subprocess.Popen, start: float, timeout: float, on_tick,
+          grace: float = KILL_GRACE_SECONDS) -> bool:
+    """Wait for process (a group leader) until `timeout` seconds after start: True if it was
+    killed at the timeout. However it ends, its whole group ends with it (a background child
+    included), SIGKILL `grace` seconds after SIGTERM."""
     try:
         while True:
             try:
-                process.wait(timeout=POLL_SECONDS)
+                process.wait(timeout=min(POLL_SECONDS, max(timeout - (time.monotonic() - start), 0.01)))
+                kill_group(process.pid, grace)  # what it left running in the background
                 return False
             except subprocess.TimeoutExpired:
                 pass
             elapsed = time.monotonic() - start
             if on_tick is not None:
                 on_tick(elapsed)
-            if elapsed > timeout:
-                kill_group(process.pid)
+            if elapsed >= timeout:
+                kill_group(process.pid, grace)
                 process.wait()
                 return True
     except BaseException:
-        kill_group(process.pid)  # interrupted loop: the experiment goes with it
+        kill_group(process.pid, grace)  # interrupted loop: the experiment goes with it
         process.wait()
         raise
-
-
-def _record_child(path: Path | None, pid: int, exp_dir: Path) -> None:
-    if path is None:
-        return
-    record = {"pid": pid, "pgid": pid, "start_time": process_start_time(pid), "exp_dir": str(exp_dir)}
-    write_atomic(path, json.dumps(record))

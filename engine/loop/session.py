@@ -9,19 +9,22 @@ from __future__ import annotations
 import dataclasses
 import datetime as dt
 import json
+import os
 import time
 from pathlib import Path
 
 from engine import paths
 from engine.errors import UserError
 from engine.files import write_atomic
-from engine.loop import guards, orphans, protocol, tasks
+from engine.loop import guards, orphans, protocol, standings, tasks
 from engine.loop.ledger import Ledger
 from engine.loop.live_view import LiveView
 from engine.loop.lock import LoopLock
 from engine.loop.repo import Repo
 
 TRAIN_FILE = "train.py"
+AGENT_RECORD = "agent.json"  # engine/agents/command.py writes it while the agent runs
+SNAPSHOT_DIR = ".autoresearch"  # engine-owned worktrees, one folder per tag
 
 
 @dataclasses.dataclass
@@ -38,6 +41,20 @@ class Session:
     live: LiveView
     lock: LoopLock
     started: float = dataclasses.field(default_factory=time.monotonic)
+    bytecode: object | None = None  # engine/loop/bytecode.py's BytecodeCache, for train tasks
+    _snapshots: object | None = None
+
+    @property
+    def snapshot_root(self) -> Path:
+        """Where the engine's worktrees of this tag live: outside runs/, ignored by git."""
+        return self.repo.root / SNAPSHOT_DIR / self.tag
+
+    def snapshots(self):
+        """The serial loop's pool of one worktree (engine/loop/worktrees.py)."""
+        from engine.loop.worktrees import Worktrees
+        if self._snapshots is None:
+            self._snapshots = Worktrees(self.repo, self.snapshot_root)
+        return self._snapshots
 
     @property
     def best_val(self) -> float | None:
@@ -81,7 +98,13 @@ class Session:
             return {}
 
     def close(self) -> None:
-        self.lock.release()
+        try:
+            if self._snapshots is not None:
+                self._snapshots.close_all()
+            if self.bytecode is not None:
+                self.bytecode.close()
+        finally:
+            self.lock.release()
 
 
 def resolve_program_path(program: str, root: Path) -> Path:
@@ -106,17 +129,56 @@ def open_session(args, live: LiveView | None = None) -> Session:
     lock = LoopLock(repo.root / "runs", args.tag).acquire()
     try:
         repo.ensure_ignored("runs")
+        repo.ensure_ignored(SNAPSHOT_DIR)
         live = live or LiveView()
         if repo.clear_stale_index_lock():
             live.say("removed .git/index.lock left by an interrupted git command")
         orphan = orphans.end_orphan(run_dir / "child.json")
         if orphan:
             live.say(f"ended training process {orphan} left running by an interrupted loop")
-        return Session(repo, program, program_path, args.tag, run_dir, Ledger(run_dir, program.task.metric),
-                       _fixed_files(program, repo, data_dir), data_dir, args.seed, live, lock)
+        agent = orphans.end_orphan(run_dir / AGENT_RECORD)
+        if agent:
+            live.say(f"ended the agent command's processes (group {agent}) left running by an interrupted loop")
+        ledger = Ledger(run_dir, program.task.metric)
+        _check_objective(ledger.rows, program, args.tag, program_path)
+        session = Session(repo, program, program_path, args.tag, run_dir, ledger,
+                          _fixed_files(program, repo, data_dir), data_dir, args.seed, live, lock)
+        if not program.task.is_command:
+            _verify_data(data_dir, live)
+            session.bytecode = _bytecode_cache()
+        return session
     except BaseException:
         lock.release()
         raise
+
+
+def _check_objective(rows: list[dict], program: protocol.Program, tag: str, program_path: Path) -> None:
+    """A tag's metric and direction are those of its first row: a program.md that changed them
+    would keep changes under two objectives in one chain."""
+    fixed = standings.tag_objective(rows)
+    task = tasks.make_task(program)
+    if fixed is not None and fixed != (task.metric, task.direction):
+        raise UserError(f"tag {tag} optimizes {fixed[0]} ({fixed[1]}) since its first experiment, but "
+                        f"{program_path.name} now says {task.metric} ({task.direction}): put the metric and "
+                        "direction back, or start a new tag for the new objective")
+
+
+def _verify_data(data_dir: Path | None, live: LiveView) -> None:
+    """Every file of the data cache against the manifest's sha256 values (engine/data/checksums.py),
+    once per loop start. A stand-in for `autoresearch train` (tests) reads no data: not checked."""
+    if data_dir is None or os.environ.get("AUTORESEARCH_TRAIN_COMMAND"):
+        return
+    from engine.data import checksums
+    started = time.monotonic()
+    checksums.verify(data_dir)
+    live.say(f"data cache {data_dir.name}: every file matches its sha256 ({time.monotonic() - started:.1f} s)")
+
+
+def _bytecode_cache():
+    """The session's private bytecode prefix (engine/loop/bytecode.py); warmed with the engine's
+    imports unless a stand-in replaces `autoresearch train` (tests, benchmarks)."""
+    from engine.loop.bytecode import BytecodeCache
+    return BytecodeCache(warm=not os.environ.get("AUTORESEARCH_TRAIN_COMMAND"))
 
 
 def _fixed_files(program: protocol.Program, repo: Repo, data_dir: Path | None) -> guards.FixedFiles:

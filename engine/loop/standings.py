@@ -64,6 +64,28 @@ def metric_name(rows: list[dict]) -> str:
     return "val_bpb"
 
 
+def row_objective(row: dict) -> tuple[str, str] | None:
+    """(metric, direction) a row was recorded under, or None for a row of an older ledger that
+    does not say (only scored rows of command tasks did)."""
+    if row.get("metric") and row.get("direction") in ("minimize", "maximize"):
+        return str(row["metric"]), str(row["direction"])
+    return None
+
+
+def tag_objective(rows: list[dict]) -> tuple[str, str] | None:
+    """A tag's metric and direction, fixed by its first row (older ledgers: by the rows that say)."""
+    if not rows:
+        return None
+    return row_objective(rows[0]) or (metric_name(rows), direction_of(rows))
+
+
+def objective_conflicts(rows: list[dict]) -> list[str]:
+    """Rows recorded under another metric or direction than the tag's first row, in words."""
+    fixed = tag_objective(rows)
+    return [f"experiment {row.get('experiment')}: {' '.join(other)}" for row in rows
+            if (other := row_objective(row)) is not None and fixed is not None and other != fixed]
+
+
 def gain(best: float, value: float, direction: str = "minimize") -> float:
     """How much value improves on best: positive is better, whichever way the metric points."""
     return value - best if direction == "maximize" else best - value

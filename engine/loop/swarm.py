@@ -331,7 +331,7 @@ class Swarm:
     def _queue_merge(self, ours: str, theirs: str) -> None:
         """Another worker moved the remote best: our kept change, onto it, runs next."""
         self.tried_merges.add((ours, theirs))
-        trees = Worktrees(self.session.repo, self.session.run_dir / "worktrees")
+        trees = Worktrees(self.session.repo, self.session.snapshot_root / "merge")
         try:
             merged = apply_onto(trees.open(0, theirs), ours, theirs, f"{self.session.repo.message(ours).strip()}\n\n"
                                 f"autoresearch {self.session.tag}: merged onto the swarm's best {theirs[:7]}")

@@ -11,6 +11,7 @@ from engine.agents.base import Proposal
 from engine.errors import UserError
 from engine.loop import cycle
 from engine.loop.session import Session
+from engine.loop.outages import Outages, agent_failed
 from engine.loop.swarm import Swarm
 
 FINAL_SYNC_TRIES = 3
@@ -46,8 +47,8 @@ def run_swarm(session: Session, agent, args, stop_reason) -> str:
     cycle.run_baseline(session)
     swarm.share_new()
     session.live.say(f"swarm worker {swarm.name}: remote {swarm.url}, best on {swarm.best_branch()}")
-    empty = 0
-    while (reason := stop_reason(session, empty)) is None:
+    empty, failures = 0, Outages(session.program.max_agent_failure_minutes)
+    while (reason := stop_reason(session, empty) or failures.give_up_reason()) is None:
         swarm.sync()
         if stop_reason(session, empty) is not None:
             continue  # an adoption may have been the last experiment allowed
@@ -61,6 +62,12 @@ def run_swarm(session: Session, agent, args, stop_reason) -> str:
             continue
         outcome = one_experiment(session, agent, swarm)
         empty = empty + 1 if outcome == "empty" else 0
+        if outcome == "unavailable":
+            failures.failed()
+            if failures.give_up_reason() is None:
+                failures.wait(session.live.say)
+        else:
+            failures.ended()
     for _ in range(FINAL_SYNC_TRIES):
         swarm.sync(adopt=False)
         if swarm.online:
@@ -74,9 +81,9 @@ def run_swarm(session: Session, agent, args, stop_reason) -> str:
 def one_experiment(session: Session, agent, swarm: Swarm) -> str:
     experiment = session.ledger.next_experiment()
     proposal = cycle.propose(session, agent, experiment, in_flight=swarm.claims(), swarm=swarm.recent())
-    if proposal is None or not session.repo.changed_paths():
+    if proposal is None or not (proposal.refusal or session.repo.changed_paths()):
         session.repo.restore()
-        return "empty"
+        return "unavailable" if agent_failed(agent) else "empty"
     claim = swarm.claim(proposal.description, proposal.hypothesis)
     extra = {"agent": agent.name, "worker": swarm.name, "base_commit": session.ledger.best_commit()}
     cycle.try_candidate(session, proposal, experiment, extra=extra)

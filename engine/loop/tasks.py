@@ -22,9 +22,13 @@ from engine.loop import runner
 from engine.loop.guards import is_editable
 from engine.loop.runner import Outcome
 from engine.loop.task_spec import TaskSpec
+from engine.processes import die_with_parent, record_child
 
 TRAIN_FILE = "train.py"
 LOG_NAME = "score.log"
+# A score or check command that outlives its timeout gets this long after SIGTERM before
+# SIGKILL: timeouts hold to about a second (the poll is 0.25 s).
+TASK_KILL_GRACE_S = 0.5
 # `NAME: value` (or `NAME = value`) alone on a line.
 FIGURE = re.compile(r"^\s*([A-Za-z_][A-Za-z0-9_@.\-]*)\s*[:=]\s*(\S+)\s*$")
 LEADING_PYTHON = re.compile(r"^\s*python3?(?=\s|$)")
@@ -142,6 +146,7 @@ def read_figures(output: str) -> dict[str, str]:
 def command_env(spec: TaskSpec, extra: dict[str, str] | None = None) -> dict[str, str]:
     """The loop's environment without secrets, but with the variables the task passes on purpose."""
     env = runner.scrubbed_env()
+    env["PYTHONDONTWRITEBYTECODE"] = "1"  # the run's worktree must stay the commit (worktrees.py)
     for name in spec.pass_env:
         if name in os.environ:
             env[name] = os.environ[name]
@@ -164,10 +169,10 @@ def run_shell(command: str, log_path: Path, timeout: float, cwd: Path, env: dict
         log.flush()
         process = subprocess.Popen(shell_command(command), shell=True, cwd=cwd, env=env, stdout=log,
                                    stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
-                                   preexec_fn=runner._die_with_parent)
-        runner._record_child(child_record, process.pid, log_path.parent)
+                                   preexec_fn=die_with_parent)
+        record_child(child_record, process.pid, exp_dir=log_path.parent)
         try:
-            timed_out = runner._wait(process, start, timeout, on_tick)
+            timed_out = runner._wait(process, start, timeout, on_tick, grace=TASK_KILL_GRACE_S)
         finally:
             if child_record is not None:
                 child_record.unlink(missing_ok=True)

@@ -1,7 +1,7 @@
 """`autoresearch loop --workers N`: N experiments in flight on one host, one coordinator.
 
 The coordinator (this module, no JAX) owns the ledger, git and the agent. Each experiment in
-flight runs in its own git worktree (engine/loop/worktrees.py) on its own devices
+flight runs in its own git worktree (engine/loop/worktrees.py, as the serial loop's one does) on its own devices
 (engine/loop/device_split.py), in a thread that only waits for its `autoresearch train`
 child; every decision, commit and ledger row is made here, in the main thread, one at a
 time, as runs finish. The main tree stays on branch autoresearch/TAG at the best commit.
@@ -27,7 +27,8 @@ from engine.loop import cycle, guards, runner
 from engine.loop.device_split import WorkerDevices
 from engine.loop.session import Session, now_iso
 from engine.loop.standings import gain, row_value, series_of, series_rows
-from engine.loop.worktrees import Worktrees, apply_onto
+from engine.loop.outages import Outages, agent_failed
+from engine.loop.worktrees import Worktrees, apply_onto, snapshot_state
 from engine.processes import kill_group
 
 
@@ -52,11 +53,12 @@ class Coordinator:
         self.session, self.agent, self.devices, self.platform = session, agent, devices, platform
         self.names = names or [f"w{d.index}" for d in devices]
         self.slots = len(devices)  # experiments in flight at most
-        self.trees = Worktrees(session.repo, session.run_dir / "worktrees")
+        self.trees = Worktrees(session.repo, session.snapshot_root)
         self.queued: list[Job] = []  # re-runs and merges: they go before new proposals
         self.running: dict[int, Job] = {}
         self.done: queue.Queue = queue.Queue()
         self.empty = 0
+        self.failures = Outages(session.program.max_agent_failure_minutes)
         self.jobs_started = 0
 
     # --- the loop ----------------------------------------------------------------
@@ -70,12 +72,14 @@ class Coordinator:
         reason = None
         try:
             while True:
-                reason = reason or stop_reason(self.session, self.empty)
+                reason = reason or stop_reason(self.session, self.empty) or self.failures.give_up_reason()
                 if reason is None:
                     self._fill_free_workers()
                 if not self.running:
                     if reason is not None or not self._may_start():
                         break
+                    if self.failures.count and self.failures.give_up_reason() is None:
+                        self.failures.wait(self.session.live.say)  # nothing in flight: wait the agent out
                     continue  # every proposal came back empty: ask again, stop_reason counts them
                 job, outcome = self.done.get()
                 self.running.pop(job.worker)
@@ -135,13 +139,19 @@ class Coordinator:
         number = session.ledger.next_experiment() + len(self.running) + len(self.queued)
         proposal = cycle.propose(session, self.agent, number, repo_root=tree.root, in_flight=in_flight)
         changed = tree.changed_paths()
-        if proposal is None or not changed:
+        if proposal is None and agent_failed(self.agent):
+            self.failures.failed()
+            return None
+        self.failures.ended()
+        if proposal is None or not (changed or proposal.refusal):
             self.empty += 1
             return None
         self.empty = 0
         verdict = guards.check_proposal(changed, session.program.editable, tree.root)
         if proposal.planted:
             verdict = guards.Verdict(False, changed, cycle.planted_reason(proposal.planted, session.program.editable))
+        if proposal.refusal:
+            verdict = guards.Verdict(False, changed, proposal.refusal)
         if not verdict.ok:
             self._record_rejected(proposal, verdict.reason, worker, best)
             return None
@@ -165,12 +175,14 @@ class Coordinator:
             shutil.rmtree(job.run_dir)
         self.running[worker] = job
         session.live.say(f"[{self.names[worker]}] running: {job.proposal.description}")
-        thread = threading.Thread(target=self._run, args=(job, tree.root, worker), daemon=True)
+        before = snapshot_state(tree.root)
+        thread = threading.Thread(target=self._run, args=(job, tree, before, worker), daemon=True)
         thread.start()
 
-    def _run(self, job: Job, cwd: Path, worker: int) -> None:
+    def _run(self, job: Job, tree, before: dict, worker: int) -> None:
         try:
-            outcome = self.execute(job, cwd, worker)
+            outcome = self.execute(job, tree.root, worker)
+            outcome = cycle.checked_outcome(self.session, outcome, tree, job.commit, before)
         except UserError as error:
             outcome = error
         except Exception as error:  # the coordinator must hear of every run, even one that failed to start

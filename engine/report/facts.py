@@ -7,8 +7,9 @@ from __future__ import annotations
 from pathlib import Path
 
 from engine.loop.ledger import STATUSES
-from engine.loop.standings import (is_kept_change, noise_estimate, baseline_rows, count_statuses, direction_of, gain, is_baseline, is_kept,
-                                   metric_name, row_value, score)
+from engine.loop.standings import (is_kept_change, noise_estimate, baseline_rows, count_statuses, direction_of, gain,
+                                   is_baseline, is_kept, metric_name, objective_conflicts, row_value, score,
+                                   tag_objective)
 from engine.report import heldout, holdout_command, lanes
 from engine.report.runs import parse_time, running_loops
 
@@ -55,6 +56,12 @@ def gather_facts(run_dir: Path, rows: list[dict], repo_root: Path, log=None) -> 
     facts["gain"] = _gains(facts["baseline"], facts["best"], direction)
     facts["kept"] = _with_gains(changes, baseline, repo_root, direction)
     facts["warnings"] = _warnings(facts)
+    conflicts = objective_conflicts(rows)
+    if conflicts:  # a ledger from before the loop refused a changed objective
+        metric, direction = tag_objective(rows)
+        facts["warnings"].append(f"the tag's objective is {metric} ({direction}) since its first row, but rows "
+                                 f"were recorded under another ({'; '.join(conflicts[:3])}): their keeps do not "
+                                 "form one chain")
     _add_workers(facts, run_dir, rows)
     return facts
 

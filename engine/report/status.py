@@ -13,8 +13,8 @@ from pathlib import Path
 
 from engine.loop.ledger import STATUSES, read_rows
 from engine.loop.live_view import describe_progress, read_progress
-from engine.loop.standings import (noise_estimate, baseline_rows, baseline_value, best_row, count_statuses, metric_name, metric_of,
-                                   row_value, score)
+from engine.loop.standings import (noise_estimate, baseline_rows, baseline_value, best_row, count_statuses, metric_name,
+                                   metric_of, objective_conflicts, row_value, score, tag_objective)
 from engine.report.lanes import lane_facts, union_rows
 from engine.report.runs import LEDGER, LOCK, lock_holder, loop_tags, parse_time, resolve_run_dir
 
@@ -43,10 +43,22 @@ def status_lines(run_dir: Path, now: float | None = None) -> list[str]:
     lines += _running_lines(run_dir, rows, now)
     lines.append(_counts_line(rows))
     lines += _scores_lines(rows)
+    lines += _objective_lines(rows)
     if rows:
         lines.append(_last_line(rows[-1], now))
     lines += _worker_lines(run_dir, rows)
     return lines
+
+
+def _objective_lines(rows: list[dict]) -> list[str]:
+    """A warning when rows were recorded under another metric or direction than the first row's
+    (a ledger from before the loop refused such a program.md)."""
+    conflicts = objective_conflicts(rows)
+    if not conflicts:
+        return []
+    metric, direction = tag_objective(rows)
+    return [f"warning:  the tag's objective is {metric} ({direction}), but rows were recorded under another: "
+            f"{'; '.join(conflicts[:3])}{' ...' if len(conflicts) > 3 else ''}"]
 
 
 def _worker_lines(run_dir: Path, rows: list[dict]) -> list[str]:

@@ -45,9 +45,10 @@ def score(checkpoint: str | Path, data_dir: str | Path, split: str, probe_seed: 
     """Probe, then score the exported forward in `checkpoint` on `split` of the cache in `data_dir`;
     the probe's seed is drawn now unless given (to repeat a recorded probe)."""
     from engine.data import cache as data
+    from engine.data import checksums
 
     start = time.perf_counter()
-    manifest = data.load_manifest(data_dir)
+    manifest = checksums.verify(data_dir, splits=(split,))  # the files it reads, against their sha256
     seq_len, vocab = int(manifest["constants"]["sequence_length"]), int(manifest["vocab_size"])
     program = export.load_program(checkpoint)
     rows = check_program(program, seq_len, vocab)

@@ -1,0 +1,39 @@
+"""A failing agent is waited out with backoff; the loop gives up only after the set time."""
+from engine.loop import outages
+from loop_helpers import ledger_rows, run_cli
+
+
+def test_backoff_grows_and_the_loop_gives_up_only_after_the_limit(monkeypatch):
+    now = [0.0]
+    monkeypatch.setattr(outages, "clock", lambda: now[0])
+    waits = []
+    monkeypatch.setattr(outages, "sleep", lambda s: (waits.append(s), now.__setitem__(0, now[0] + s)))
+    failures = outages.Outages(limit_minutes=30)
+    while failures.give_up_reason() is None:
+        failures.failed()
+        if failures.give_up_reason() is None:
+            failures.wait(lambda message: None)
+    assert waits[:4] == [60, 120, 240, 480] and max(waits) == 600
+    assert sum(waits) == 30 * 60  # never waits past the limit, gives up right at it
+    assert "max_agent_failure_minutes 30" in failures.give_up_reason()
+    failures.ended()
+    assert failures.give_up_reason() is None and failures.count == 0
+
+
+def test_a_command_agent_that_keeps_failing_ends_the_loop_after_the_set_time(loop_env):
+    done = run_cli(loop_env, "loop", "--tag", "f", "--agent", "command", "--agent-cmd", "exit 1",
+                   "--max-experiments", "20", "--max-agent-failure-minutes", "0.05")
+    assert done.returncode == 0, done.stderr
+    assert "stopped: the agent failed" in done.stdout and "max_agent_failure_minutes 0.05" in done.stdout
+    assert done.stderr.count("agent command exited with status 1") >= 2  # retried, not given up at once
+    assert [r["role"] for r in ledger_rows(loop_env, "f")] == ["baseline", "baseline"]
+
+
+def test_program_md_sets_the_limit(loop_env):
+    program = loop_env / "program.md"
+    program.write_text(program.read_text().replace("- max_experiments: 6", "- max_experiments: 6\n"
+                                                   "- max_agent_failure_minutes: 0.02"))
+    from loop_helpers import git
+    git(loop_env, "commit", "-qam", "limit")
+    done = run_cli(loop_env, "loop", "--tag", "p", "--agent", "command", "--agent-cmd", "exit 3")
+    assert "max_agent_failure_minutes 0.02" in done.stdout, done.stdout + done.stderr
