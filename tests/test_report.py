@@ -119,7 +119,7 @@ def test_report_facts_figures_and_rates(loop_repo, capsys):
     assert facts["best"]["test_bpb"] == pytest.approx(1.85)
     assert facts["gain"]["val_bpb"] == {"absolute": pytest.approx(0.3), "relative": pytest.approx(0.15)}
     assert facts["gain"]["test_bpb"]["absolute"] == pytest.approx(0.2)
-    assert facts["counts"] == {"keep": 4, "discard": 3, "crash": 1, "timeout": 1, "rejected": 1, "invalid": 0, "stale": 0}
+    assert facts["counts"] == {"keep": 4, "discard": 3, "crash": 1, "timeout": 1, "rejected": 1, "invalid": 0, "stale": 0, "unscored": 0}
     assert facts["counts_after_baseline"]["keep"] == 2
     # 7 experiments after the baseline ran: 2 kept, 3 discarded, 1 crash, 1 timeout.
     assert facts["rates"] == {"keep": pytest.approx(2 / 7, abs=1e-4), "discard": pytest.approx(3 / 7, abs=1e-4),
