@@ -91,3 +91,26 @@ def test_a_shard_map_body_counts_once_per_device():
     mapped = jax.shard_map(body, mesh=mesh, in_specs=(P("data"), P()), out_specs=P("data"))
     rows = jax.ShapeDtypeStruct((4 * N, N), jnp.float32)
     assert facts(mapped, rows, x).flops == pytest.approx(4 * MATMUL, rel=0.01)
+
+
+def test_a_loop_whose_condition_is_not_its_counter_is_not_counted_by_the_counter():
+    """A condition with a counted compare in it (i < 2) that returns something else ((i < 2) | (j < n))
+    runs n times, not 2: counted as 2 trips, a flops budget would let n - 2 iterations run free."""
+    def hidden(a, w):
+        def body(carry):
+            i, j, c = carry
+            return i + 1, j + 1, c @ w
+        cond = lambda carry: (carry[0] < 2) | (carry[1] < 8)
+        return jax.lax.while_loop(cond, body, (0, 0, a))[2]
+    counted = facts(hidden, x, x)
+    assert counted.uncounted == ("while (trip count unknown)",)
+
+
+def test_a_loop_counting_past_its_limit_is_not_counted_as_empty():
+    """`not (i < 10)` from i = 20 runs until i wraps around (about 32k iterations in int16), not 0."""
+    def wraps(a, w):
+        cond = lambda carry: ~(carry[0] < jnp.int16(10))
+        body = lambda carry: (carry[0] + jnp.int16(1), carry[1] @ w)
+        return jax.lax.while_loop(cond, body, (jnp.int16(20), a))[1]
+    assert facts(wraps, x, x).uncounted == ("while (trip count unknown)",)
+

@@ -192,19 +192,22 @@ def _constants_and_calls(ir, root) -> tuple[int, set[str]]:
 
 def _trip_count(ir, op) -> int | None:
     """Iterations of a loop that counts a carried integer i from a constant c0 up to a constant c1
-    by one (`i < c1` in the condition, `i + 1` returned by the body): c1 - c0. None otherwise."""
+    by one (the condition returns `i < c1` itself, the body returns `i + 1`): c1 - c0. None
+    otherwise: a condition that only contains such a compare (`(i < 2) | (j < n)`, `not (i < c1)`)
+    may run any number of times."""
     cond, body = op.regions[0].blocks[0], op.regions[1].blocks[0]
-    for compare in (o.operation for o in cond.operations):
-        if compare.name != "stablehlo.compare" or "LT" not in str(compare.attributes["comparison_direction"]):
-            continue
-        index = _block_arg_index(ir, compare.operands[0], cond)
-        limit = _constant_int(ir, compare.operands[1])
-        if index is None or limit is None:
-            continue
-        start = _constant_int(ir, op.operands[index])
-        if start is not None and _increments_by_one(ir, body, index):
-            return max(0, limit - start)
-    return None
+    compare = _owner(ir, list(cond.operations)[-1].operation.operands[0])
+    if compare is None or compare.name != "stablehlo.compare" \
+            or "LT" not in str(compare.attributes["comparison_direction"]):
+        return None
+    index = _block_arg_index(ir, compare.operands[0], cond)
+    limit = _constant_int(ir, compare.operands[1])
+    if index is None or limit is None:
+        return None
+    start = _constant_int(ir, op.operands[index])
+    if start is None or not _increments_by_one(ir, body, index):
+        return None
+    return max(0, limit - start)
 
 
 def _increments_by_one(ir, body, index: int) -> bool:
