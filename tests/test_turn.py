@@ -52,3 +52,31 @@ def test_git_and_files_after_each_agent_turn(loop_env, tmp_path):
     assert not (loop_env / "engine" / "__pycache__" / "fixed.cpython-311.pyc").exists()
     assert not (tmp_path / "cache" / "xla" / "entry").exists()
     assert "removed files the agent's turn left" in done.stdout
+
+
+LEDGER_AGENT = r'''
+import json, os, pathlib, re
+n = int(os.environ["AUTORESEARCH_EXPERIMENT"])
+p = pathlib.Path("train.py")
+p.write_text(re.sub(r"LEARNING_RATE = [0-9.]+", "LEARNING_RATE = 0.02", p.read_text()))
+ledger = pathlib.Path("runs/t/results.jsonl")  # the baseline's row made unbeatable, a fake best added
+rows = [json.loads(line) for line in ledger.read_text().splitlines()]
+rows[0]["val_bpb"] = 0.01
+rows.append({**rows[0], "experiment": len(rows), "status": "keep", "val_bpb": 0.001})
+ledger.write_text("".join(json.dumps(r) + "\n" for r in rows))
+print("edited the ledger")
+'''
+
+
+def test_an_agent_that_edits_the_ledger_is_refused_and_the_ledger_restored(loop_env, tmp_path):
+    """runs/ is the loop's output and was not looked at after a turn: rows an agent's shell changed
+    or added were believed by a resumed loop (its best) and by the report."""
+    agent = tmp_path / "agent.py"
+    agent.write_text(LEDGER_AGENT)
+    done = run_cli(loop_env, "loop", "--tag", "t", "--agent", "command", "--agent-cmd",
+                   f"{sys.executable} {agent}", "--max-experiments", "3")
+    assert done.returncode == 0, done.stderr
+    rows = ledger_rows(loop_env, "t")
+    assert [r["status"] for r in rows] == ["keep", "keep", "rejected"]  # the baseline runs twice
+    assert "changed the ledger" in rows[2]["decision"]
+    assert rows[0]["val_bpb"] > 0.5

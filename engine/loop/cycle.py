@@ -52,6 +52,8 @@ def propose(session: Session, agent, experiment: int, crash_log_tail: str | None
             if session.repo.changed_paths():
                 session.repo.restore()
                 after.refusals.append("changed the main tree (a worker proposes in its own worktree)")
+        if session.ledger.restore():
+            after.refusals.append(f"changed the ledger in {session.ledger.run_dir} (rewritten from the loop's record)")
     if after.notes:
         session.live.say(f"removed files the agent's turn left outside the editable paths: "
                          f"{', '.join(after.notes[:5])}{' ...' if len(after.notes) > 5 else ''}")

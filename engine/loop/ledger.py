@@ -86,6 +86,13 @@ class Ledger:
         self.rows = read_rows(self.jsonl)
         self._repair()
 
+    def restore(self) -> bool:
+        """Rewrite both files from the rows this loop recorded; True if they differed (an agent's
+        shell edited them: a changed or added row would be believed by a resumed loop and the report)."""
+        before = [path.read_bytes() if path.exists() else None for path in (self.jsonl, self.tsv)]
+        self._repair()
+        return before != [path.read_bytes() if path.exists() else None for path in (self.jsonl, self.tsv)]
+
     def _repair(self) -> None:
         whole = "".join(json.dumps(row) + "\n" for row in self.rows)
         if self.jsonl.exists() and self.jsonl.read_text() != whole:
