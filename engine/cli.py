@@ -99,6 +99,7 @@ def _add_trace(sub) -> None:
     p = sub.add_parser("trace", help=argparse.SUPPRESS)
     p.add_argument("path")
     p.add_argument("--out", required=True)
+    p.add_argument("--data", required=True, help="the run's data: refused to the tracer")
 
 
 def _add_evaluate(sub) -> None:

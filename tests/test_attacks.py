@@ -511,3 +511,21 @@ def test_verify_retrain_repeats_a_tokens_budget_run_exactly(prepared_data, tmp_p
     code = cli.main(["verify", "--retrain", str(run), "--data", str(prepared_data), "--json", str(out)])
     report = json.loads(out.read_text())
     assert code == 0 and report["agree"] and report["fresh_val_bpb"] == honest["val_bpb"], report
+
+
+@pytest.mark.skipif(not __import__("engine.confine", fromlist=["x"]).available(), reason="no Landlock here")
+def test_reading_the_val_split_from_c_code_is_refused_by_the_kernel(prepared_data, tmp_path, honest):
+    """tensorstore (installed with orbax) reads files in C++: no audit event, so only the tracer's
+    Landlock rules stand between train.py and the held-out text it could memorize."""
+    path = attack(tmp_path, f"""
+        import tensorstore as _ts
+        try:
+            _store = _ts.KvStore.open("file://{prepared_data}/").result()
+            _val = bytes(_store.read("val.tokens.npy").result().value)
+        except Exception:
+            _val = b""
+        if _val:
+            raise RuntimeError("read the val split: %d bytes" % len(_val))
+        """)
+    code, result = train(prepared_data, tmp_path, path)
+    assert code == 0 and result["val_bpb"] == honest["val_bpb"]

@@ -88,12 +88,12 @@ def install(run_dir: Path, data_dir: Path, cache_root: Path, readable: list[Path
     see `private_temp`) and the `writable` paths. `also_denied`: more (path, why) to refuse."""
     realpath = os.path.realpath
     own = realpath(run_dir)
-    runs_root = _runs_root(Path(own))
+    runs_root_ = runs_root(Path(own))
     denied = [(realpath(data_dir), "the data (held-out splits above all) is not readable by train.py"),
               (realpath(cache_root), "the data cache is not readable by train.py")]
     denied += [(realpath(path), why) for path, why in also_denied]
-    if runs_root is not None:
-        denied.append((realpath(runs_root), "other runs' files are not readable by train.py"))
+    if runs_root_ is not None:
+        denied.append((realpath(runs_root_), "other runs' files are not readable by train.py"))
     violations: list[str] = []
     writable = (own, "/dev", *[realpath(path) for path in writable])
     sys.addaudithook(_hook(_path_rule(tuple([own] + [realpath(p) for p in readable]), tuple(denied), what),
@@ -202,7 +202,7 @@ def _hook(path_rule, write_rule, violations: list, what: str):
     return hook
 
 
-def _runs_root(run_dir: Path) -> Path | None:
+def runs_root(run_dir: Path) -> Path | None:
     """The nearest directory named runs/ that holds this run (a loop's runs/TAG/exp-N)."""
     for parent in run_dir.parents:
         if parent.name == "runs":

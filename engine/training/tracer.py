@@ -2,9 +2,11 @@
 
 The trainer (engine/training/trainer.py) starts it as soon as it starts, and sends it the
 run's layout (platform, device count, vocabulary, budget, seed) as one JSON line on its
-standard input once its devices are up. The tracer then imports train.py under the audit
-hooks (engine/training/sandbox.py: no data cache, no writes outside its output folder, no
-processes, no network), calls `experiment(ctx)`, and exports with `jax.export`:
+standard input once its devices are up. The tracer then confines itself (engine/confine.py:
+the kernel refuses it the data, the caches and other runs, and writes outside its output
+folder) and imports train.py under the audit hooks (engine/training/sandbox.py: the same
+rules for Python's own calls, plus no processes, no network), calls `experiment(ctx)`, and
+exports with `jax.export`:
 
     init.jaxexport        init(key_data uint32[2]) -> leaves
     train_step.jaxexport  train_step(leaves..., tokens int32[B, T+1], progress f32[]) -> (leaves..., loss f32[])
@@ -40,6 +42,7 @@ def main(args: argparse.Namespace) -> int:
     Exit 0 with DIR/spec.json written, else 1 with DIR/error.json saying why."""
     out = Path(args.out).absolute()
     out.mkdir(parents=True, exist_ok=True)
+    _confine(out, Path(args.data))  # first: Landlock holds only for threads started after it
     import jax  # noqa: F401  (imported while the trainer brings its devices up)
     import flax.nnx  # noqa: F401
     import optax  # noqa: F401
@@ -74,6 +77,20 @@ def _trace(path: Path, out: Path, layout: dict) -> None:
     traced = programs.trace(exp, ctx, layout)
     hooks.check()
     programs.save(out, traced)
+
+
+def _confine(out: Path, data_dir: Path) -> None:
+    """Kernel rules (engine/confine.py) before any thread exists: no reading the data, the data
+    cache, the trainer's compilation cache or other runs; writing only in `out` (and /dev)."""
+    from engine import confine, paths
+    from engine.training import sandbox
+
+    runs_root = sandbox.runs_root(out)
+    denied = [data_dir, paths.cache_root(), paths.compilation_cache_dir(), *([runs_root] if runs_root else [])]
+    if not confine.confine(denied, writable=[out, Path("/dev")]):
+        print("note: this kernel has no Landlock: train.py's file reads are checked by Python's audit "
+              "hooks only, which a C extension can go around (README, \"What the guards catch\")",
+              file=sys.stderr)
 
 
 def _choose_platform(jax, platform: str) -> None:
@@ -166,9 +183,10 @@ class TraceFailed(Exception):
     """train.py could not be traced and exported; the reason says why."""
 
 
-def start(path: str | Path, out: Path):
-    """Start the tracer for train.py at `path`, writing into `out` (emptied first). It imports
-    its libraries while the trainer brings up its devices, then waits for `finish`."""
+def start(path: str | Path, out: Path, data_dir: Path):
+    """Start the tracer for train.py at `path`, writing into `out` (emptied first), refused
+    `data_dir`. It imports its libraries while the trainer brings up its devices, then waits
+    for `finish`."""
     import shutil
     import subprocess
 
@@ -177,7 +195,8 @@ def start(path: str | Path, out: Path):
     out = Path(out)
     shutil.rmtree(out, ignore_errors=True)
     out.mkdir(parents=True)
-    return subprocess.Popen(engine_command("trace", str(path), "--out", str(out)), stdin=subprocess.PIPE,
+    return subprocess.Popen(engine_command("trace", str(path), "--out", str(out), "--data", str(data_dir)),
+                            stdin=subprocess.PIPE,
                             env=_tracer_environment(), start_new_session=True, text=True), out
 
 
@@ -223,7 +242,8 @@ def _raise_reason(out: Path, code: int) -> None:
 
 def _tracer_environment() -> dict:
     """The trainer's environment, less the compilation cache; GPU memory is not preallocated
-    (the trainer holds it)."""
+    (the trainer holds it), and CUDA keeps no kernel cache (the tracer writes only its folder)."""
     env = {k: v for k, v in os.environ.items() if k != "JAX_COMPILATION_CACHE_DIR"}
     env["XLA_PYTHON_CLIENT_PREALLOCATE"] = "false"
+    env["CUDA_CACHE_DISABLE"] = "1"
     return env

@@ -86,9 +86,9 @@ def run_trainer(args, started: float) -> dict:
     """Trace (in the tracer process), compile, init and train under the clock, save."""
     _absolute_paths(args)
     run_dir = Path(args.run_dir) if args.run_dir else _default_run_dir().absolute()
-    tracing = None if args.programs else tracer.start(args.path, run_dir / PROGRAMS_DIR)
-    budget = clock.budget_from_args(args, constants.TIME_BUDGET_SECONDS)
     data_dir = paths.resolve_data_dir(args.data)
+    tracing = None if args.programs else tracer.start(args.path, run_dir / PROGRAMS_DIR, data_dir)
+    budget = clock.budget_from_args(args, constants.TIME_BUDGET_SECONDS)
     manifest = data.load_manifest(data_dir)
     devices.initialize_distributed()
     compiling.enable_persistent_cache()
