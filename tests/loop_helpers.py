@@ -74,6 +74,7 @@ PROGRAM_MD = textwrap.dedent('''
     ## Noise
     - baseline_runs: 2
     - confirm_runs: 0
+    - max_runs: 4
 ''')
 
 

@@ -64,9 +64,8 @@ def test_defaults_meet_the_false_keep_and_power_figures():
           f"({two_late_runs:.2f}), 3 sigma {three_late:.4f}")
     assert noop <= 0.05 and noop_late <= 0.05
     assert three >= 0.95 and three_late >= 0.95
-    assert two_late >= 0.80
-    assert two >= 0.70  # a fresh loop knows the noise from 4 + k - 1 degrees of freedom only
-    assert noop_runs < 2.5
+    assert two >= 0.80 and two_late >= 0.80
+    assert noop_runs < 3.0
 
 
 def test_look_levels_sum_to_alpha():

@@ -41,7 +41,7 @@ class Program:
     # noise and the keep rule (engine/loop/noise.py; defaults chosen by tests/test_noise.py's simulation)
     baseline_runs: int = 5  # runs of the starting commit; a kept change gets as many confirmation runs
     confidence: float = 0.95  # 1 - the chance of keeping a change that does nothing
-    max_runs: int = 4  # runs of one candidate at most (re-runs only while its gain is positive)
+    max_runs: int = 6  # runs of one candidate at most (re-runs only while its gain is positive)
     paired: bool = False  # run the best beside each candidate run, compare pair by pair (drift)
     confirm_runs: int | None = None  # a kept change's confirmation runs (None: baseline_runs)
     # agent

@@ -87,7 +87,8 @@ def run_trainer(args, started: float) -> dict:
     _absolute_paths(args)
     run_dir = Path(args.run_dir) if args.run_dir else _default_run_dir().absolute()
     data_dir = paths.resolve_data_dir(args.data)
-    tracing = None if args.programs else tracer.start(args.path, run_dir / PROGRAMS_DIR, data_dir)
+    traced_dir = run_dir / _programs_dir_name()
+    tracing = None if args.programs else tracer.start(args.path, traced_dir, data_dir)
     budget = clock.budget_from_args(args, constants.TIME_BUDGET_SECONDS)
     manifest = data.load_manifest(data_dir)
     devices.initialize_distributed()
@@ -97,7 +98,7 @@ def run_trainer(args, started: float) -> dict:
     trace_seconds = 0.0
     if tracing is not None:
         trace_seconds = tracer.finish(tracing, layout)
-    program_dir = Path(args.programs) if args.programs else run_dir / PROGRAMS_DIR
+    program_dir = Path(args.programs) if args.programs else traced_dir
     loaded = programs.load(program_dir, layout["platform"], layout["num_devices"])
     check_batches(loaded, mesh)
     train_split = data.load_split(data_dir, "train")
@@ -117,6 +118,13 @@ def run_trainer(args, started: float) -> dict:
     saved = _save(args, run_dir, state, manifest, budget_clock, loaded, program_dir)
     return _result(loaded, layout, manifest, compiled, budget_clock, final_loss, saved, init_seconds,
                    trace_seconds, time.perf_counter() - started)
+
+
+def _programs_dir_name() -> str:
+    """Where this host's tracer writes: hosts of one run may share its directory, and each
+    host's tracer may write only its own folder."""
+    host = os.environ.get(devices.PROCESS_ID_ENV) or os.environ.get("TPU_WORKER_ID")
+    return PROGRAMS_DIR if host in (None, "", "0") else f"{PROGRAMS_DIR}-host{host}"
 
 
 def charged_trace_seconds(seconds: float) -> float:
