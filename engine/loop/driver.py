@@ -106,12 +106,7 @@ def main(args) -> int:
                 continue
             outcome = one_experiment(session, agent)
             empty = empty + 1 if outcome == "empty" else 0
-            if outcome == "unavailable":
-                failures.failed()
-                if failures.give_up_reason() is None:
-                    failures.wait(session.live.say)
-            else:
-                failures.ended()
+            failures.after_turn(outcome, session.live.say)
         say_end(session, reason)
         return 0
     finally:

@@ -37,6 +37,16 @@ class Outages:
     def failing_for(self) -> float:
         return 0.0 if self.since is None else clock() - self.since
 
+    def after_turn(self, outcome: str, say) -> None:
+        """An agent that was unavailable counts a failure and waits (unless it is time to give
+        up); any other outcome ends the outage."""
+        if outcome != "unavailable":
+            self.ended()
+            return
+        self.failed()
+        if self.give_up_reason() is None:
+            self.wait(say)
+
     def give_up_reason(self) -> str | None:
         """Why the loop stops: the agent's latest failure came after failing for the whole limit."""
         return self.reason

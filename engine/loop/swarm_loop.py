@@ -62,12 +62,7 @@ def run_swarm(session: Session, agent, args, stop_reason) -> str:
             continue
         outcome = one_experiment(session, agent, swarm)
         empty = empty + 1 if outcome == "empty" else 0
-        if outcome == "unavailable":
-            failures.failed()
-            if failures.give_up_reason() is None:
-                failures.wait(session.live.say)
-        else:
-            failures.ended()
+        failures.after_turn(outcome, session.live.say)
     for _ in range(FINAL_SYNC_TRIES):
         swarm.sync(adopt=False)
         if swarm.online:
