@@ -55,7 +55,7 @@ def step_flops(train_py: Path, platform: str, vocab_size: int, eval_len: int) ->
     """FLOPs of one train step of train.py as built for `platform` on one device, exported for
     this process's backend (its kernels: cuDNN on a GPU, XLA attention on CPU) and counted as
     the trainer counts a flops budget (engine/training/stablehlo.py, kernels by formula)."""
-    from engine.training import kernel_flops, programs, stablehlo, tracer  # noqa: F401
+    from engine.training import programs, stablehlo, tracer
 
     layout = {"platform": platform, "device_kind": "device check", "num_devices": 1, "num_processes": 1,
               "vocab_size": vocab_size, "bos_id": 1, "eval_sequence_length": eval_len, "eval_tokens": 4 * eval_len,

@@ -434,7 +434,6 @@ def test_an_svd_optimizer_is_refused_under_a_flops_budget(prepared_data, tmp_pat
             exp = _experiment(ctx)
             def step(state, batch, progress):
                 state, metrics = exp.train_step(state, batch, progress)
-                w = state["params"]["out_DxD"] if "out_DxD" in state["params"] else None
                 u, _, vt = jnp.linalg.svd(state["params"]["blocks"][0]["out_DxD"])
                 blocks = [{**state["params"]["blocks"][0], "out_DxD": u @ vt}]
                 return {**state, "params": {**state["params"], "blocks": blocks}}, metrics

@@ -2,18 +2,7 @@
 
 from engine.agents import offline, steps
 from engine.agents.base import ProposalRequest
-
-SOURCE = '''"""doc"""
-import math
-LEARNING_RATE = 0.04  # peak
-DEPTH = 4
-BETA = 0.95
-WARMUP = 0.0
-SEED = 3
-SIZE = dict(rows=16, name="x")
-lowercase = 5
-NAMES = ("a",)
-'''
+from test_knobs import SOURCE  # the same small train.py the knob tests read
 
 
 def request(tmp_path, ledger, experiment=None, source=SOURCE):

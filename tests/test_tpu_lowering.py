@@ -17,7 +17,7 @@ ROOT = Path(__file__).resolve().parents[1]
 SCRIPT = textwrap.dedent('''
     import json, sys
     import jax
-    from engine.training import kernel_flops, programs, stablehlo, tracer
+    from engine.training import programs, stablehlo, tracer
     from model import attention
 
     layout = {"platform": "tpu", "device_kind": "TPU v5 lite", "num_devices": 8, "num_processes": 1,

@@ -52,9 +52,8 @@ def as_batch(tokens):
 
 def compile_programs(programs, mesh) -> Compiled:
     """Compile the exported init and train_step on this mesh with the engine's shardings, and
-    count their FLOPs from the programs themselves (engine/training/stablehlo.py)."""
-    from engine.training import kernel_flops, stablehlo  # noqa: F401 (the kernels' formulas)
-
+    count their FLOPs from the programs themselves (engine/training/stablehlo.py, read once
+    by the checks in engine/training/programs.py)."""
     start = time.perf_counter()
     replicated = sharding.replicated(mesh)
     state_sh = [NamedSharding(mesh, spec) for spec in programs.partition_specs()]
@@ -74,16 +73,10 @@ def compile_programs(programs, mesh) -> Compiled:
     train_step = jax.jit(step, in_shardings=(tuple(state_sh), sharding.batch_sharding(mesh), replicated),
                          out_shardings=(tuple(state_sh), replicated), donate_argnums=0
                          ).lower(tuple(leaves), tokens, progress).compile()
-    step_facts = stablehlo.read(programs.train_step.mlir_module())
-    init_facts = stablehlo.read(programs.init.mlir_module())
+    step_facts, init_facts = programs.facts("train_step"), programs.facts("init")
     uncounted = tuple(sorted(set(step_facts.uncounted) | {f"{op} (in init)" for op in init_facts.uncounted}))
     return Compiled(init, train_step, state_sh, step_facts.flops or None, uncounted,
                     time.perf_counter() - start, init_facts.flops)
-
-
-def abstract_state(init: Callable, rng):
-    """The state's shapes, traced, not computed (in the tracer)."""
-    return _abstract_state(init, rng)
 
 
 def check_step_output(exp, state) -> None:
@@ -93,7 +86,8 @@ def check_step_output(exp, state) -> None:
     _check_step_output(lambda s, t, p: exp.train_step(s, as_batch(t), p), state, tokens, progress, state)
 
 
-def _abstract_state(init: Callable, rng):
+def abstract_state(init: Callable, rng):
+    """The state's shapes, traced, not computed (in the tracer)."""
     try:
         return jax.eval_shape(init, rng)
     except UserError:

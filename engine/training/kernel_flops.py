@@ -75,13 +75,11 @@ def _dtype_of(call: stablehlo.KernelCall, shape: tuple) -> str:
     return {"bf16": "bfloat16", "f16": "float16", "f32": "float32"}.get(kind.group(1) if kind else "", "float32")
 
 
-def register() -> None:
-    stablehlo.KERNEL_FORMULAS["tpu_custom_call"] = splash_flops
-    for target in ("__cudnn$fmhaSoftmax", "__cudnn$fmhaSoftmaxBackward", "__cudnn$fmhaScaleMaskSoftmax",
-                   "__cudnn$fmhaScaleMaskSoftmaxBackward", "__cudnn$fmhaScaleBiasSoftmax",
-                   "__cudnn$fmhaScaleBiasSoftmaxBackward", "__cudnn$fmhaSoftmaxDropout",
-                   "__cudnn$fmhaSoftmaxDropoutBackward"):
-        stablehlo.KERNEL_FORMULAS[target] = cudnn_flops
-
-
-register()
+# custom-call target -> (KernelCall) -> FLOPs, or None when the call is not one the formula knows
+FORMULAS = {
+    "tpu_custom_call": splash_flops,
+    **{target: cudnn_flops for target in (
+        "__cudnn$fmhaSoftmax", "__cudnn$fmhaSoftmaxBackward", "__cudnn$fmhaScaleMaskSoftmax",
+        "__cudnn$fmhaScaleMaskSoftmaxBackward", "__cudnn$fmhaScaleBiasSoftmax",
+        "__cudnn$fmhaScaleBiasSoftmaxBackward", "__cudnn$fmhaSoftmaxDropout", "__cudnn$fmhaSoftmaxDropoutBackward")},
+}

@@ -45,6 +45,13 @@ class Programs:
     spec: dict  # batch_size, sequence_length, leaves [{path, shape, dtype, spec, used}], ...
     init_cache: jax.export.Exported | None = None
     decode: jax.export.Exported | None = None
+    _facts: dict = dataclasses.field(default_factory=dict, repr=False)
+
+    def facts(self, name: str) -> stablehlo.ProgramFacts:
+        """FLOPs, constants and custom calls of one program, read from its StableHLO once."""
+        if name not in self._facts:
+            self._facts[name] = stablehlo.read(getattr(self, name).mlir_module())
+        return self._facts[name]
 
     @property
     def leaves(self) -> list[dict]:
@@ -187,9 +194,8 @@ def check(programs: Programs, platform: str, num_devices: int) -> None:
     leaves = _checked_leaves(programs.spec)
     _check_signature(programs, leaves)
     for name in FILES:
-        program = getattr(programs, name)
-        if program is not None:
-            _check_program(name, program, platform, num_devices)
+        if getattr(programs, name) is not None:
+            _check_program(programs, name, platform, num_devices)
     for field in ("batch_size", "sequence_length", "eval_rows"):
         value = programs.spec.get(field)
         if not isinstance(value, int) or isinstance(value, bool) or value <= 0:
@@ -229,12 +235,13 @@ def _check_signature(programs: Programs, leaves: list[dict]) -> None:
         raise UserError("the forward's inputs are not the state leaves the tracer said it reads")
 
 
-def _check_program(name: str, program: jax.export.Exported, platform: str, num_devices: int) -> None:
+def _check_program(programs: Programs, name: str, platform: str, num_devices: int) -> None:
+    program = getattr(programs, name)
     if list(program.platforms) != [PLATFORM_NAMES[platform]]:
         raise UserError(f"{name} was exported for {', '.join(program.platforms)}, and this run is on {platform}")
     if program.nr_devices not in (1, num_devices):
         raise UserError(f"{name} was exported for {program.nr_devices} devices; this run has {num_devices}")
-    facts = stablehlo.read(program.mlir_module())
+    facts = programs.facts(name)
     if facts.constant_bytes > MAX_CONSTANT_BYTES:
         raise UserError(
             f"{name} carries {facts.constant_bytes / 2**10:.0f} KiB of constants (at most "

@@ -88,12 +88,12 @@ def install(run_dir: Path, data_dir: Path, cache_root: Path, readable: list[Path
     see `private_temp`) and the `writable` paths. `also_denied`: more (path, why) to refuse."""
     realpath = os.path.realpath
     own = realpath(run_dir)
-    runs_root_ = runs_root(Path(own))
+    other_runs = runs_root(Path(own))
     denied = [(realpath(data_dir), "the data (held-out splits above all) is not readable by train.py"),
               (realpath(cache_root), "the data cache is not readable by train.py")]
     denied += [(realpath(path), why) for path, why in also_denied]
-    if runs_root_ is not None:
-        denied.append((realpath(runs_root_), "other runs' files are not readable by train.py"))
+    if other_runs is not None:
+        denied.append((realpath(other_runs), "other runs' files are not readable by train.py"))
     violations: list[str] = []
     writable = (own, "/dev", *[realpath(path) for path in writable])
     sys.addaudithook(_hook(_path_rule(tuple([own] + [realpath(p) for p in readable]), tuple(denied), what),

@@ -10,7 +10,7 @@ body) with two differences that keep a flops budget honest:
 - a `while` loop counts its body once per iteration when its trip count is static (the
   loop `lax.scan` and `fori_loop` with static bounds lower to); any other loop is
   "uncounted";
-- a custom call counts by a formula the engine knows (`KERNEL_FORMULAS`: the engine's
+- a custom call counts by a formula the engine knows (engine/training/kernel_flops.py: the engine's
   attention kernels, counted as the plain XLA attention they replace, so a step counts the
   same on every backend), or is "uncounted": LAPACK's SVD, eigh or QR, an agent's own
   kernel. XLA counts such calls as zero, which would make them free under a flops budget;
@@ -21,7 +21,6 @@ from __future__ import annotations
 import dataclasses
 import math
 import re
-from typing import Callable
 
 # Ops that move or relabel data: no arithmetic.
 _MOVEMENT = frozenset("""
@@ -33,11 +32,6 @@ dynamic_pad dynamic_gather after_all create_token partition_id replica_id rng_bi
 # Custom calls that carry sharding or shape information, not work.
 NO_WORK_CALLS = frozenset({"Sharding", "SPMDFullToShardShape", "SPMDShardToFullShape", "shape_assertion",
                            "annotate_device_placement", "AllocateBuffer", "MoveToHost", "MoveToDevice"})
-# target -> (KernelCall) -> FLOPs, or None when the call is not one the formula knows.
-# engine/training/kernel_flops.py fills it for the engine's attention kernels.
-KERNEL_FORMULAS: dict[str, Callable[["KernelCall"], float | None]] = {}
-
-
 @dataclasses.dataclass(frozen=True)
 class KernelCall:
     """One custom call, as a formula sees it."""
@@ -152,7 +146,9 @@ class _Walker:
         target = _call_target(op)
         if target in NO_WORK_CALLS:
             return 0.0
-        formula = KERNEL_FORMULAS.get(target)
+        from engine.training.kernel_flops import FORMULAS  # imported here: it counts with this module
+
+        formula = FORMULAS.get(target)
         attributes = op.attributes
         config = " ".join(f"{attributes[i].name} = {attributes[i].attr}" for i in range(len(attributes)))
         call = KernelCall(target, tuple(_shape(v.type) for v in op.operands), tuple(_shape(r.type) for r in op.results),
