@@ -66,7 +66,7 @@ def measure(args) -> list[dict]:
         root = scratch_repo(Path(tmp), Path(args.train).resolve())
         os.chdir(root)
         loop_args = argparse.Namespace(tag="bench", program="program.md", data=args.data, seed=0,
-                                       max_experiments=None, max_hours=None, timeout=None,
+                                       max_experiments=None, max_hours=None, timeout=args.timeout,
                                        budget_seconds=args.budget_seconds, budget_flops=None, budget_tokens=None)
         session = open_session(loop_args, LiveView(interactive=False))
         try:
@@ -129,6 +129,8 @@ def main() -> None:
     parser.add_argument("--budget-seconds", type=float, default=10.0)
     parser.add_argument("--experiments", type=int, default=3)
     parser.add_argument("--train", default=str(REPO / "train.py"), help="the train.py to measure")
+    parser.add_argument("--timeout", type=float, default=None,
+                        help="hard timeout per experiment, seconds (default: the loop's; a loaded machine needs more)")
     parser.add_argument("--data", default=None, help="prepared cache (default: the last prepared)")
     args = parser.parse_args()
     report(measure(args), args.budget_seconds)

@@ -136,16 +136,23 @@ def test_non_finite_logits_are_refused():
     assert not result.ok and "NaN or infinity" in result.reason
 
 
-def test_the_plan_covers_every_cut_and_every_ordered_pair_of_rows():
-    passes = probe.plan(seed=3, batches=BATCHES, rows=B, length=T)
+@pytest.mark.parametrize("rows,batches", [(B, BATCHES), (2, 40), (5, 3), (16, 1)])
+def test_the_plan_covers_every_cut_every_batch_and_every_rows_neighbours(rows, batches):
+    passes = probe.plan(seed=3, batches=batches, rows=rows, length=T)
     cuts = np.concatenate([p.cuts for p in passes])
     assert set(range(T - 1)) <= set(cuts.tolist())  # every position against the token after it
-    bases = {p.batch for p in passes}
-    assert 0 not in bases and len(bases) == min(probe.BASE_BATCHES, BATCHES - 1)
-    for base in bases:
-        mine = [p.cuts for p in passes if p.batch == base]
-        for i, j in itertools.permutations(range(B), 2):  # a pass keeps i whole and replaces j whole
-            assert any(c[i] == T - 1 and c[j] == -1 for c in mine), (base, i, j)
+    assert [p.batch for p in passes] == sorted(p.batch for p in passes)  # in the metric's order
+    for batch in range(batches):
+        mine = [p.cuts for p in passes if p.batch == batch]
+        assert any(((c >= 0) & (c < T - 1)).all() for c in mine), batch  # a cut pass in every batch
+        for i in range(rows - 1):  # the last position of each row with its neighbour replaced, both ways
+            assert any(c[i] == T - 1 and c[i + 1] == -1 for c in mine), (batch, i)
+            assert any(c[i + 1] == T - 1 and c[i] == -1 for c in mine), (batch, i)
+    full = [b for b in range(batches)
+            if all(any(c[i] == T - 1 and c[j] == -1 for c in (p.cuts for p in passes if p.batch == b))
+                   for i, j in itertools.permutations(range(rows), 2))]
+    assert len(full) >= min(probe.FULL_ROW_BATCHES, batches)
+    assert len(passes) + batches == probe.passes_needed(rows, T, batches)
 
 
 def test_the_seed_draws_the_plan_and_repeats_it():
@@ -166,5 +173,26 @@ def test_passes_are_the_forward_calls():
     calls = []
     jitted = jax.jit(bigram)
     probe.check(lambda x: calls.append(1) or jitted(jnp.asarray(x)), layout(), B, VOCAB, seed=5)
-    # per base batch: the batch itself and 5 row passes (C(5, 2) >= 8 rows); 15 cuts in 2 passes
-    assert len(calls) == probe.passes_needed(B, T, BATCHES) == 4 * (1 + 5) + 2
+    # 5 batches (the metric's own calls); 15 cuts in 2 passes, but a cut pass in each of the 5
+    # batches; row passes: the full code (5 passes, C(5, 2) >= 8 rows) in 4 batches, 2 in the last
+    assert len(calls) == probe.passes_needed(B, T, BATCHES) == 5 + 5 + 4 * 5 + 2
+
+
+def first_batch_only(rows: int):
+    """Leaks the next token, but only on the first batch of the metric (recognised by its
+    first row's tokens), whatever the batch size: the rest of the metric sees a causal model."""
+    first = layout(rows=rows, batches=BATCHES * B // rows)[0]
+
+    def model(x):
+        is_first = jnp.any(jnp.all(x == first[None, :], axis=1))
+        return TABLE[x] + jnp.where(is_first, 3.0, 0.0) * jax.nn.one_hot(next_token(x), VOCAB)
+    return model
+
+
+@pytest.mark.parametrize("rows", [1, 2, 4, 8])
+def test_a_leak_on_the_first_batch_alone_is_caught_at_any_batch_size(rows):
+    batches = BATCHES * B // rows
+    for seed in range(3):
+        result = check(first_batch_only(rows), rows=rows, batches=batches, seed=seed)
+        assert not result.ok, (rows, seed)
+        assert "evaluation batch 0" in result.reason and "it sees the future" in result.reason

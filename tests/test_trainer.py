@@ -77,6 +77,42 @@ def test_checkpoint_restores_the_same_val_bpb(prepared_data, tmp_path):
     assert json.loads(scored.read_text())["split"] == "test"
 
 
+def old_scorer_bpb(checkpoint: str, data_dir) -> float:
+    """val_bpb as the separate scorer process computed it before the engine scored in memory:
+    the forward restored from the checkpoint, replicated, jitted alone, then the metric's own
+    jitted cross-entropy batch by batch (metric.evaluate_bpb)."""
+    import jax
+    from engine.data import cache
+    from engine.scoring import metric
+    from engine.training import export, sharding
+
+    manifest = cache.load_manifest(data_dir)
+    program = export.load_program(checkpoint)
+    mesh = sharding.make_mesh()
+    weights = export.restore_weights(checkpoint, program, mesh)
+    logits_of = jax.jit(lambda w, inputs: program.call(*w, inputs))
+    nats_and_bytes = jax.jit(metric.nats_and_bytes, out_shardings=sharding.replicated(mesh))
+    step = lambda w, batch, table: nats_and_bytes(logits_of(w, batch[:, :-1]), batch[:, 1:], table)
+    tokens, _ = cache.load_split(data_dir, "val")
+    put = lambda rows: sharding.global_batch(sharding.process_share(rows), mesh, len(rows))
+    return metric.evaluate_bpb(step, weights, tokens, cache.load_token_bytes(data_dir),
+                               eval_tokens=int(manifest["constants"]["eval_tokens"]),
+                               sequence_length=int(manifest["constants"]["sequence_length"]),
+                               batch_size=int(program.in_avals[-1].shape[0]), pad_id=int(manifest["bos_id"]),
+                               put=put).bpb
+
+
+def test_the_engine_process_scores_to_the_bit_what_the_separate_scorer_scored(prepared_data, tmp_path):
+    code, result = train(prepared_data, tmp_path, TINY_TRAIN, "--budget-tokens", TOKENS,
+                         "--run-dir", str(tmp_path / "run"))
+    assert code == 0 and result["scored_by"] == "engine"
+    assert result["val_bpb"] == old_scorer_bpb(result["checkpoint"], prepared_data)
+    phases = result["phase_seconds"]
+    assert set(phases) >= {"trace", "compile", "train", "checkpoint", "probe", "metric"}
+    assert all(seconds >= 0 for seconds in phases.values()) and phases["train"] > 0
+    assert result["forward_calls"] > result["probe_passes"] > 0
+
+
 def test_same_seed_same_val_bpb_other_seed_differs(prepared_data, tmp_path):
     runs = [train(prepared_data, tmp_path, TINY_TRAIN, "--budget-tokens", TOKENS, "--no-checkpoint",
                   "--seed", seed, json_name=f"r{i}.json")[1]["val_bpb"]

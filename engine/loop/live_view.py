@@ -43,12 +43,22 @@ def describe_progress(figures: dict) -> str:
     if isinstance(figures.get("loss"), (int, float)):
         parts.append(f"loss {figures['loss']:.4f}")
     if figures.get("phase") == "scoring":
-        return ", ".join(parts + ["scoring"])
+        return ", ".join(parts + [describe_scoring(figures)])
     if isinstance(figures.get("fraction"), (int, float)):
         parts.append(f"{100 * figures['fraction']:.0f}% of budget")
     if isinstance(figures.get("remaining_seconds"), (int, float)):
         parts.append(f"~{figures['remaining_seconds']:.0f} s left")
     return ", ".join(parts)
+
+
+def describe_scoring(figures: dict) -> str:
+    """E.g. "scoring 40% of 131k tokens, ~12 s left" (just "scoring" before the first batch)."""
+    scored, total = figures.get("tokens_scored"), figures.get("tokens_total")
+    if not (isinstance(scored, int) and isinstance(total, int) and total > 0):
+        return "scoring"
+    text = f"scoring {100 * scored / total:.0f}% of {total / 1000:.0f}k tokens"
+    left = figures.get("remaining_seconds")
+    return text + (f", ~{left:.0f} s left" if isinstance(left, (int, float)) else "")
 
 
 class LiveView:

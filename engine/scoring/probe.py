@@ -2,29 +2,42 @@
 
 The metric feeds rows of consecutive text, so a model that looks at later tokens of its row,
 or at other rows of the batch (the next row is the text that follows, and its first token is
-the target of this row's last position), would score far better than it predicts. Before the
-metric, the scorer runs the model on some of the metric's own batches, then on copies with
-tokens changed, and checks that what the metric uses did not move: the float32 log-softmax
-of every compared position, within TOLERANCE_NATS, a fixed figure no output of the model can
-scale (a constant added to one position's logits leaves its log-softmax as it was).
+the target of this row's last position), would score far better than it predicts. The probe
+covers every batch the metric scores, the first included: the metric's own forward of a batch
+is the probe's base (its unchanged rows), then copies of that batch with tokens changed run,
+and what the metric uses must not move: the float32 log-softmax of every compared position,
+within TOLERANCE_NATS, a fixed figure no output of the model can scale (a constant added to
+one position's logits leaves its log-softmax as it was). The comparison runs on the device;
+only per-position maxima [B, T] come to the host, never logits.
 
 Each row of a pass has a cut c: its tokens after c change, its positions 0..c are compared.
 - Cut passes: every cut 0..T-2 is some row's cut, so the prediction at every position p is
-  compared with the token at p + 1 (and all later ones) changed: ceil((T-1)/B) passes.
+  compared with the token at p + 1 (and all later ones) changed: ceil((T-1)/B) passes, dealt
+  over the batches in a drawn order, and at least one in every batch (a leak at every
+  position of any one batch is caught there). Changing later tokens of every row at once
+  also moves a row that reads another row's later tokens.
 - Row passes: rows are replaced whole (c = -1) or kept whole (c = T-1, all T positions
-  compared, the last included). Each row gets its own half-size subset of the passes in which
-  it is replaced, so every ordered pair of rows has a pass that replaces one and keeps the
-  other: k passes with C(k, k//2) >= B (4 for 4 rows, 5 for 8, 6 for 16), per base batch.
+  compared, the last included). In every batch, two neighbour passes (even rows kept and
+  odd rows replaced, then the reverse) compare every row, its last position included, with
+  the rows beside it replaced: the next row's first token is the last position's target.
+  In FULL_ROW_BATCHES drawn batches, each row gets its own half-size subset of the passes in
+  which it is replaced, so every ordered pair of rows has a pass that replaces one and keeps
+  the other: k passes with C(k, k//2) >= B (4 for 4 rows, 5 for 8, 6 for 16).
 
-The base batches (several of the metric's batches, never the split's first while there are
-others), the order of the cuts, the rows' subsets and the replacement tokens all come from a
-seed drawn when scoring starts (draw_seed), so a leak gated on the probe's inputs, positions or
-batch has no fixed target; the seed is recorded with the score, and `verify` repeats the probe.
+The order of the cuts over the batches, the batches with the full row code, the rows' subsets
+and the replacement tokens all come from a seed drawn when scoring starts (draw_seed), so a
+leak gated on the probe's inputs, positions or batch has no fixed target; the seed is recorded
+with the score, and `verify` repeats the probe. Which batch is first, and how many rows a
+batch holds (train.py's eval_batch_size), change no coverage: every batch gets cut and row
+passes, whatever B.
 
-Cost, in forward calls of the exported program (B rows of T tokens): BASE_BATCHES * (1 + k)
-+ ceil((T-1)/B). The metric makes eval_tokens / (T*B) calls, so the probe over the metric is
-about T^2 / eval_tokens, whatever B: every cut needs a row of its own (two rows that first
-differ at p + 1 are the only test of position p against the token at p + 1).
+Cost, in forward calls of the exported program (B rows of T tokens), beside the metric's N =
+eval_tokens / (T*B) calls, which are also the probe's bases: max(ceil((T-1)/B), N) cut passes
++ 2 neighbour passes per batch + FULL_ROW_BATCHES * (k - 2). The cut passes over the metric
+are about T^2 / eval_tokens, whatever B: every cut needs a row of its own (two rows that first
+differ at p + 1 are the only test of position p against the token at p + 1); the neighbour
+passes are twice the metric. At the defaults (T 512, 131,072 eval tokens, 4 rows on one CPU
+device: N = 64) that is 64 + 128 + 128 + 8 = 328 calls, 5.1 times the metric alone.
 """
 from __future__ import annotations
 
@@ -42,7 +55,7 @@ import numpy as np
 # computes its compared positions from identical inputs with the same program, so it moves by
 # 0 (measured with the default train.py on CPU); the tolerance only bounds what a leak is worth.
 TOLERANCE_NATS = 1e-3
-BASE_BATCHES = 4  # of the metric's batches, chosen at random per probe
+FULL_ROW_BATCHES = 4  # batches, drawn per probe, where every ordered pair of rows is checked
 
 
 @dataclasses.dataclass(frozen=True)
@@ -71,52 +84,97 @@ def draw_seed() -> int:
 
 def check(logits_of: Callable, rows_RT: np.ndarray, batch_rows: int, vocab: int, seed: int,
           fetch: Callable = np.asarray) -> ProbeResult:
-    """Probe `logits_of(inputs int32[B, T]) -> logits [B, T, V]` (a device array).
+    """Probe `logits_of(inputs int32[B, T]) -> logits [B, T, V]` (a device array) on every batch.
 
     rows_RT: the metric's inputs, int32 [R, T] with R a multiple of batch_rows (= B): batch i
     is rows i*B..(i+1)*B-1, as the metric feeds them. `fetch` brings a small device result to
     the host (across hosts, gathered first). The result says, on failure, which position of
-    which row moved, by how much, and what had changed.
+    which row moved, by how much, and what had changed. The scorer runs the same passes
+    through `check_batch`, with its metric's forward of each batch as the base.
     """
     rows_RT = np.asarray(rows_RT, np.int32)
     if len(rows_RT) < batch_rows or len(rows_RT) % batch_rows:
         raise ValueError(f"the probe needs whole batches of {batch_rows} rows, not {len(rows_RT)} rows")
-    passes = plan(seed, len(rows_RT) // batch_rows, batch_rows, rows_RT.shape[1])
+    batches = len(rows_RT) // batch_rows
+    by_batch = plan_by_batch(plan(seed, batches, batch_rows, rows_RT.shape[1]), batches)
     calls = 0
-    for batch in dict.fromkeys(p.batch for p in passes):
+    for batch, mine in enumerate(by_batch):
         inputs_BT = rows_RT[batch * batch_rows:(batch + 1) * batch_rows]
         base_BTV = _log_probs(logits_of(inputs_BT))
-        calls += 1
-        if not bool(fetch(_all_finite(base_BTV))):
-            return ProbeResult(False, f"the model's log-probabilities hold NaN or infinity on validation text "
-                               f"(evaluation batch {batch})", calls, seed)
-        mine = [p for p in passes if p.batch == batch]
-        moved = [_movement(base_BTV, logits_of(_changed(inputs_BT, p, vocab, seed))) for p in mine]
-        calls += len(mine)
-        for p, moved_BT in zip(mine, moved):
-            found = first_moved(np.asarray(fetch(moved_BT)), p.cuts)
-            if found is not None:
-                reason = _diagnose(logits_of, base_BTV, inputs_BT, p, found, vocab, seed, fetch)
-                return ProbeResult(False, reason, calls, seed)
+        reason = check_batch(logits_of, base_BTV, inputs_BT, batch, mine, vocab, seed, fetch)
+        calls += 1 + len(mine)
+        if reason is not None:
+            return ProbeResult(False, reason, calls, seed)
     return ProbeResult(True, None, calls, seed)
 
 
+def check_batch(logits_of: Callable, base_BTV, inputs_BT: np.ndarray, batch: int, passes: list[Pass],
+                vocab: int, seed: int, fetch: Callable = np.asarray, movement: Callable | None = None,
+                finite=None) -> str | None:
+    """Run `passes` (all of one batch) against its base log-probabilities (float32 [B, T, V] on
+    the device, the metric's own forward of that batch): None if nothing compared moved, else
+    the reason. `movement(base, logits) -> [B, T]` compares on the device (default: this
+    module's jit); only those per-position maxima come to the host, fetched after every pass
+    of the batch was dispatched. `finite`: the base's finiteness, if the caller has it."""
+    movement = movement or _movement
+    finite = _all_finite(base_BTV) if finite is None else finite
+    if not bool(fetch(finite)):
+        return ("the model's log-probabilities hold NaN or infinity on validation text "
+                f"(evaluation batch {batch})")
+    moved = [movement(base_BTV, logits_of(_changed(inputs_BT, p, vocab, seed))) for p in passes]
+    for p, moved_BT in zip(passes, moved):
+        found = first_moved(np.asarray(fetch(moved_BT)), p.cuts)
+        if found is not None:
+            return _diagnose(logits_of, base_BTV, inputs_BT, p, found, vocab, seed, fetch, movement)
+    return None
+
+
 def plan(seed: int, batches: int, rows: int, length: int) -> list[Pass]:
-    """The probe's passes: every cut 0..T-2 once (the last pass filled with random ones), then
-    the row passes of each base batch; base batches exclude batch 0 while there are others."""
+    """The probe's passes, in batch order, over every one of the metric's batches:
+    - cut passes: every cut 0..T-2 in some row, the permutation dealt over the batches in an
+      order drawn from the seed, every batch at least one pass (filled with random cuts);
+    - row passes: in FULL_ROW_BATCHES batches drawn from the seed, a code where every ordered
+      pair of rows has a pass that keeps one whole and replaces the other; in every other
+      batch the two neighbour passes (even rows kept whole and odd rows replaced, then the
+      reverse), so every row's last position is compared with the next row replaced."""
     rng = np.random.default_rng([seed, 0])
-    pool = np.arange(1, batches) if batches > 1 else np.arange(1)
-    bases = rng.permutation(pool)[:BASE_BATCHES]
-    cuts = rng.permutation(max(length - 1, 0))
-    missing = -len(cuts) % rows
-    cuts = np.concatenate([cuts, rng.integers(0, max(length - 1, 1), missing)]) if length > 1 else cuts
-    passes = [Pass(int(bases[i % len(bases)]), chunk, 0) for i, chunk in enumerate(cuts.reshape(-1, rows))]
-    for base in bases:
-        replaced_of_row = [row_codes(rows)[i] for i in rng.permutation(rows)]
-        for m in range(_code_length(rows)):
-            replaced = np.array([m in code for code in replaced_of_row])
-            passes.append(Pass(int(base), np.where(replaced, -1, length - 1), 0))
+    passes = _cut_passes(rng, batches, rows, length) + _row_passes(rng, batches, rows, length)
+    passes.sort(key=lambda p: p.batch)  # stable: each batch's passes keep their drawn order
     return [dataclasses.replace(p, salt=i + 1) for i, p in enumerate(passes)]
+
+
+def plan_by_batch(passes: list[Pass], batches: int) -> list[list[Pass]]:
+    """The plan's passes grouped per batch index 0..batches-1."""
+    grouped = [[] for _ in range(batches)]
+    for p in passes:
+        grouped[p.batch].append(p)
+    return grouped
+
+
+def _cut_passes(rng, batches: int, rows: int, length: int) -> list[Pass]:
+    if length < 2:
+        return []
+    cuts = rng.permutation(length - 1)
+    count = max(-(-len(cuts) // rows), batches)
+    cuts = np.concatenate([cuts, rng.integers(0, length - 1, count * rows - len(cuts))])
+    order = rng.permutation(batches)
+    return [Pass(int(order[i % batches]), chunk, 0) for i, chunk in enumerate(cuts.reshape(count, rows))]
+
+
+def _row_passes(rng, batches: int, rows: int, length: int) -> list[Pass]:
+    if rows < 2:
+        return []
+    full = set(rng.permutation(batches)[:FULL_ROW_BATCHES].tolist())
+    passes = []
+    for batch in range(batches):
+        if batch in full:
+            replaced_of_row = [row_codes(rows)[i] for i in rng.permutation(rows)]
+            replaced_sets = [np.array([m in code for code in replaced_of_row]) for m in range(_code_length(rows))]
+        else:
+            odd = np.arange(rows) % 2 == 1
+            replaced_sets = [odd, ~odd]
+        passes += [Pass(batch, np.where(replaced, -1, length - 1), 0) for replaced in replaced_sets]
+    return passes
 
 
 def row_codes(rows: int) -> list[frozenset]:
@@ -133,9 +191,12 @@ def _code_length(rows: int) -> int:
 
 
 def passes_needed(rows: int, length: int, batches: int) -> int:
-    """Forward calls of a probe that passes: base batches, cut passes, row passes."""
-    bases = min(BASE_BATCHES, max(batches - 1, 1))
-    return bases * (1 + _code_length(rows)) + -(-max(length - 1, 0) // rows)
+    """Forward calls of a probe that passes: the batches themselves (the metric's own calls),
+    cut passes, row passes."""
+    cuts = max(-(-(length - 1) // rows), batches) if length > 1 else 0
+    full = min(FULL_ROW_BATCHES, batches)
+    row_passes = full * _code_length(rows) + (batches - full) * 2 if rows > 1 else 0
+    return batches + cuts + row_passes
 
 
 def first_moved(moved_BT: np.ndarray, cuts: np.ndarray) -> tuple[int, int, float] | None:
@@ -162,21 +223,21 @@ def _changed(inputs_BT: np.ndarray, p: Pass, vocab: int, seed: int, only=None) -
     return out
 
 
-def _diagnose(logits_of, base_BTV, inputs_BT, p: Pass, found, vocab: int, seed: int, fetch) -> str:
+def _diagnose(logits_of, base_BTV, inputs_BT, p: Pass, found, vocab: int, seed: int, fetch, movement) -> str:
     """Name the rule that broke: the row's own later tokens, or another row (which one)."""
     row, position, nats = found
     B, T = inputs_BT.shape
     where = (f"row {row} of evaluation batch {p.batch}, moved by {nats:.3g} nats, "
              f"tolerance {TOLERANCE_NATS:g}")
     own = np.arange(B) == row
-    if p.cuts[row] < T - 1 and _moves(logits_of, base_BTV, inputs_BT, p, own, row, vocab, seed, fetch):
+    if p.cuts[row] < T - 1 and _moves(logits_of, base_BTV, inputs_BT, p, own, row, vocab, seed, fetch, movement):
         return (f"the model's prediction at position {position} changed when later tokens changed: it sees "
                 f"the future ({where}; the tokens after position {p.cuts[row]} of that row changed); every "
                 "position may use only the tokens at or before it (check the causal mask and any shift or "
                 "convolution over time)")
     others = [j for j in range(B) if j != row and p.cuts[j] < T - 1]
     culprit = next((j for j in others if _moves(logits_of, base_BTV, inputs_BT, p, np.arange(B) == j,
-                                                row, vocab, seed, fetch)), None)
+                                                row, vocab, seed, fetch, movement)), None)
     what = (f"rows {others}" if culprit is None else f"all of row {culprit}'s tokens" if p.cuts[culprit] < 0
             else f"row {culprit}'s tokens after position {p.cuts[culprit]}")
     return ("the model's prediction for one row changed when other rows of the batch changed: it mixes "
@@ -186,9 +247,10 @@ def _diagnose(logits_of, base_BTV, inputs_BT, p: Pass, found, vocab: int, seed: 
             "belong in training only)")
 
 
-def _moves(logits_of, base_BTV, inputs_BT, p: Pass, only, row: int, vocab: int, seed: int, fetch) -> bool:
+def _moves(logits_of, base_BTV, inputs_BT, p: Pass, only, row: int, vocab: int, seed: int, fetch,
+           movement) -> bool:
     """Does row `row` move at a compared position when only the rows in `only` change as in pass p?"""
-    moved_BT = np.asarray(fetch(_movement(base_BTV, logits_of(_changed(inputs_BT, p, vocab, seed, only)))))
+    moved_BT = np.asarray(fetch(movement(base_BTV, logits_of(_changed(inputs_BT, p, vocab, seed, only)))))
     cuts = np.where(np.arange(len(p.cuts)) == row, p.cuts, -1)
     return first_moved(moved_BT, cuts) is not None
 
@@ -204,8 +266,10 @@ def _all_finite(logp_BTV):
     return jnp.all(jnp.isfinite(logp_BTV))
 
 
-@jax.jit
-def _movement(base_BTV, logits_BTV):
+def movement_of(base_BTV, logits_BTV):
     """float32 [B, T]: the largest change of any token's log-probability, in nats (NaN if any)."""
     diff = jnp.abs(base_BTV - jax.nn.log_softmax(logits_BTV.astype(jnp.float32), axis=-1))
     return jnp.where(jnp.isnan(diff).any(axis=-1), jnp.nan, diff.max(axis=-1))
+
+
+_movement = jax.jit(movement_of)

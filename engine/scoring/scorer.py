@@ -1,12 +1,18 @@
-"""The scorer: bits per byte of a saved experiment, in a process that never runs train.py.
+"""The scorer: bits per byte of an exported forward, with engine code only.
 
-It loads the exported forward and the state leaves it reads (engine/training/export.py),
-runs the causality probe (engine/scoring/probe.py) on some of the metric's batches, then the
-fixed metric (engine/scoring/metric.py) with the engine's own float32 cross-entropy, one
-scoring call of rows at a time. The layout comes from the data's manifest and the model
-from the program's own signature: nothing the trainer process wrote about itself is read.
-`autoresearch train` runs it after the trainer process has exited; `evaluate`, `verify`
-and the report's test_bpb run the same code.
+It runs the causality probe (engine/scoring/probe.py) and the fixed metric
+(engine/scoring/metric.py) in one sweep over the metric's batches: each batch's forward
+gives the metric's sums of nats and bytes (the engine's own float32 cross-entropy) and is
+the probe's base for that batch's passes. The forward and both reductions are compiled ahead
+of time (`ScoringPrograms`); logits stay on the device, and only per-row sums, per-position
+probe maxima and one finiteness flag per batch are fetched. The layout comes from the data's
+manifest and the model from the program's own signature.
+
+Two callers, the same code:
+- the engine process of `autoresearch train` (engine/training/trainer.py) compiles the
+  programs before its clock and scores the state it has just trained, in memory;
+- `score()` (`autoresearch evaluate`, `verify`, the report's test_bpb) loads a saved forward
+  and its weights in a fresh process that never ran train.py.
 """
 from __future__ import annotations
 
@@ -14,6 +20,7 @@ import dataclasses
 import math
 import time
 from pathlib import Path
+from typing import Callable
 
 import jax
 import jax.numpy as jnp
@@ -33,15 +40,125 @@ class Score:
     probe_passes: int
     seconds: float
     phases: dict = dataclasses.field(default_factory=dict)  # seconds of load, probe, metric
-    probe_seed: int | None = None  # draws the probe's batches, cuts and tokens (verify repeats it)
+    probe_seed: int | None = None  # draws the probe's cuts, rows and tokens (verify repeats it)
+    forward_calls: int = 0  # calls of the exported forward, the metric's and the probe's
 
     def as_dict(self, split: str) -> dict:
         return {"split": split, "status": self.status, "bpb": self.bpb, "tokens": self.tokens,
                 "error": self.reason, "probe_passes": self.probe_passes, "scoring_seconds": self.seconds,
-                "scoring_phases": self.phases, "probe_seed": self.probe_seed}
+                "scoring_phases": self.phases, "probe_seed": self.probe_seed,
+                "forward_calls": self.forward_calls}
 
 
-def score(checkpoint: str | Path, data_dir: str | Path, split: str, probe_seed: int | None = None) -> Score:
+@dataclasses.dataclass
+class ScoringPrograms:
+    """The exported forward and the scorer's two reductions, compiled for one mesh.
+
+    forward(weights, inputs int32[B, T]) -> logits [B, T, V] (on the device);
+    base(logits, targets int32[B, T], token_bytes int32[V]) -> (nats f32[B], bytes i32[B],
+        log-probs f32[B, T, V] kept on the device, all-finite bool);
+    movement(base log-probs, logits) -> f32[B, T], the probe's per-position maxima.
+    """
+    forward: Callable
+    base: Callable
+    movement: Callable
+    rows: int
+    seq_len: int
+    vocab: int
+    mesh: object
+    seconds: float  # compile time
+
+
+def compile_programs(program: jax.export.Exported, weight_shardings: list, mesh) -> ScoringPrograms:
+    """Compile the scoring programs of `program` with its weights placed as `weight_shardings`
+    (the trained state's, or replicated for a restored checkpoint) and rows split over `mesh`."""
+    start = time.perf_counter()
+    *weights, inputs = program.in_avals
+    rows, seq_len = inputs.shape
+    vocab = program.out_avals[0].shape[-1]
+    batch = sharding.batch_sharding(mesh)
+    whole = sharding.replicated(mesh)
+    weight_avals = tuple(jax.ShapeDtypeStruct(a.shape, a.dtype, sharding=sh)
+                         for a, sh in zip(weights, weight_shardings))
+    tokens = jax.ShapeDtypeStruct((rows, seq_len), jnp.int32, sharding=batch)
+    forward = jax.jit(lambda w, x: program.call(*w, x)).lower(weight_avals, tokens).compile()
+    logits_sharding = forward.output_shardings
+    logits = jax.ShapeDtypeStruct(program.out_avals[0].shape, program.out_avals[0].dtype, sharding=logits_sharding)
+    table = jax.ShapeDtypeStruct((vocab,), jnp.int32, sharding=whole)
+    base = jax.jit(_base, out_shardings=(whole, whole, None, whole)).lower(logits, tokens, table).compile()
+    logp = jax.ShapeDtypeStruct((rows, seq_len, vocab), jnp.float32, sharding=base.output_shardings[2])
+    movement = jax.jit(probe.movement_of, out_shardings=whole).lower(logp, logits).compile()
+    return ScoringPrograms(forward, base, movement, rows, seq_len, vocab, mesh, time.perf_counter() - start)
+
+
+def _base(logits_BTV, targets_BT, token_bytes_V):
+    """The metric's sums of one batch (metric.nats_and_bytes, the same float32 cross-entropy)
+    and the log-probabilities the probe compares its passes with."""
+    nats_B, bytes_B = metric.nats_and_bytes(logits_BTV, targets_BT, token_bytes_V)
+    logp_BTV = jax.nn.log_softmax(logits_BTV.astype(jnp.float32), axis=-1)
+    return nats_B, bytes_B, logp_BTV, jnp.all(jnp.isfinite(logp_BTV))
+
+
+def score_weights(programs: ScoringPrograms, weights: list, tokens: np.ndarray, token_bytes: np.ndarray,
+                  manifest: dict, seed: int, split: str = "val",
+                  on_batch: Callable[[int, int, float], None] | None = None) -> Score:
+    """Probe and score `weights` (device arrays placed as compiled) on the split's `tokens`.
+
+    One sweep over the metric's batches: each batch's forward is the metric's, and the probe's
+    base for that batch's passes (probe.plan, drawn from `seed`). on_batch(tokens_scored,
+    tokens_total, seconds) hears progress after each batch. A leak stops the sweep at once.
+    """
+    start = time.perf_counter()
+    constants = manifest["constants"]
+    rows_RT1 = metric.eval_rows(tokens, int(constants["eval_tokens"]), programs.seq_len)
+    scored_tokens = len(rows_RT1) * programs.seq_len
+    rows_RT1 = metric.pad_rows(rows_RT1, programs.rows, int(manifest["bos_id"]))
+    batches = len(rows_RT1) // programs.rows
+    by_batch = probe.plan_by_batch(probe.plan(seed, batches, programs.rows, programs.seq_len), batches)
+    mesh = programs.mesh
+    put = lambda host_rows: sharding.global_batch(sharding.process_share(host_rows), mesh, len(host_rows))
+    gather = jax.jit(lambda x: x, out_shardings=sharding.replicated(mesh))  # every host sees all of it
+    fetch = lambda x: np.asarray(gather(x)) if jax.process_count() > 1 else np.asarray(x)
+    table = jax.device_put(np.asarray(token_bytes, np.int32), sharding.replicated(mesh))
+    weights = tuple(weights)
+    logits_of = lambda inputs: programs.forward(weights, put(inputs))
+    sums, calls = [], 0
+    for index, batch_passes in enumerate(by_batch):
+        rows = rows_RT1[index * programs.rows:(index + 1) * programs.rows]
+        nats_B, bytes_B, logp_BTV, finite = programs.base(logits_of(rows[:, :-1]), put(rows[:, 1:]), table)
+        sums.append((nats_B, bytes_B))
+        reason = probe.check_batch(logits_of, logp_BTV, rows[:, :-1], index, batch_passes, programs.vocab, seed,
+                                   fetch, programs.movement, finite)
+        calls += 1 + len(batch_passes)
+        del logp_BTV
+        if reason is not None:
+            seconds = time.perf_counter() - start
+            return Score("invalid", None, 0, reason, calls - index - 1, seconds,
+                         {"probe": seconds}, seed, calls)
+        if on_batch is not None:
+            on_batch(min((index + 1) * programs.rows * programs.seq_len, scored_tokens), scored_tokens,
+                     time.perf_counter() - start)
+    nats = sum(float(np.sum(np.asarray(fetch(n), dtype=np.float64))) for n, _ in sums)
+    nbytes = sum(int(np.sum(np.asarray(fetch(b), dtype=np.int64))) for _, b in sums)
+    bpb = metric.bits_per_byte(nats, nbytes)
+    seconds = time.perf_counter() - start
+    phases = _split_seconds(seconds, calls, batches)
+    passes = calls - batches
+    if not math.isfinite(bpb):
+        return Score("invalid", None, scored_tokens, f"the model's logits hold NaN or infinity on {split} text "
+                     "(its cross-entropy is not finite)", passes, seconds, phases, seed, calls)
+    return Score("ok", bpb, scored_tokens, None, passes, seconds, phases, seed, calls)
+
+
+def _split_seconds(seconds: float, calls: int, batches: int) -> dict:
+    """The sweep's seconds shared between the metric (its own forward calls) and the probe
+    (the rest), in proportion to their forward calls: one sweep does both."""
+    metric_seconds = seconds * batches / calls if calls else seconds
+    return {"metric": metric_seconds, "probe": seconds - metric_seconds}
+
+
+def score(checkpoint: str | Path, data_dir: str | Path, split: str, probe_seed: int | None = None,
+          on_batch: Callable[[int, int, float], None] | None = None) -> Score:
     """Probe, then score the exported forward in `checkpoint` on `split` of the cache in `data_dir`;
     the probe's seed is drawn now unless given (to repeat a recorded probe)."""
     from engine.data import cache as data
@@ -55,34 +172,14 @@ def score(checkpoint: str | Path, data_dir: str | Path, split: str, probe_seed: 
     mesh = sharding.make_mesh()
     sharding.check_divisible(rows, mesh, "the exported forward's batch")
     weights = export.restore_weights(checkpoint, program, mesh)
-    phases = {"load": time.perf_counter() - start}
+    load_seconds = time.perf_counter() - start
+    programs = compile_programs(program, [sharding.replicated(mesh)] * len(weights), mesh)
     tokens, _ = data.load_split(data_dir, split)
-    constants = manifest["constants"]
-    layout = metric.eval_rows(tokens, int(constants["eval_tokens"]), seq_len)
-    put = lambda host_rows: sharding.global_batch(sharding.process_share(host_rows), mesh, len(host_rows))
-    logits_of = jax.jit(lambda w, inputs: program.call(*w, inputs))
     seed = probe.draw_seed() if probe_seed is None else int(probe_seed)
-    gather = jax.jit(lambda x: x, out_shardings=sharding.replicated(mesh))  # every host sees all of it
-    checked = probe.check(lambda inputs: logits_of(weights, put(inputs)),
-                          metric.pad_rows(layout, rows, int(manifest["bos_id"]))[:, :-1], rows, vocab, seed,
-                          fetch=lambda x: np.asarray(gather(x)))
-    phases["probe"] = time.perf_counter() - start - phases["load"]  # the first call compiles
-    if not checked.ok:
-        return Score("invalid", None, 0, checked.reason, checked.passes, time.perf_counter() - start, phases, seed)
-    nats_and_bytes = jax.jit(metric.nats_and_bytes, out_shardings=sharding.replicated(mesh))
-
-    def step(w, batch, table):
-        return nats_and_bytes(logits_of(w, batch[:, :-1]), batch[:, 1:], table)
-
-    result = metric.evaluate_bpb(step, weights, tokens, data.load_token_bytes(data_dir),
-                                 eval_tokens=int(constants["eval_tokens"]), sequence_length=seq_len,
-                                 batch_size=rows, pad_id=int(manifest["bos_id"]), put=put)
-    seconds = time.perf_counter() - start
-    phases["metric"] = seconds - phases["load"] - phases["probe"]
-    if not math.isfinite(result.bpb):
-        return Score("invalid", None, result.tokens, f"the model's logits hold NaN or infinity on {split} text "
-                     "(its cross-entropy is not finite)", checked.passes, seconds, phases, seed)
-    return Score("ok", result.bpb, result.tokens, None, checked.passes, seconds, phases, seed)
+    result = score_weights(programs, weights, tokens, data.load_token_bytes(data_dir), manifest, seed, split,
+                           on_batch)
+    phases = {"load": load_seconds, "compile": programs.seconds, **result.phases}
+    return dataclasses.replace(result, seconds=time.perf_counter() - start, phases=phases)
 
 
 def check_program(program, seq_len: int, vocab: int) -> int:

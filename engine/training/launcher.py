@@ -1,16 +1,18 @@
-"""`autoresearch train`: the trainer process, then the scorer process, then the one result.
+"""`autoresearch train`: one engine process per experiment, then the one result.
 
-1. The trainer process (`train --trainer-only`, engine/training/trainer.py) has the tracer
+1. The engine process (`train --trainer-only`, engine/training/trainer.py) has the tracer
    process export train.py's functions (the only process where train.py's Python runs),
-   trains those programs for the budget and saves the state, the programs and the forward.
-   It writes its own figures (steps, seconds, loss) to a file of this process's choosing.
-2. Once it has exited, the scorer process (`evaluate`, engine/scoring/scorer.py), which
-   never imports train.py, probes the exported forward for causality and computes val_bpb.
-3. This process, which runs no code of train.py either, writes the result file and the
-   summary block: status and val_bpb from the scorer alone; the trainer's figures are
-   copied for the reader (a fixed list of them, never the status or a score). A scorer
-   that dies is started once more; if it dies again the status is "unscored" and the
-   checkpoint stays for `autoresearch evaluate`.
+   compiles the programs (the train step, init and the scoring forward), trains for the
+   budget, saves the checkpoint, then probes and scores the trained state in memory with
+   the scorer's code (engine/scoring/scorer.py). It runs engine code and exported programs
+   only, and writes its figures, status and val_bpb included, to a file of this process's
+   choosing (made in a private folder before it started).
+2. This process, which runs no code of train.py either, writes the result file and the
+   summary block. An engine process that dies after its checkpoint (its figures say
+   "trained": killed for memory while scoring, say) is followed by a fresh scorer process
+   (`evaluate`) on the checkpoint; if that dies too, the status is "unscored" and the
+   checkpoint stays for `autoresearch evaluate`. A death is reported with the phase it
+   happened in (the engine's phase.json in the run directory).
 
 Nothing here imports JAX.
 """
@@ -31,18 +33,24 @@ from engine.errors import UserError
 from engine.training import summary
 from engine.processes import engine_command
 
-# The trainer's figures a result may carry (for people and for MFU/throughput reports).
+# The engine's figures a result may carry (for people and for MFU/throughput reports).
 TRAINER_FIGURES = (
     "training_seconds", "compile_seconds", "train_process_seconds", "trace_seconds", "trace_seconds_charged",
     "init_seconds", "init_flops",
     "peak_vram_mb", "mfu_percent", "total_tokens_M", "num_steps", "num_params_M", "budget", "budget_mode",
     "budget_value", "device", "platform", "num_devices", "num_processes", "tokens_per_second", "final_loss", "step_flops", "flops_per_token", "flops_uncounted",
+    "checkpoint_seconds", "scoring_compile_seconds",
 )
+# What the engine's own scoring adds (status and error are taken as they are).
+SCORE_FIGURES = ("val_bpb", "val_tokens", "probe_passes", "probe_seed", "forward_calls", "scoring_seconds",
+                 "scored_by", "manifest_fingerprint")
 TRAINER_FAILURES = ("crash", "nan", "oom")
 # Training finished, scoring did not (after SCORE_RETRIES more tries): the checkpoint is kept,
 # and `autoresearch evaluate` or `verify` can score it later. The loop never keeps it unscored.
 UNSCORED = "unscored"
-SCORE_RETRIES = 1
+SCORE_RETRIES = 1  # the engine's own scoring is the first try; a fresh scorer process the retry
+TRAINED = "trained"  # the engine's status once its checkpoint is saved (engine/training/trainer.py)
+PHASE_FILE = "phase.json"  # the engine's phase file in the run directory (trainer.PhaseLog)
 
 
 def main(args: argparse.Namespace) -> int:
@@ -79,36 +87,48 @@ def _write(args, result: dict) -> None:
 
 
 def train_then_score(args, run_dir: Path, data_dir: Path, private: Path) -> dict:
-    """Train, then score; the result as the loop will read it."""
-    trained = _train(args, run_dir, data_dir, private / "trainer.json")
-    if trained["status"] != "ok":
+    """Train and score in the engine process; the result as the loop will read it."""
+    trained = _train(args, run_dir, data_dir, private / "engine.json")
+    if trained["status"] in ("ok", "invalid"):
+        checkpoint = None if args.no_checkpoint else str((run_dir / "checkpoint").absolute())
+        return {**trained, "seed": args.seed, "checkpoint": checkpoint}
+    if trained["status"] != TRAINED:
         return trained
     checkpoint = run_dir / "checkpoint"
-    scored = _score_with_retry(checkpoint, data_dir, private)
+    print(f"autoresearch train: {trained.pop('died')}; scoring the checkpoint in a fresh scorer process",
+          file=sys.stderr, flush=True)
+    scored = _score_with_retry(checkpoint, data_dir, private, retries=SCORE_RETRIES - 1)
     manifest = json.loads((data_dir / "manifest.json").read_text())
     if scored["status"] == "crash":  # trained, but not scored: the checkpoint stays for `evaluate`
         return {**trained, "status": UNSCORED, "seed": args.seed, "checkpoint": str(checkpoint.absolute()),
                 "manifest_fingerprint": manifest.get("fingerprint"),
                 "error": f"{scored['error']} (training finished: score it later with "
                          f"`autoresearch evaluate --checkpoint {checkpoint}`)"}
-    result = {**trained, "manifest_fingerprint": manifest.get("fingerprint"), "seed": args.seed,
-              "checkpoint": None if args.no_checkpoint else str(checkpoint.absolute()),
-              "status": scored["status"], "error": scored["error"], "val_bpb": scored.get("bpb"),
-              "val_tokens": scored.get("tokens"), "probe_passes": scored.get("probe_passes"),
-              "probe_seed": scored.get("probe_seed"),
-              "scoring_seconds": scored.get("scoring_seconds"), "scoring_phases": scored.get("scoring_phases"),
-              "scorer_process_seconds": scored.get("process_seconds"), "scored_by": "scorer"}
-    return result
+    phases = {**(trained.get("phase_seconds") or {}), **_scorer_phases(scored)}
+    return {**trained, "manifest_fingerprint": manifest.get("fingerprint"), "seed": args.seed,
+            "checkpoint": None if args.no_checkpoint else str(checkpoint.absolute()),
+            "status": scored["status"], "error": scored["error"], "val_bpb": scored.get("bpb"),
+            "val_tokens": scored.get("tokens"), "probe_passes": scored.get("probe_passes"),
+            "probe_seed": scored.get("probe_seed"), "forward_calls": scored.get("forward_calls"),
+            "scoring_seconds": scored.get("scoring_seconds"), "scoring_phases": scored.get("scoring_phases"),
+            "scorer_process_seconds": scored.get("process_seconds"), "phase_seconds": phases,
+            "scored_by": "scorer"}
 
 
-def _score_with_retry(checkpoint: Path, data_dir: Path, private: Path) -> dict:
-    """The scorer's figures; a scorer that died (killed for memory, say) is started once more.
-    Each try writes into a folder made now, after the trainer process exited."""
-    for attempt in range(1 + SCORE_RETRIES):
+def _scorer_phases(scored: dict) -> dict:
+    parts = scored.get("scoring_phases") or {}
+    return {"probe": parts.get("probe", 0.0), "metric": parts.get("metric", 0.0),
+            "scoring": scored.get("process_seconds", 0.0)}
+
+
+def _score_with_retry(checkpoint: Path, data_dir: Path, private: Path, retries: int = SCORE_RETRIES) -> dict:
+    """The scorer's figures; a scorer that died (killed for memory, say) is started again, up
+    to `retries` more times. Each try writes into a folder made now, after the engine exited."""
+    for attempt in range(1 + retries):
         scored = _score(checkpoint, data_dir, Path(tempfile.mkdtemp(dir=private)) / "scorer.json")
         if scored["status"] != "crash":
             break
-        if attempt < SCORE_RETRIES:
+        if attempt < retries:
             print(f"autoresearch train: the scorer failed ({scored['error']}); scoring once more",
                   file=sys.stderr, flush=True)
     return scored
@@ -124,13 +144,41 @@ def _train(args, run_dir: Path, data_dir: Path, figures: Path) -> dict:
         command.append("--no-checkpoint")
     done = subprocess.run(command, stdin=subprocess.DEVNULL)
     reported = _read(figures)
-    if reported.get("status") in TRAINER_FAILURES:
-        return summary.failure(reported["status"], str(reported.get("error") or "no reason given"),
-                               exit_status=done.returncode or 1)
-    if done.returncode != 0 or reported.get("status") != "ok":
-        return summary.failure("crash", f"the trainer process exited with status {done.returncode}"
-                               + ("" if reported else " and wrote no figures"), exit_status=done.returncode or 1)
-    return {key: reported.get(key) for key in TRAINER_FIGURES if _plain(reported.get(key))} | {"status": "ok"}
+    copied = {key: reported.get(key) for key in (*TRAINER_FIGURES, *SCORE_FIGURES) if _plain(reported.get(key))}
+    copied |= {key: reported[key] for key in ("phase_seconds", "scoring_phases") if isinstance(reported.get(key), dict)}
+    status = reported.get("status")
+    if status in TRAINER_FAILURES:
+        return summary.failure(status, str(reported.get("error") or "no reason given"),
+                               exit_status=done.returncode or 1, **_phase_of(run_dir))
+    if status == TRAINED or (status in ("ok", "invalid") and done.returncode != 0):
+        # trained and checkpointed, then died (or crashed) while scoring
+        return {**copied, "status": TRAINED, "died": _died(done.returncode, run_dir, reported.get("error"))}
+    if status == "invalid" and done.returncode == 0:
+        return {**copied, "status": "invalid", "error": str(reported.get("error") or "the scorer refused the model")}
+    if done.returncode != 0 or status != "ok" or not _finite(reported.get("val_bpb")):
+        return summary.failure("crash", _died(done.returncode, run_dir, None) + ("" if reported else
+                               " and wrote no figures"), exit_status=done.returncode or 1, **_phase_of(run_dir))
+    return {**copied, "status": "ok", "error": None}
+
+
+def _phase_of(run_dir: Path) -> dict:
+    """{"phase": the engine phase a failed run was in, "phase_seconds": ...} from its phase file."""
+    seen = summary.read_phase(run_dir / PHASE_FILE)
+    phase = seen.get("phase")
+    return {"phase": phase} if isinstance(phase, str) else {}
+
+
+def _died(returncode: int, run_dir: Path, error) -> str:
+    """How the engine process ended, and in which phase: `the engine process exited with status
+    -9 while scoring (after 12.3 s of it)`."""
+    seen = summary.read_phase(run_dir / PHASE_FILE)
+    phase, since = seen.get("phase"), seen.get("since")
+    text = f"the engine process exited with status {returncode}"
+    if isinstance(phase, str):
+        text += f" in its {phase} phase"
+        if isinstance(since, (int, float)):
+            text += f" (after {max(0.0, time.time() - since):.1f} s of it)"
+    return text + (f": {error}" if error else "")
 
 
 def _score(checkpoint: Path, data_dir: Path, figures: Path) -> dict:

@@ -73,6 +73,28 @@ class Progress:
         if self.path is not None and self.figures is not None:
             self._write({**self.figures, "phase": "scoring"})
 
+    def scoring(self, tokens: int, total: int, seconds: float) -> None:
+        """After each scored batch: tokens scored of `total` after `seconds` (probe and metric
+        in one sweep), on the line and in progress.json, with the time left at this pace."""
+        if not self.show:
+            return
+        now = self._now()
+        last = tokens >= total
+        due_print = last or now - self._printed_at >= (TTY_INTERVAL if self.interactive else PIPED_INTERVAL)
+        due_file = self.path is not None and (last or now - self._written_at >= FILE_INTERVAL)
+        left = seconds * (total - tokens) / tokens if tokens > 0 else None
+        figures = {"phase": "scoring", "tokens_scored": tokens, "tokens_total": total,
+                   "scoring_seconds": seconds, "remaining_seconds": left, "updated": time.time()}
+        if due_print:
+            self._print_text(format_scoring_line(figures))
+            self._printed_at = now
+            if last and self._open_line:
+                self.stream.write("\n")
+                self._open_line = False
+        if due_file:
+            self._write({**(self.figures or {}), **figures})
+            self._written_at = now
+
     def _figures(self, clock, loss: float) -> dict:
         tokens, seconds = clock.tokens, clock.seconds
         mark_tokens, mark_seconds = self._rate_mark
@@ -89,7 +111,9 @@ class Progress:
                 "updated": time.time()}
 
     def _print(self, figures: dict) -> None:
-        line = format_line(figures)
+        self._print_text(format_line(figures))
+
+    def _print_text(self, line: str) -> None:
         if self.interactive:
             self.stream.write(f"\r{line}\033[K")
             self._open_line = True
@@ -135,6 +159,14 @@ def format_line(figures: dict) -> str:
     parts.append(f"{figures['elapsed_seconds']:.0f} s, {100 * figures['fraction']:.0f}% of {figures['budget']}"
                  + (f", ~{left:.0f} s left" if left is not None else ""))
     return " | ".join(parts)
+
+
+def format_scoring_line(figures: dict) -> str:
+    """E.g. `scoring | 65.5k of 131.1k tokens (50%) | 12 s, ~12 s left` (probe and metric together)."""
+    tokens, total = figures["tokens_scored"], figures["tokens_total"]
+    left = figures.get("remaining_seconds")
+    return (f"scoring | {_si(tokens)} of {_si(total)} tokens ({100 * tokens / max(total, 1):.0f}%) | "
+            f"{figures['scoring_seconds']:.0f} s" + (f", ~{left:.0f} s left" if left is not None else ""))
 
 
 def _si(value: float) -> str:

@@ -8,6 +8,7 @@ from __future__ import annotations
 import json
 import math
 import os
+import time
 from pathlib import Path
 
 from engine.files import write_atomic
@@ -50,6 +51,24 @@ def parse_block(text: str) -> dict:
         if sep:
             pairs[key.strip()] = value.strip()
     return pairs
+
+
+def write_phase(path: str | os.PathLike, phase: str, seconds: dict) -> None:
+    """The engine process's phase file: the phase it is in now, since when (wall clock), and the
+    seconds of the phases before it. A courtesy for whoever must say where a killed run was."""
+    try:
+        write_atomic(Path(path), json.dumps({"phase": phase, "since": time.time(), "seconds": seconds}) + "\n")
+    except OSError:
+        pass
+
+
+def read_phase(path: str | os.PathLike) -> dict:
+    """The phase file's content ({} if there is none or it is unreadable)."""
+    try:
+        value = json.loads(Path(path).read_text())
+    except (OSError, ValueError):
+        return {}
+    return value if isinstance(value, dict) else {}
 
 
 def failure(status: str, error: str, **extra) -> dict:

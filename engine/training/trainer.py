@@ -12,6 +12,7 @@ saves the final state, the programs and the forward. With `--programs DIR` (`ver
 from __future__ import annotations
 
 import argparse
+import concurrent.futures
 import math
 import os
 import sys
@@ -42,11 +43,19 @@ from engine.training.progress import Progress
 # A loss above this many nats per token has diverged (the reference's threshold).
 EXPLODING_LOSS = 100.0
 PROGRAMS_DIR = "programs"
+# The status of the engine's figures once training and the checkpoint are done and scoring runs:
+# never a result (the launcher scores such a run in a fresh scorer process, or calls it unscored).
+TRAINED = "trained"
 _exit = os._exit
 
 
 class LossDiverged(Exception):
     """The loss became NaN, infinite or exploded; the run stops at once."""
+
+
+class ScoringFailed(Exception):
+    """Scoring raised after the checkpoint was saved: the figures say "trained", and the
+    launcher scores the checkpoint in a fresh scorer process."""
 
 
 def main(args: argparse.Namespace | None = None) -> int:
@@ -74,6 +83,9 @@ def _train(args: argparse.Namespace) -> int:
         return _fail(args, "crash", str(error))
     except LossDiverged as error:
         return _fail(args, "nan", str(error))
+    except ScoringFailed as error:
+        print(f"autoresearch train: scoring failed after training: {_first_line(error)}", file=sys.stderr, flush=True)
+        return 1
     except Exception as error:  # XLA may raise anything: out of memory, a bad program
         traceback.print_exc()
         status = "oom" if devices.is_out_of_memory(error) else "crash"
@@ -83,7 +95,7 @@ def _train(args: argparse.Namespace) -> int:
 
 
 def run_trainer(args, started: float) -> dict:
-    """Trace (in the tracer process), compile, init and train under the clock, save."""
+    """Trace (in the tracer process), compile, init and train under the clock, save, score."""
     _absolute_paths(args)
     run_dir = Path(args.run_dir) if args.run_dir else _default_run_dir().absolute()
     data_dir = paths.resolve_data_dir(args.data)
@@ -92,18 +104,22 @@ def run_trainer(args, started: float) -> dict:
     budget = clock.budget_from_args(args, constants.TIME_BUDGET_SECONDS)
     manifest = data.load_manifest(data_dir)
     devices.initialize_distributed()
-    compiling.enable_persistent_cache()
+    compiling.disable_persistent_cache()  # native code from a file others can write never runs here
     mesh = sharding.make_mesh()
     layout = make_layout(manifest, budget, args.seed, data_dir)
+    phases = PhaseLog(run_dir)
     trace_seconds = 0.0
     if tracing is not None:
+        phases.enter("trace")
         trace_seconds = tracer.finish(tracing, layout)
     program_dir = Path(args.programs) if args.programs else traced_dir
     loaded = programs.load(program_dir, layout["platform"], layout["num_devices"])
     check_batches(loaded, mesh)
     train_split = data.load_split(data_dir, "train")
-    compiled = compiling.compile_programs(loaded, mesh)
+    phases.enter("compile")
+    compiled, scoring_compile = compile_all(loaded, mesh, layout["platform"])
     check_flops_countable(compiled, budget)
+    phases.enter("init")
     init_started = time.perf_counter()
     state = jax.block_until_ready(compiled.init(jax.random.key_data(jax.random.key(args.seed))))
     init_seconds = time.perf_counter() - init_started
@@ -113,11 +129,107 @@ def run_trainer(args, started: float) -> dict:
     budget_clock = clock.BudgetClock(budget, batch_size * seq_len, compiled.step_flops)
     budget_clock.charge(seconds=init_seconds + charged_trace_seconds(trace_seconds), flops=compiled.init_flops or 0.0)
     shown = _progress(args, loaded, layout, compiled)
+    phases.enter("training")
     state, final_loss = train(compiled.train_step, state, batches, budget_clock, shown.update)
     shown.close(budget_clock, final_loss)
+    phases.enter("checkpoint")
     saved = _save(args, run_dir, state, manifest, budget_clock, loaded, program_dir)
-    return _result(loaded, layout, manifest, compiled, budget_clock, final_loss, saved, init_seconds,
-                   trace_seconds, time.perf_counter() - started)
+    trained = _result(loaded, layout, manifest, compiled, budget_clock, final_loss, saved, init_seconds,
+                      trace_seconds, time.perf_counter() - started)
+    phases.enter("scoring")
+    # Should this process die from here on, the launcher finds the trained figures, and a fresh
+    # scorer process scores the checkpoint.
+    _write_result(args, {**trained, "status": TRAINED, "phase_seconds": phase_figures(phases)})
+    try:
+        scoring = scoring_compile.result()  # compiled while training ran (on an accelerator)
+        scored = score_trained(scoring, state, loaded, data_dir, shown, getattr(args, "probe_seed", None))
+    except Exception as error:  # XLA may raise anything; the checkpoint is saved either way
+        traceback.print_exc()
+        _write_result(args, {**trained, "status": TRAINED, "error": f"{type(error).__name__}: {_first_line(error)}",
+                             "phase_seconds": phase_figures(phases)})
+        raise ScoringFailed(str(error)) from error
+    phases.enter("done")
+    seconds = {**phase_figures(phases), "probe": scored.phases.get("probe", 0.0),
+               "metric": scored.phases.get("metric", 0.0)}
+    return {**trained, "train_process_seconds": time.perf_counter() - started, **scored_figures(scored, scoring),
+            "phase_seconds": seconds}
+
+
+class PhaseLog:
+    """Which phase the engine process is in, and the seconds each took: kept here and written
+    to the run directory's phase.json at every change (read after a kill or a timeout, by the
+    launcher and by the loop's runner: they name the phase that ran out)."""
+
+    FILE = "phase.json"
+
+    def __init__(self, run_dir: Path):
+        self.path = Path(run_dir) / self.FILE if jax.process_index() == 0 else None
+        self.seconds: dict[str, float] = {}
+        self.current, self._since = None, time.perf_counter()
+
+    def enter(self, phase: str) -> None:
+        now = time.perf_counter()
+        if self.current is not None:
+            self.seconds[self.current] = self.seconds.get(self.current, 0.0) + now - self._since
+        self.current, self._since = phase, now
+        if self.path is not None:
+            summary.write_phase(self.path, phase, self.seconds)
+
+
+def compile_all(loaded: programs.Programs, mesh, platform: str):
+    """Compile init and the train step, and start compiling the scoring programs beside them.
+
+    Returns the compiled training programs and a future of the scoring programs. On CPU the
+    scoring compile is waited for here, before the clock (it would take the cores training
+    uses); on an accelerator it goes on in a host thread while the device trains.
+    """
+    from engine.scoring import scorer
+
+    weight_shardings = [sh for sh, used in zip(_state_shardings(loaded, mesh), loaded.used()) if used]
+    pool = concurrent.futures.ThreadPoolExecutor(max_workers=1, thread_name_prefix="scoring-compile")
+    scoring = pool.submit(scorer.compile_programs, loaded.logits, weight_shardings, mesh)
+    pool.shutdown(wait=False)
+    compiled = compiling.compile_programs(loaded, mesh)
+    if platform == "cpu":
+        scoring.result()
+    return compiled, scoring
+
+
+def _state_shardings(loaded: programs.Programs, mesh) -> list:
+    from jax.sharding import NamedSharding
+    return [NamedSharding(mesh, spec) for spec in loaded.partition_specs()]
+
+
+def score_trained(scoring, state, loaded: programs.Programs, data_dir: Path, shown: Progress,
+                  probe_seed: int | None = None):
+    """Probe and score the state just trained, in this process, with the programs compiled
+    before the clock: the same scorer code as `autoresearch evaluate` (engine/scoring/scorer.py)."""
+    from engine.data import checksums
+    from engine.scoring import probe, scorer
+
+    manifest = checksums.verify(data_dir, splits=("val",))
+    weights = [leaf for leaf, used in zip(state, loaded.used()) if used]
+    tokens, _ = data.load_split(data_dir, "val")
+    seed = probe.draw_seed() if probe_seed is None else int(probe_seed)
+    return scorer.score_weights(scoring, weights, tokens, data.load_token_bytes(data_dir), manifest, seed,
+                                on_batch=shown.scoring)
+
+
+def scored_figures(scored, scoring) -> dict:
+    """What the result file says of the score: status and val_bpb from the scorer alone."""
+    return {"status": scored.status, "error": scored.reason, "val_bpb": scored.bpb, "val_tokens": scored.tokens,
+            "probe_passes": scored.probe_passes, "probe_seed": scored.probe_seed,
+            "forward_calls": scored.forward_calls, "scoring_seconds": scored.seconds,
+            "scoring_phases": {**scored.phases, "compile": scoring.seconds}, "scored_by": "engine"}
+
+
+def phase_figures(phases: PhaseLog) -> dict:
+    """Seconds of each phase of the engine process so far (init is training time: the clock
+    charges it), for the summary block, the JSON and the ledger."""
+    seen = phases.seconds
+    return {"trace": seen.get("trace", 0.0), "compile": seen.get("compile", 0.0),
+            "train": seen.get("init", 0.0) + seen.get("training", 0.0),
+            "checkpoint": seen.get("checkpoint", 0.0), "scoring": seen.get("scoring", 0.0)}
 
 
 def _programs_dir_name() -> str:
