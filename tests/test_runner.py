@@ -86,3 +86,27 @@ def test_an_unscored_result_is_its_own_status_not_a_crash():
 
     status, reason = classify(1, False, {"status": "unscored", "error": "the scorer exited with status -9"})
     assert status == "unscored" and "status -9" in reason
+
+
+def test_a_timeout_names_the_phase_that_ran_out_and_what_to_change(tmp_path):
+    """The engine writes its phase file into the run directory; killed at the timeout, the run
+    says which phase ran out and the seconds of those before it."""
+    phase_file = tmp_path / "exp" / "phase.json"
+    command = script(tmp_path, f"""
+        import json, time
+        seconds = {{"trace": 1.5, "compile": 4.0, "train": 30.2, "checkpoint": 0.4}}
+        json.dump({{"phase": "scoring", "since": time.time(), "seconds": seconds}}, open({str(phase_file)!r}, "w"))
+        time.sleep(600)
+    """)
+    outcome = runner.run_training(command, tmp_path / "exp", timeout=2, cwd=tmp_path)
+    assert outcome.status == "timeout"
+    assert "killed at the hard timeout of 2 s, in the scoring phase after" in outcome.error
+    assert "(trace 1.5 s, compile 4.0 s, train 30.2 s, checkpoint 0.4 s)" in outcome.error
+    assert "--timeout" in outcome.error and "timeout_seconds" in outcome.error
+
+
+def test_the_hard_timeout_is_budget_compile_and_scoring_sized_from_the_eval_tokens():
+    small, large = runner.scoring_allowance(4096, 64), runner.scoring_allowance(131_072, 512)
+    assert small < large and large == runner.SCORING_FLOOR_SECONDS + (5 * 131_072 + 512 ** 2) / 2000.0
+    assert runner.scoring_allowance(131_072, 512, measured_seconds=10.0) == runner.SCORING_FLOOR_SECONDS + 30.0
+    assert runner.train_timeout(30.0, 180.0, large) == 30.0 + 180.0 + large

@@ -261,9 +261,9 @@ def run_baseline(session: Session) -> None:
     rows = session.ledger.rows
     crashed = [r for r in rows if r.get("role") == "baseline" and not r.get("kept")]
     if crashed:
-        raise UserError(f"the baseline crashed (experiment {crashed[0]['experiment']}: {crashed[0].get('error')}; "
-                        f"log {session.run_dir / str(crashed[0].get('log'))}): fix {_what_to_fix(session)}, commit, "
-                        "and use a new tag")
+        raise UserError(f"the baseline {crashed[0].get('status')} (experiment {crashed[0]['experiment']}: "
+                        f"{crashed[0].get('error')}; log {session.run_dir / str(crashed[0].get('log'))}): "
+                        f"{baseline_advice(session, str(crashed[0].get('status')))}")
     done = sum(1 for r in rows if r.get("role") == "baseline")
     for index in range(done, session.program.baseline_runs):
         experiment = session.ledger.next_experiment()
@@ -274,8 +274,18 @@ def run_baseline(session: Session) -> None:
         row = record(session, experiment, head, proposal, outcome, "baseline", seed, started)
         if not row["kept"]:
             raise UserError(f"the baseline {row['status']}: {row.get('error')}; see "
-                            f"{session.run_dir / row['log']} (fix {_what_to_fix(session)} and commit, "
-                            "then use a new tag)")
+                            f"{session.run_dir / row['log']} ({baseline_advice(session, row['status'])})")
+
+
+def baseline_advice(session: Session, status: str) -> str:
+    """What to do about a failed baseline. A timeout or an unscored run is about time, not
+    about the code: the baseline's train.py is then not blamed."""
+    if status == "timeout":
+        return ("its train.py may be fine: allow more time with --timeout or timeout_seconds in program.md, "
+                "or give a smaller budget, then use a new tag")
+    if status == "unscored":
+        return "training finished but scoring failed: see the log, then use a new tag"
+    return f"fix {_what_to_fix(session)} and commit, then use a new tag"
 
 
 def _what_to_fix(session: Session) -> str:

@@ -73,14 +73,20 @@ class Program:
             return f"tokens {self.budget_tokens:.3g}"
         return f"time {self.budget_seconds_or_default():g} s"
 
-    def hard_timeout(self) -> float:
-        """Twice the budget plus compile, start-up and eval; flops/tokens budgets assume the default time."""
+    def hard_timeout(self, scoring_seconds: float | None = None) -> float:
+        """The budget, the compile allowance and a scoring allowance (engine/loop/runner.py; by
+        default sized from the default eval tokens); flops/tokens budgets assume the default time."""
         if self.timeout_seconds is not None:
             return self.timeout_seconds
         if self.task.is_command:
             return self.task.timeout_seconds or DEFAULT_COMMAND_TIMEOUT_SECONDS
+        from engine import constants
+        from engine.loop import runner
         seconds = self.budget_seconds if self.budget_flops is None and self.budget_tokens is None else None
-        return 2 * (seconds if seconds is not None else self.budget_seconds_or_default()) + self.compile_allowance_seconds
+        if scoring_seconds is None:
+            scoring_seconds = runner.scoring_allowance(constants.EVAL_TOKENS, constants.SEQUENCE_LENGTH)
+        return runner.train_timeout(seconds if seconds is not None else self.budget_seconds_or_default(),
+                                    self.compile_allowance_seconds, scoring_seconds)
 
     def confirmations(self) -> int:
         """Runs of a kept change that set the best's value (none in paired mode: each pair re-measures the best)."""

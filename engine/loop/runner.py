@@ -30,6 +30,17 @@ SECRET_NAME = re.compile(r"KEY|TOKEN|SECRET|PASSWORD|PASSWD|CREDENTIAL|AUTH|COOK
 # Not secrets by name, but they point at or switch on credentials.
 SECRET_VARS = {"GOOGLE_APPLICATION_CREDENTIALS", "GOOGLE_GENAI_USE_VERTEXAI", "CLOUDSDK_CONFIG", "NETRC"}
 POLL_SECONDS = 0.25
+# The hard timeout of a train run: its budget, plus the compile allowance (start-up, trace,
+# compile, checkpoint; program.md's compile_allowance_seconds), plus a scoring allowance for
+# the forward passes of the metric and the probe (engine/scoring/probe.py: about five times the
+# metric's eval tokens, and T^2 for the cuts) at SLOW_FORWARD_TOKENS_PER_SECOND (a loaded 2-core
+# CPU; an accelerator is hundreds of times faster), or SCORING_MARGIN times the scoring seconds
+# this machine last measured.
+SLOW_FORWARD_TOKENS_PER_SECOND = 2000.0
+PROBE_FORWARD_FACTOR = 5
+SCORING_MARGIN = 3.0
+SCORING_FLOOR_SECONDS = 30.0
+PHASE_FILE = "phase.json"  # the engine's phase file in the run directory (engine/training/trainer.py)
 
 
 @dataclasses.dataclass
@@ -72,6 +83,45 @@ def build_command(train_file: str, exp_dir: Path, seed: int, budget_flag: list[s
     command = [*train_command(), train_file, "--json", str(exp_dir / "result.json"),
                "--run-dir", str(exp_dir), "--seed", str(seed), *budget_flag]
     return command + (["--data", data] if data else [])
+
+
+def scoring_allowance(eval_tokens: int, sequence_length: int, measured_seconds: float | None = None) -> float:
+    """Seconds allowed for probing and scoring: from this machine's last measured scoring time
+    when there is one, else from the eval tokens at a slow CPU's forward speed."""
+    if measured_seconds is not None and measured_seconds > 0:
+        return SCORING_FLOOR_SECONDS + SCORING_MARGIN * measured_seconds
+    forward_tokens = PROBE_FORWARD_FACTOR * eval_tokens + sequence_length ** 2
+    return SCORING_FLOOR_SECONDS + forward_tokens / SLOW_FORWARD_TOKENS_PER_SECOND
+
+
+def train_timeout(budget_seconds: float, compile_allowance: float, scoring_seconds: float) -> float:
+    """The hard timeout of one train run: budget + compile allowance + scoring allowance."""
+    return budget_seconds + compile_allowance + scoring_seconds
+
+
+def timeout_reason(exp_dir: Path, timeout: float) -> str:
+    """What a run killed at the hard timeout was doing: its phase and each phase's seconds
+    (from the engine's phase file), and what to change."""
+    seen = _read_phase(exp_dir / PHASE_FILE)
+    phase, since = seen.get("phase"), seen.get("since")
+    done = seen.get("seconds") if isinstance(seen.get("seconds"), dict) else {}
+    text = f"killed at the hard timeout of {timeout:.0f} s"
+    if isinstance(phase, str):
+        spent = f" after {max(0.0, time.time() - since):.0f} s of it" if isinstance(since, (int, float)) else ""
+        text += f", in the {phase} phase{spent}"
+    if done:
+        text += " (" + ", ".join(f"{name} {seconds:.1f} s" for name, seconds in done.items()
+                                 if isinstance(seconds, (int, float))) + ")"
+    return (text + "; the engine found nothing wrong with the run: allow more time with `--timeout SECONDS` "
+            "or `- timeout_seconds: SECONDS` in program.md (or a smaller budget)")
+
+
+def _read_phase(path: Path) -> dict:
+    try:
+        value = json.loads(path.read_text())
+    except (OSError, ValueError):
+        return {}
+    return value if isinstance(value, dict) else {}
 
 
 def read_result(path: Path) -> dict:
@@ -123,6 +173,8 @@ def run_training(command: list[str], exp_dir: Path, timeout: float, cwd: Path,
         child_record.unlink(missing_ok=True)
     result = read_result(result_path)
     status, error = classify(process.returncode, timed_out, result)
+    if timed_out:
+        error = timeout_reason(exp_dir, timeout)
     return Outcome(status, result, process.returncode, time.monotonic() - start, log_path, error)
 
 

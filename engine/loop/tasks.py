@@ -47,11 +47,25 @@ class TrainTask:
         command = runner.build_command(TRAIN_FILE, exp_dir, seed, self.program.budget_flag(),
                                        str(self.data_dir) if self.data_dir else None)
         prefix, env = (devices.prefix, devices.env) if devices is not None else ([], None)
-        return runner.run_training([*prefix, *command], exp_dir, self.program.hard_timeout(), cwd,
+        return runner.run_training([*prefix, *command], exp_dir, self.hard_timeout(), cwd,
                                    child_record=child_record, on_tick=on_tick, extra_env=env)
+
+    def hard_timeout(self) -> float:
+        """program.md's timeout, else budget + compile allowance + scoring sized from this cache's eval tokens."""
+        return self.program.hard_timeout(_scoring_allowance(self.data_dir))
 
     def describe(self) -> str:
         return self.program.describe_budget()
+
+
+def _scoring_allowance(data_dir: Path | None) -> float | None:
+    """The scoring allowance for the cache's eval tokens and row length (None: the defaults')."""
+    import json
+    try:
+        constants = json.loads((Path(data_dir) / "manifest.json").read_text())["constants"]
+        return runner.scoring_allowance(int(constants["eval_tokens"]), int(constants["sequence_length"]))
+    except (TypeError, OSError, ValueError, KeyError):
+        return None
 
 
 class CommandTask:

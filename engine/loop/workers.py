@@ -235,7 +235,7 @@ class Coordinator:
             shutil.rmtree(checkpoint, ignore_errors=True)
         if job.role == "baseline" and not row.get("kept"):
             raise UserError(f"the baseline {row['status']}: {row.get('error')}; see {session.run_dir / row['log']} "
-                            f"(fix train.py and commit, then use a new tag)")
+                            f"({cycle.baseline_advice(session, row['status'])})")
         return row
 
     def judge_moved_base(self, job: Job, outcome: runner.Outcome, experiment: int, best: str) -> dict:

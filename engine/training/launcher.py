@@ -174,11 +174,21 @@ def _died(returncode: int, run_dir: Path, error) -> str:
     seen = summary.read_phase(run_dir / PHASE_FILE)
     phase, since = seen.get("phase"), seen.get("since")
     text = f"the engine process exited with status {returncode}"
+    if returncode < 0:
+        text = f"the engine process was killed by {_signal_name(-returncode)}"
     if isinstance(phase, str):
         text += f" in its {phase} phase"
         if isinstance(since, (int, float)):
             text += f" (after {max(0.0, time.time() - since):.1f} s of it)"
     return text + (f": {error}" if error else "")
+
+
+def _signal_name(number: int) -> str:
+    import signal
+    try:
+        return signal.Signals(number).name
+    except ValueError:
+        return f"signal {number}"
 
 
 def _score(checkpoint: Path, data_dir: Path, figures: Path) -> dict:
