@@ -1,13 +1,15 @@
 """The loop's overhead per experiment: wall time of a whole loop step minus training time.
 
-A step is propose + guard + commit + `autoresearch train` (its trainer process: start-up,
-compile, training, checkpoint and export; then its scorer process: start-up, load, causality
-probe, metric) + ledger + git. The bench runs the baseline once to warm the
-persistent compilation cache, then N steps of the same program (each proposal only adds
-a comment, so the compiled program is unchanged), in a scratch copy of this repository's
-train.py. It prints where the time goes, the share that is training, and what that
-share becomes at a 300 s budget (the overhead does not grow with the budget: compile
-and eval are fixed costs).
+A step is propose + guard + commit + `autoresearch train` (one engine process: start-up,
+trace, compile of the train step, init and the scoring forward, training, checkpoint,
+then the causality probe and the metric in one sweep over the eval batches) + ledger + git.
+The bench runs the baseline once, then N steps of the same program (each proposal only adds
+a comment), in a scratch copy of this repository's train.py. It prints where the time goes
+(each phase's seconds from the engine's result), the share that is training, what that share
+becomes at a 300 s budget (the overhead does not grow with the budget: compile and eval are
+fixed costs), and the scorer's seconds against the same number of bare forward calls of the
+baseline's exported forward, timed in this process after the loop (the scorer's own cost
+beyond its forward passes).
 
     python bench/overhead.py --budget-seconds 10 --experiments 3
 """
@@ -71,8 +73,14 @@ def measure(args) -> list[dict]:
         session = open_session(loop_args, LiveView(interactive=False))
         try:
             session.repo.checkout_branch("bench")
-            cycle.run_baseline(session)  # cold: fills the persistent compilation cache
-            return timed_experiments(session, CommentAgent(), args.experiments)
+            cycle.run_baseline(session)
+            figures = timed_experiments(session, CommentAgent(), args.experiments)
+            calls = [f.get("forward_calls") for f in figures if f.get("forward_calls")]
+            if calls and not args.no_forward_timing:
+                seconds = forward_alone_seconds(session.exp_dir(0) / "checkpoint", session.data_dir, calls[-1])
+                for f in figures:
+                    f["forward_alone_seconds"] = seconds
+            return figures
         finally:
             session.close()
             os.chdir(REPO)
@@ -93,6 +101,40 @@ def timed_experiments(session, agent, count: int) -> list[dict]:
     return figures
 
 
+def forward_alone_seconds(checkpoint: Path, data_dir: Path, calls: int) -> float:
+    """Seconds of `calls` bare calls of the checkpoint's exported forward on the metric's batches,
+    compiled as the scorer compiles it (nothing fetched but the last call's completion)."""
+    import jax
+    import numpy as np
+    from engine.data import cache
+    from engine.scoring import metric, scorer
+    from engine.training import compile as compiling, export, sharding
+
+    compiling.disable_persistent_cache()
+    manifest = cache.load_manifest(data_dir)
+    program = export.load_program(checkpoint)
+    mesh = sharding.make_mesh()
+    weights = tuple(export.restore_weights(checkpoint, program, mesh))
+    programs = scorer.compile_programs(program, [sharding.replicated(mesh)] * len(weights), mesh)
+    tokens, _ = cache.load_split(data_dir, "val")
+    rows = metric.pad_rows(metric.eval_rows(tokens, int(manifest["constants"]["eval_tokens"]), programs.seq_len),
+                           programs.rows, int(manifest["bos_id"]))[:, :-1]
+    batches = [jax.device_put(rows[i:i + programs.rows], sharding.batch_sharding(mesh))
+               for i in range(0, len(rows), programs.rows)]
+    jax.block_until_ready(programs.forward(weights, batches[0]))  # warm
+    start = time.perf_counter()
+    out = None
+    for i in range(calls):
+        out = programs.forward(weights, batches[i % len(batches)])
+        if i % len(batches) == len(batches) - 1:
+            jax.block_until_ready(out)  # as the scorer does: no unbounded queue of logits
+    jax.block_until_ready(out)
+    return time.perf_counter() - start
+
+
+PHASES = ("trace", "compile", "train", "checkpoint", "probe", "metric")
+
+
 def report(figures: list[dict], budget: float) -> None:
     ok = [f for f in figures if f.get("training_seconds")]
     if not ok:
@@ -109,15 +151,20 @@ def report(figures: list[dict], budget: float) -> None:
                           ("eval + checkpoint + rest of train", eval_and_rest),
                           ("process start-up and exit", startup), ("loop: propose, git, ledger", loop)):
         print(f"  {name:<36} {seconds:8.2f} s")
+    phases = [f.get("phase_seconds") or {} for f in ok]
+    if any(phases):
+        shown = ", ".join(f"{name} {sum(float(p.get(name) or 0.0) for p in phases) / len(ok):.2f}" for name in PHASES)
+        print(f"  engine phases (s): {shown}")
+    scoring = mean("scoring_seconds")
+    alone = [f["forward_alone_seconds"] for f in ok if f.get("forward_alone_seconds")]
+    calls = mean("forward_calls")
+    if scoring and alone:
+        print(f"  scorer {scoring:.2f} s for {calls:.0f} forward calls; the same calls alone {alone[0]:.2f} s: "
+              f"{scoring / alone[0]:.2f}x its forward passes")
     scorer = [f for f in ok if f.get("scorer_process_seconds")]
     if scorer:
-        part = lambda name: sum(float((f.get("scoring_phases") or {}).get(name) or 0.0) for f in scorer) / len(scorer)
         process = sum(float(f["scorer_process_seconds"]) for f in scorer) / len(scorer)
-        inside = sum(float(f.get("scoring_seconds") or 0.0) for f in scorer) / len(scorer)
-        print(f"  of which the scorer process         {process:8.2f} s: start-up and exit {process - inside:.2f}, "
-              f"load {part('load'):.2f}, probe (first call compiles) {part('probe'):.2f}, metric {part('metric'):.2f}")
-        print(f"  scorer beyond the metric: {process - part('metric'):.2f} s = "
-              f"{100 * (process - part('metric')) / TARGET_BUDGET_SECONDS:.1f}% of a {TARGET_BUDGET_SECONDS:g} s experiment")
+        print(f"  of which a separate scorer process  {process:8.2f} s (the engine died while scoring)")
     print(f"training share: {100 * train / step:.1f}% of wall time (overhead {overhead:.1f} s per experiment)")
     share = TARGET_BUDGET_SECONDS / (TARGET_BUDGET_SECONDS + overhead)
     print(f"extrapolated to a {TARGET_BUDGET_SECONDS:g} s budget with the same fixed overhead: {100 * share:.1f}% "
@@ -131,6 +178,8 @@ def main() -> None:
     parser.add_argument("--train", default=str(REPO / "train.py"), help="the train.py to measure")
     parser.add_argument("--timeout", type=float, default=None,
                         help="hard timeout per experiment, seconds (default: the loop's; a loaded machine needs more)")
+    parser.add_argument("--no-forward-timing", action="store_true",
+                        help="skip timing the bare forward calls after the loop")
     parser.add_argument("--data", default=None, help="prepared cache (default: the last prepared)")
     args = parser.parse_args()
     report(measure(args), args.budget_seconds)

@@ -15,6 +15,9 @@ def test_progress_is_described_while_training_and_while_scoring():
     figures = {"step": 7, "loss": 4.25, "fraction": 0.123, "remaining_seconds": 52.6, "phase": "training"}
     assert live_view.describe_progress(figures) == "step 7, loss 4.2500, 12% of budget, ~53 s left"
     assert live_view.describe_progress({**figures, "phase": "scoring"}) == "step 7, loss 4.2500, scoring"
+    scoring = {**figures, "phase": "scoring", "tokens_scored": 65_536, "tokens_total": 131_072,
+               "remaining_seconds": 11.6}
+    assert live_view.describe_progress(scoring) == "step 7, loss 4.2500, scoring 50% of 131k tokens, ~12 s left"
     assert live_view.describe_progress({"step": 3, "remaining_seconds": None}) == "step 3"
 
 

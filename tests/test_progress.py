@@ -99,3 +99,20 @@ def test_hosts_after_the_first_stay_quiet(tmp_path):
     trained(Budget("time", 10.0), 3, 1.0, lambda clock, loss, _: shown.update(clock, loss))
     shown.close()
     assert out.getvalue() == "" and not (tmp_path / progress.PROGRESS_FILE).exists()
+
+
+def test_scoring_shows_tokens_scored_and_time_left_on_the_line_and_in_the_file(tmp_path):
+    now, out = FakeTime(), io.StringIO()
+    shown = progress.Progress(stream=out, interactive=False, run_dir=tmp_path, now=now)
+    clock = trained(Budget("time", 60.0), steps=2, step_seconds=0.5, report=lambda c, loss, t: None)
+    shown.close(clock, 4.9)
+    now.t = 100.0
+    shown.scoring(32_768, 131_072, 4.0)  # a quarter in 4 s: 12 s left at this pace
+    figures = json.loads((tmp_path / progress.PROGRESS_FILE).read_text())
+    assert figures["phase"] == "scoring" and figures["tokens_scored"] == 32_768
+    assert figures["tokens_total"] == 131_072 and figures["remaining_seconds"] == pytest.approx(12.0)
+    assert figures["step"] == 2  # the training figures stay for the loop's line
+    assert "scoring | 32.8k of 131.1k tokens (25%) | 4 s, ~12 s left" in out.getvalue()
+    now.t = 100.5
+    shown.scoring(131_072, 131_072, 16.0)  # the last batch is always shown
+    assert out.getvalue().rstrip().endswith("scoring | 131.1k of 131.1k tokens (100%) | 16 s, ~0 s left")

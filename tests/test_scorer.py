@@ -50,7 +50,8 @@ def test_scores_the_exported_model_with_the_engines_cross_entropy(prepared_data,
     assert got.status == "ok" and got.reason is None
     assert got.tokens == int(manifest["constants"]["eval_tokens"])
     assert got.bpb == pytest.approx(numpy_bpb(exp, state, prepared_data, manifest), rel=1e-5)
-    assert got.probe_passes >= 5 and set(got.phases) == {"load", "probe", "metric"}
+    assert got.probe_passes >= 5 and set(got.phases) == {"load", "compile", "probe", "metric"}
+    assert got.forward_calls == got.probe_passes + got.tokens // (64 * 8)  # 8 rows of 64 per call
     test = scorer.score(checkpoint, prepared_data, "test")
     assert test.status == "ok" and test.bpb != got.bpb
 

@@ -116,6 +116,15 @@ def timeout_reason(exp_dir: Path, timeout: float) -> str:
             "or `- timeout_seconds: SECONDS` in program.md (or a smaller budget)")
 
 
+def _phase_figures(exp_dir: Path) -> dict:
+    """For the ledger row of a run killed at the timeout: its phase and its phases' seconds."""
+    seen = _read_phase(exp_dir / PHASE_FILE)
+    figures = {"phase": seen.get("phase")} if isinstance(seen.get("phase"), str) else {}
+    if isinstance(seen.get("seconds"), dict):
+        figures["phase_seconds"] = seen["seconds"]
+    return figures
+
+
 def _read_phase(path: Path) -> dict:
     try:
         value = json.loads(path.read_text())
@@ -175,6 +184,7 @@ def run_training(command: list[str], exp_dir: Path, timeout: float, cwd: Path,
     status, error = classify(process.returncode, timed_out, result)
     if timed_out:
         error = timeout_reason(exp_dir, timeout)
+        result = result or _phase_figures(exp_dir)
     return Outcome(status, result, process.returncode, time.monotonic() - start, log_path, error)
 
 

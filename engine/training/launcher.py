@@ -39,7 +39,7 @@ TRAINER_FIGURES = (
     "init_seconds", "init_flops",
     "peak_vram_mb", "mfu_percent", "total_tokens_M", "num_steps", "num_params_M", "budget", "budget_mode",
     "budget_value", "device", "platform", "num_devices", "num_processes", "tokens_per_second", "final_loss", "step_flops", "flops_per_token", "flops_uncounted",
-    "checkpoint_seconds", "scoring_compile_seconds",
+    "checkpoint_seconds", "scoring_compile_seconds", "probe_seconds", "metric_seconds",
 )
 # What the engine's own scoring adds (status and error are taken as they are).
 SCORE_FIGURES = ("val_bpb", "val_tokens", "probe_passes", "probe_seed", "forward_calls", "scoring_seconds",
@@ -112,7 +112,7 @@ def train_then_score(args, run_dir: Path, data_dir: Path, private: Path) -> dict
             "probe_seed": scored.get("probe_seed"), "forward_calls": scored.get("forward_calls"),
             "scoring_seconds": scored.get("scoring_seconds"), "scoring_phases": scored.get("scoring_phases"),
             "scorer_process_seconds": scored.get("process_seconds"), "phase_seconds": phases,
-            "scored_by": "scorer"}
+            "probe_seconds": phases["probe"], "metric_seconds": phases["metric"], "scored_by": "scorer"}
 
 
 def _scorer_phases(scored: dict) -> dict:

@@ -19,6 +19,10 @@ SUMMARY_FIELDS = (
     ("training_seconds", "{:.1f}"),
     ("compile_seconds", "{:.1f}"),
     ("total_seconds", "{:.1f}"),
+    ("trace_seconds", "{:.1f}"),  # the total's other parts: where the time outside training went
+    ("checkpoint_seconds", "{:.1f}"),
+    ("probe_seconds", "{:.1f}"),
+    ("metric_seconds", "{:.1f}"),
     ("peak_vram_mb", "{:.1f}"),
     ("mfu_percent", "{:.2f}"),
     ("total_tokens_M", "{:.4g}"),  # significant digits: CPU runs train well under 0.1M tokens

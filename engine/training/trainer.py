@@ -152,7 +152,8 @@ def run_trainer(args, started: float) -> dict:
     seconds = {**phase_figures(phases), "probe": scored.phases.get("probe", 0.0),
                "metric": scored.phases.get("metric", 0.0)}
     return {**trained, "train_process_seconds": time.perf_counter() - started, **scored_figures(scored, scoring),
-            "phase_seconds": seconds}
+            "phase_seconds": seconds, "compile_seconds": seconds["compile"],
+            **{f"{name}_seconds": seconds[name] for name in ("checkpoint", "probe", "metric")}}
 
 
 class PhaseLog:
