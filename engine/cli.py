@@ -50,6 +50,9 @@ def _add_prepare(sub) -> None:
     p.add_argument("--eval-tokens", type=int, default=constants.EVAL_TOKENS,
                    help="tokens scored by val_bpb and test_bpb (default: %(default)s)")
     p.add_argument("--force", action="store_true", help="prepare anew even if a cache exists")
+    p.add_argument("--split-key", default=None, metavar="FILE",
+                   help="split with the key in FILE, a copy of split.key from the cache root of the machine "
+                        "whose results this one compares with (default: this cache's key, drawn if none)")
 
 
 def _add_budget(p) -> None:

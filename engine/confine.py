@@ -13,11 +13,26 @@ later directly in a folder on that way stay unreadable, which suits the tracer (
 only its own folder) but not an agent's shell. A hard link made elsewhere to a denied
 file before the rules are applied is not seen. Where the kernel has no
 Landlock (an older kernel, another OS), nothing is applied and `confine` says so.
+
+`close_network()` takes the network away from the calling process and its future children:
+a network namespace of its own (unshare(2); as root, or through a user namespace where the
+kernel lets an unprivileged user make one), where no TCP, UDP or other traffic reaches any
+other process, not even on 127.0.0.1; and Landlock's network rules (ABI 4+), which refuse
+every TCP bind and connect but do not cover UDP. It says which held.
 """
 from __future__ import annotations
 
 import os
+import struct
 from pathlib import Path
+
+# Linux: unshare(2)'s flags; Landlock's system calls (one number on every architecture),
+# its network rights (ABI 4) and the prctl that lets an unprivileged process restrict itself.
+CLONE_NEWNET, CLONE_NEWUSER = 0x40000000, 0x10000000
+SYS_LANDLOCK_CREATE_RULESET, SYS_LANDLOCK_RESTRICT_SELF = 444, 446
+LANDLOCK_CREATE_RULESET_VERSION = 1
+LANDLOCK_ACCESS_NET_BIND_TCP, LANDLOCK_ACCESS_NET_CONNECT_TCP = 1, 2
+PR_SET_NO_NEW_PRIVS = 38
 
 
 def available() -> bool:
@@ -74,3 +89,65 @@ def readable_roots(denied: list[Path]) -> list[Path]:
         roots += [folder / name for name in entries
                   if folder / name not in on_the_way and not opens_a_way_in(folder / name)]
     return roots
+
+
+def close_network() -> list[str]:
+    """Apply what this kernel allows (call it before any thread starts); the names of what held:
+    "network namespace" (TCP, UDP and all else) and/or "Landlock TCP rules"; empty if neither."""
+    held = []
+    if _new_network_namespace():
+        held.append("network namespace")
+    if _landlock_refuse_tcp():
+        held.append("Landlock TCP rules")
+    return held
+
+
+def _libc():
+    import ctypes
+
+    return ctypes, ctypes.CDLL(None, use_errno=True)
+
+
+def _new_network_namespace() -> bool:
+    """unshare(CLONE_NEWNET), with a user namespace of one identity-mapped user where the
+    process lacks the right to make a network namespace by itself."""
+    try:
+        ctypes, libc = _libc()
+    except OSError:
+        return False
+    if libc.unshare(CLONE_NEWNET) == 0:
+        return True
+    uid, gid = os.getuid(), os.getgid()
+    if libc.unshare(CLONE_NEWUSER | CLONE_NEWNET) != 0:
+        return False
+    try:  # keep this user's own identity inside, so file permissions read as before
+        Path("/proc/self/setgroups").write_text("deny")
+        Path("/proc/self/uid_map").write_text(f"{uid} {uid} 1")
+        Path("/proc/self/gid_map").write_text(f"{gid} {gid} 1")
+    except OSError:
+        pass  # still in a network namespace of its own; files owned by others read as nobody's
+    return True
+
+
+def _landlock_refuse_tcp() -> bool:
+    """A Landlock layer that handles TCP bind and connect and allows neither (ABI 4+)."""
+    try:
+        ctypes, libc = _libc()
+        syscall = libc.syscall
+        syscall.restype = ctypes.c_long
+        abi = syscall(ctypes.c_long(SYS_LANDLOCK_CREATE_RULESET), None, ctypes.c_size_t(0),
+                      ctypes.c_uint32(LANDLOCK_CREATE_RULESET_VERSION))
+        if abi < 4:
+            return False
+        attr = ctypes.create_string_buffer(struct.pack("=QQ", 0, LANDLOCK_ACCESS_NET_BIND_TCP
+                                                        | LANDLOCK_ACCESS_NET_CONNECT_TCP))
+        ruleset = syscall(ctypes.c_long(SYS_LANDLOCK_CREATE_RULESET), attr, ctypes.c_size_t(16), ctypes.c_uint32(0))
+        if ruleset < 0:
+            return False
+        try:
+            libc.prctl(PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0)
+            return syscall(ctypes.c_long(SYS_LANDLOCK_RESTRICT_SELF), ctypes.c_int(ruleset), ctypes.c_uint32(0)) == 0
+        finally:
+            os.close(ruleset)
+    except (OSError, AttributeError):  # not Linux, or no libc to call
+        return False

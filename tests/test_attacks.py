@@ -461,7 +461,7 @@ def test_data_baked_into_the_programs_is_refused(prepared_data, tmp_path):
             return engine.Experiment(**{**exp.__dict__, "init": init})
         """)
     code, result = train(prepared_data, tmp_path, path)
-    assert_caught(code, result, "crash", "KiB of constants", "outside the budget")
+    assert_caught(code, result, "crash", "bytes of constants together", "outside the budget")
 
 
 def test_a_file_dropped_into_the_compilation_cache_changes_no_score(prepared_data, tmp_path, honest, monkeypatch):
@@ -528,3 +528,188 @@ def test_reading_the_val_split_from_c_code_is_refused_by_the_kernel(prepared_dat
         """)
     code, result = train(prepared_data, tmp_path, path)
     assert code == 0 and result["val_bpb"] == honest["val_bpb"]
+
+
+# 4. The splits rebuilt, data spelled out, the network (issue 28) ---------------------------------
+
+
+def test_the_sources_on_disk_do_not_tell_which_text_is_scored(prepared_data):
+    """A train.py that reads the stdlib sources and splits them as prepare once did (a plain
+    hash of each document) no longer finds val: the cache splits by a keyed hash whose key it
+    cannot read, so its guess agrees with val no more than chance."""
+    import hashlib
+    from engine.data import cache as data, sources, split_key, splits
+    from engine.data.tokenizer import Tokenizer
+
+    tokenizer = Tokenizer(data.tokenizer_path(prepared_data))
+    tokens, starts = data.load_split(prepared_data, "val")
+    val = {tokenizer.decode(tokens[a + 1:b]) for a, b in zip(starts[:-1], starts[1:])}
+    documents = list(sources.limit_chars(sources.read_documents(sources.parse_source("stdlib"), None, None),
+                                         3_000_000))
+    unkeyed = {text for text in documents
+               if splits.split_of_digest(hashlib.sha256(text.encode()).digest()) == splits.VAL}
+    keyed = {text for text in documents if splits.split_of(text, split_key.load(prepared_data.parent)) == splits.VAL}
+    assert keyed == val  # the key holder finds it exactly
+    assert len(unkeyed & val) <= max(3, len(val) // 4), (len(unkeyed & val), len(val))
+
+
+def test_the_engines_data_preparation_cannot_be_run_while_tracing(prepared_data, tmp_path):
+    path = attack(tmp_path, """
+        try:
+            from engine.data import prepare as _prepare
+        except Exception:
+            pass
+        """)
+    code, result = train(prepared_data, tmp_path, path)
+    assert_caught(code, result, "crash", "engine.data", "data preparation")
+
+
+def test_data_spelled_out_as_scalar_constants_is_refused(prepared_data, tmp_path):
+    """17,000 values, each its own scalar constant (no dense table to count), carry 68,000 bytes."""
+    path = attack(tmp_path, """
+        _experiment = experiment
+        _VALUES = [0.5 + i / 65_536 for i in range(17_000)]  # all distinct: nothing to share
+
+        def experiment(ctx):
+            exp = _experiment(ctx)
+            def logits(state, inputs):
+                out = exp.logits(state, inputs)
+                one = out[0, 0, 0] * 0.0 + 1.0
+                spelled = jnp.stack([one * v for v in _VALUES])
+                return out + spelled[:out.shape[-1]]
+            return engine.Experiment(**{**exp.__dict__, "logits": logits})
+        """)
+    code, result = train(prepared_data, tmp_path, path)
+    assert_caught(code, result, "crash", "bytes of constants together", "65,536", "logits 68,")
+
+
+FFT_MIX = """
+    _experiment = experiment
+
+    def experiment(ctx):
+        exp = _experiment(ctx)
+        def logits(state, inputs):
+            out = exp.logits(state, inputs)
+            mixed = jnp.fft.ifft(jnp.fft.fft(out, axis=-1) * jnp.asarray(_PHASE)[:out.shape[-1]], axis=-1)
+            return out + 0.1 * jnp.real(mixed).astype(out.dtype)
+        return engine.Experiment(**{**exp.__dict__, "logits": logits})
+    """
+
+
+def test_an_fft_model_with_a_complex_constant_is_scored(prepared_data, tmp_path):
+    """A complex constant (a phase per vocabulary entry, 8 bytes each) no longer crashes the check."""
+    path = attack(tmp_path, "import numpy as _np\n_PHASE = _np.exp(2j * _np.pi * _np.arange(512) / 512)"
+                            ".astype(_np.complex64)\n" + textwrap.dedent(FFT_MIX))
+    code, result = train(prepared_data, tmp_path, path)
+    assert code == 0 and result["status"] == "ok" and result["val_bpb"] > 0, result
+
+
+def test_an_oversized_complex_constant_is_refused_with_its_bytes(prepared_data, tmp_path):
+    path = attack(tmp_path, "import numpy as _np\n_PHASE = _np.exp(2j * _np.pi * _np.arange(9000) / 9000)"
+                            ".astype(_np.complex64)\n" + textwrap.dedent(FFT_MIX))
+    code, result = train(prepared_data, tmp_path, path)
+    assert_caught(code, result, "crash", "logits 72,0", "bytes of constants together", "65,536")
+
+
+NETWORK_CHILD = """
+import socket, sys
+port = int(sys.argv[1])
+try:
+    socket.create_connection(("127.0.0.1", port), timeout=5).sendall(b"val split")
+except OSError:
+    pass
+try:
+    socket.socket(socket.AF_INET, socket.SOCK_DGRAM).sendto(b"val split", ("127.0.0.1", port))
+except OSError:
+    pass
+"""
+
+
+def test_the_tracer_reaches_no_server_on_localhost(prepared_data, tmp_path, honest, capfd):
+    """train.py starts a child through C (_posixsubprocess: no audit event), which connects over
+    TCP and sends a UDP datagram to servers on 127.0.0.1: the kernel's rules reach the child too."""
+    import socket
+    import threading
+
+    tcp = socket.create_server(("127.0.0.1", 0))
+    port = tcp.getsockname()[1]
+    udp = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+    udp.bind(("127.0.0.1", port))
+    heard = []
+
+    def listen():
+        tcp.settimeout(0.2)
+        udp.settimeout(0.2)
+        while not stop.is_set():
+            for receive in (lambda: tcp.accept(), lambda: udp.recvfrom(64)):
+                try:
+                    heard.append(receive())
+                except OSError:
+                    pass
+    stop = threading.Event()
+    listener = threading.Thread(target=listen, daemon=True)
+    listener.start()
+    (tmp_path / "child.py").write_text(NETWORK_CHILD)
+    path = attack(tmp_path, f"""
+        import _posixsubprocess as _spawn, os as _os, sys as _sys
+        _args = [_sys.executable.encode(), b"{tmp_path / 'child.py'}", b"{port}"]
+        _pid = _spawn.fork_exec(_args, [_sys.executable.encode()], True, (), None, None, -1, -1, -1, -1, -1, -1,
+                                *_os.pipe(), False, False, -1, None, None, None, -1, None, False)
+        _os.waitpid(_pid, 0)
+        """)
+    try:
+        code, result = train(prepared_data, tmp_path, path)
+    finally:
+        stop.set()
+        listener.join()
+        tcp.close()
+        udp.close()
+    assert heard == []
+    assert code == 0 and result["val_bpb"] == honest["val_bpb"]
+    assert "tracer network: closed (network namespace" in capfd.readouterr().err
+
+
+def test_a_cache_without_a_split_key_is_prepared_again_with_a_message(tmp_path, monkeypatch, capsys):
+    """A cache split by a plain hash (before split keys) is refused to train and rebuilt by prepare."""
+    from engine.data import cache as data, checksums
+
+    monkeypatch.setenv("AUTORESEARCH_CACHE", str(tmp_path / "cache"))
+    words = " ".join(f"w{i % 97}" for i in range(60))
+    (tmp_path / "corpus.jsonl").write_text("".join(json.dumps({"text": f"{n} {words}\n"}) + "\n" for n in range(240)))
+    flags = ["prepare", "--dataset", f"files:{tmp_path}/corpus.jsonl", "--vocab-size", "300", "--seq-len", "8",
+             "--eval-tokens", "64"]
+    assert cli.main(flags) == 0
+    cache_dir = tmp_path / "cache" / (tmp_path / "cache" / "LATEST").read_text().strip()
+    manifest = data.load_manifest(cache_dir)
+    del manifest["split_key_id"]  # as prepared before split keys, its fingerprint recomputed to match
+    manifest["fingerprint"] = checksums.content_fingerprint(
+        manifest["format"], manifest["spec"], manifest["constants"], manifest["tokenizer_sha256"],
+        manifest["token_bytes_sha256"], {s: f["sha256"] for s, f in manifest["splits"].items()})
+    (cache_dir / data.MANIFEST).write_text(json.dumps(manifest))
+    capsys.readouterr()
+    code = cli.main(["train", str(TINY_TRAIN), "--data", str(cache_dir), "--json", str(tmp_path / "r.json"),
+                     "--no-checkpoint", "--budget-tokens", "64"])
+    assert code != 0 and "split by a plain hash" in json.loads((tmp_path / "r.json").read_text())["error"]
+    assert cli.main(flags) == 0
+    assert "split by a plain hash of each document" in capsys.readouterr().out
+    assert data.load_manifest(cache_dir)["split_key_id"]
+
+
+def test_a_ray_node_without_the_split_key_is_refused_with_the_command_to_run(prepared_data, tmp_path, monkeypatch):
+    from engine.data import cache as data, split_key
+    from engine.loop import ray_node, ray_workers
+
+    manifest = ray_workers.read_manifest(prepared_data)
+    node_cache = tmp_path / "node-cache"
+    monkeypatch.setenv("AUTORESEARCH_CACHE", str(node_cache))
+    for key in (None, bytes(32)):  # no key at all; another key
+        if key is not None:
+            split_key.write(node_cache, key)
+        with pytest.raises(ray_node.DataMismatch) as refused:
+            ray_node.local_data(manifest, "node-7")
+        message = str(refused.value)
+        assert "node node-7" in message and manifest["split_key_id"][:12] in message
+        assert f"autoresearch prepare --dataset stdlib --vocab-size 512" in message and "--split-key FILE" in message
+        assert not list(node_cache.glob("*/manifest.json"))  # nothing prepared with a key of its own
+    assert split_key.load(node_cache) == bytes(32)
+    assert data.load_manifest(prepared_data)["split_key_id"] == manifest["split_key_id"]

@@ -21,7 +21,7 @@ def test_a_clean_cache_passes_and_its_fingerprint_is_its_content(cache_copy):
     facts = manifest["splits"]
     assert manifest["fingerprint"] == checksums.content_fingerprint(
         manifest["format"], manifest["spec"], manifest["constants"], manifest["tokenizer_sha256"],
-        manifest["token_bytes_sha256"], {name: f["sha256"] for name, f in facts.items()})
+        manifest["token_bytes_sha256"], {name: f["sha256"] for name, f in facts.items()}, manifest["split_key_id"])
     assert all(checksums.split_sha256(cache_copy, s) == facts[s]["sha256"] for s in data.SPLITS)
 
 
@@ -79,3 +79,12 @@ def test_prepare_rebuilds_a_damaged_cache(prepared_data, tmp_path, monkeypatch, 
     assert cli.main(TINY_PREPARE) == 0
     assert "preparing it again" in capsys.readouterr().out
     checksums.verify(root / prepared_data.name)
+
+
+def test_caches_split_with_different_keys_have_different_fingerprints(cache_copy):
+    """The key's id is part of the fingerprint: results on caches split with other keys never compare."""
+    manifest = checksums.verify(cache_copy)
+    facts = (manifest["format"], manifest["spec"], manifest["constants"], manifest["tokenizer_sha256"],
+             manifest["token_bytes_sha256"], {name: f["sha256"] for name, f in manifest["splits"].items()})
+    assert checksums.content_fingerprint(*facts, "0" * 32) != manifest["fingerprint"]
+    assert checksums.content_fingerprint(*facts, None) != manifest["fingerprint"]

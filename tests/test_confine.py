@@ -55,3 +55,58 @@ def test_readable_roots_leave_out_the_way_to_a_denied_folder_and_links_onto_it(t
     roots = set(confine.readable_roots([tmp_path / "a" / "secret"]))
     assert tmp_path / "b" in roots and tmp_path / "a" / "other" in roots
     assert not {tmp_path / "a", tmp_path / "a" / "secret", tmp_path / "to-a", tmp_path} & roots
+
+
+NETWORK_SCRIPT = textwrap.dedent('''
+    import json, socket, sys
+    from engine import confine
+    port = int(sys.argv[1])
+    result = {"held": confine.close_network()}
+    try:
+        socket.create_connection(("127.0.0.1", port), timeout=5).close()
+        result["tcp"] = "connected"
+    except OSError as error:
+        result["tcp"] = error.strerror
+    try:
+        socket.socket(socket.AF_INET, socket.SOCK_DGRAM).sendto(b"x", ("127.0.0.1", port))
+        result["udp"] = "sent"
+    except OSError as error:
+        result["udp"] = error.strerror
+    print(json.dumps(result))
+''')
+
+
+def run_closed(port: int, *prefix: str) -> dict:
+    import json
+
+    done = subprocess.run([*prefix, sys.executable, "-c", NETWORK_SCRIPT, str(port)], capture_output=True,
+                          text=True, timeout=60)
+    assert done.returncode == 0, done.stderr
+    return json.loads(done.stdout)
+
+
+@pytest.fixture
+def local_port():
+    import socket
+
+    server = socket.create_server(("127.0.0.1", 0))
+    yield server.getsockname()[1]
+    server.close()
+
+
+def test_a_process_whose_network_is_closed_reaches_nothing_on_localhost(local_port):
+    got = run_closed(local_port)
+    if not got["held"]:
+        pytest.skip("this kernel allows neither a network namespace nor Landlock's network rules here")
+    assert got["tcp"] != "connected"
+    if "network namespace" in got["held"]:
+        assert got["udp"] != "sent"
+
+
+@pytest.mark.skipif(os.geteuid() != 0 or not os.path.exists("/usr/bin/setpriv"), reason="needs root and setpriv")
+def test_without_the_right_to_a_network_namespace_a_user_namespace_gives_one(local_port):
+    """Without CAP_SYS_ADMIN (a plain user), the namespace comes with a user namespace of its own."""
+    got = run_closed(local_port, "setpriv", "--inh-caps=-sys_admin", "--bounding-set=-sys_admin")
+    if "network namespace" not in got["held"]:
+        pytest.skip("this kernel gives unprivileged users no user namespaces")
+    assert got["tcp"] != "connected" and got["udp"] != "sent"

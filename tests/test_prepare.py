@@ -15,6 +15,7 @@ from engine import cli, paths
 from engine.data import cache as data
 from engine import files as hashing
 from engine.data import prepare
+from engine.data import split_key
 from engine.data import splits
 from engine.errors import UserError
 from engine.data.tokenizer import Tokenizer
@@ -72,11 +73,12 @@ def test_stdlib_cache_matches_its_manifest(prepared_data):
 
 
 def test_held_out_documents_are_the_ones_their_hash_picks(prepared_data):
+    key = split_key.load(prepared_data.parent)
     tokenizer = Tokenizer(data.tokenizer_path(prepared_data))
     for split in ("val", "test"):
         tokens, doc_starts = data.load_split(prepared_data, split)
         for a, b in zip(doc_starts[:-1], doc_starts[1:]):
-            assert splits.split_of(tokenizer.decode(tokens[a + 1:b])) == split
+            assert splits.split_of(tokenizer.decode(tokens[a + 1:b]), key) == split
 
 
 def test_second_stdlib_prepare_reuses_the_cache(prepared_data, capsys):
@@ -146,7 +148,7 @@ def test_a_killed_prepare_leaves_no_cache_that_looks_complete(cache, tmp_path):
         process.send_signal(signal.SIGKILL)
         process.wait()
     assert any(cache.glob(".tmp-*")), "the kill should have left a work directory behind"
-    assert not [p for p in cache.iterdir() if not p.name.startswith(".")]
+    assert not [p for p in cache.iterdir() if not p.name.startswith(".") and p.name != split_key.KEY_FILE]
     assert not list(cache.glob("**/manifest.json"))
     with pytest.raises(UserError, match="run `autoresearch prepare` first"):
         paths.resolve_data_dir(None)
@@ -163,7 +165,7 @@ def test_a_failed_prepare_removes_its_work(cache, tmp_path, monkeypatch):
     monkeypatch.setattr(prepare, "check_held_out_sizes", fail)
     with pytest.raises(RuntimeError, match="disk on fire"):
         run_prepare(write_corpus(tmp_path))
-    assert [p.name for p in cache.iterdir()] == []
+    assert [p.name for p in cache.iterdir()] == [split_key.KEY_FILE]  # the key stays: it names no data
 
 
 # errors a user can act on ------------------------------------------------------
@@ -209,7 +211,9 @@ def test_held_out_splits_too_small_for_eval_tokens(cache, tmp_path, capsys):
 def test_held_out_token_count_is_checked_after_tokenizing(cache, tmp_path, capsys):
     dataset = write_corpus(tmp_path)
     texts = [json.loads(line)["text"] for line in (tmp_path / "corpus.jsonl").read_text().splitlines()]
-    smallest = min(sum(len(t.encode()) + 1 for t in texts if splits.split_of(t) == s) for s in ("val", "test"))
+    cache.mkdir()
+    split_key.write(cache, key := bytes(range(32)))
+    smallest = min(sum(len(t.encode()) + 1 for t in texts if splits.split_of(t, key) == s) for s in ("val", "test"))
     eval_tokens = (smallest - 1) // 8 * 8  # passes the bytes bound; BPE makes far fewer tokens than bytes
     err = user_error(capsys, ["prepare", "--dataset", dataset, "--vocab-size", "300", "--seq-len", "8",
                               "--eval-tokens", str(eval_tokens)])
@@ -225,3 +229,41 @@ def test_unwritable_cache(tmp_path, monkeypatch, capsys):
     monkeypatch.setenv("AUTORESEARCH_CACHE", str(tmp_path / "a-file" / "cache"))
     err = user_error(capsys, ["prepare", "--max-chars", "1000"])
     assert "cannot write the cache" in err and "AUTORESEARCH_CACHE" in err
+
+
+# the split key -------------------------------------------------------------------------------
+
+def test_the_split_key_is_drawn_once_kept_private_and_named_only_by_its_id(cache, tmp_path):
+    dataset = write_corpus(tmp_path)
+    assert run_prepare(dataset) == 0
+    key_file = cache / split_key.KEY_FILE
+    key = split_key.load(cache)
+    assert len(key) == split_key.KEY_BYTES and key_file.stat().st_mode & 0o777 == 0o600
+    manifest_text = (latest(cache) / data.MANIFEST).read_text()
+    assert key.hex() not in manifest_text
+    assert json.loads(manifest_text)["split_key_id"] == split_key.key_id(key)
+    assert run_prepare(dataset, "--vocab-size", "320") == 0
+    assert split_key.load(cache) == key  # every dataset of this cache splits with the same key
+
+
+def test_another_key_splits_differently_and_a_copied_key_the_same(cache, tmp_path, monkeypatch):
+    dataset = write_corpus(tmp_path)
+    assert run_prepare(dataset) == 0
+    first = data.load_manifest(latest(cache))
+    other = tmp_path / "other-cache"
+    monkeypatch.setenv("AUTORESEARCH_CACHE", str(other))
+    assert run_prepare(dataset) == 0
+    drawn = data.load_manifest(latest(other))
+    assert drawn["split_key_id"] != first["split_key_id"] and drawn["fingerprint"] != first["fingerprint"]
+    assert drawn["splits"]["val"]["sha256"] != first["splits"]["val"]["sha256"]
+    assert run_prepare(dataset, "--split-key", str(cache / split_key.KEY_FILE)) == 0
+    copied = data.load_manifest(latest(other))
+    assert copied["fingerprint"] == first["fingerprint"]
+
+
+def test_a_garbled_split_key_file_is_a_user_error(cache, tmp_path, capsys):
+    (tmp_path / "key").write_text("not a key\n")
+    err = user_error(capsys, ["prepare", "--split-key", str(tmp_path / "key")])
+    assert "is not a split key" in err and "64 hex digits" in err
+    err = user_error(capsys, ["prepare", "--split-key", str(tmp_path / "missing")])
+    assert "cannot read it" in err

@@ -83,8 +83,39 @@ def test_constants_beyond_the_limit_are_refused_with_what_to_do(tmp_path):
     exp = experiment()
     baked = engine.Experiment(**{**exp.__dict__, "init": lambda rng: {
         "w": exp.init(rng)["w"] + jnp.asarray(big)[:VOCAB, :VOCAB], "step": jnp.zeros((), jnp.int32)}})
-    with pytest.raises(UserError, match="KiB of constants.*Compute tables inside the program"):
+    with pytest.raises(UserError, match="bytes of constants together.*Compute tables inside the program"):
         programs.load(saved(tmp_path / "big", baked), "cpu", 1)
+
+
+def test_constants_count_across_all_programs_together(tmp_path):
+    """Two programs of 40 KiB each: within the old per-program limit, refused together."""
+    half = np.arange(160 * VOCAB, dtype=np.float32).reshape(160, VOCAB) / 7  # 40 KiB
+    exp = experiment()
+    init = lambda rng: {"w": exp.init(rng)["w"] + jnp.asarray(half).sum(0)[:VOCAB],
+                        "step": jnp.zeros((), jnp.int32)}
+    logits = lambda state, inputs: exp.logits(state, inputs) + jnp.asarray(half).max(0)[:VOCAB]
+    both = engine.Experiment(**{**exp.__dict__, "init": init, "logits": logits})
+    with pytest.raises(UserError, match=r"carry \d[\d,]* bytes of constants together \(init 4[\d,]*, .*logits 4"):
+        programs.load(saved(tmp_path, both), "cpu", 1)
+
+
+def test_the_size_bound_counts_all_programs_and_says_exact_bytes():
+    limit = programs.MAX_PROGRAM_BYTES
+    programs.check_size({"init": limit // 2, "train_step": limit - limit // 2})
+    with pytest.raises(UserError, match=f"take {limit + 1:,} bytes together .*init {limit // 2:,}.*"
+                                        f"more than the {limit:,} bytes.*jax.lax.scan"):
+        programs.check_size({"init": limit // 2, "train_step": limit - limit // 2 + 1})
+    programs.check_constants({"init": programs.MAX_CONSTANT_BYTES})
+    with pytest.raises(UserError, match=f"{programs.MAX_CONSTANT_BYTES + 1:,} bytes of constants"):
+        programs.check_constants({"init": programs.MAX_CONSTANT_BYTES, "logits": 1})
+
+
+def test_a_program_file_over_the_size_bound_is_refused_unread(tmp_path):
+    folder = saved(tmp_path)
+    with open(folder / programs.FILES["decode"], "wb") as padded:
+        padded.truncate(programs.MAX_PROGRAM_BYTES)  # not a program at all: never parsed
+    with pytest.raises(UserError, match="more than the .* bytes the engine accepts"):
+        programs.load(folder, "cpu", 1)
 
 
 def test_programs_for_another_platform_are_refused(tmp_path):

@@ -240,6 +240,8 @@ def test_default_train_py_on_the_cluster_with_data_prepared_on_the_nodes(cluster
     """4 experiments of the real train.py; the nodes' cache starts empty and is prepared there
     from the manifest's spec, to the coordinator's fingerprint."""
     address, _, _, node_cache = cluster
+    node_cache.mkdir(parents=True, exist_ok=True)  # the operator copies the coordinator's split key
+    (node_cache / "split.key").write_bytes((prepared_data.parent / "split.key").read_bytes())
     root = make_repo(tmp_path, train_py=(REPO / "train.py").read_text(), program_md=TRAIN_PROGRAM, fixed_engine=False)
     done = run_cli(root, "loop", "--tag", "rt", "--agent", "offline", "--ray", address, "--max-experiments", "4",
                    "--data", str(prepared_data), env={"PYTHONPATH": str(REPO), "JAX_PLATFORMS": "cpu"}, timeout=900)

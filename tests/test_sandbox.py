@@ -94,3 +94,26 @@ def test_run_directory_inside_the_cache_is_refused(tmp_path):
     from engine.training import sandbox
     with pytest.raises(UserError, match="inside the data cache"):
         sandbox.check_paths(tmp_path / "ds" / "run", tmp_path / "ds")
+
+
+def test_the_tracers_hooks_refuse_the_engines_data_preparation(tmp_path):
+    """The tracer may neither import engine.data (splits, sources, prepare) nor read its files."""
+    script = textwrap.dedent(f'''
+        from pathlib import Path
+        from engine.training import sandbox
+        out = Path({str(tmp_path / "out")!r})
+        sandbox.install_for_tracer(out, out.parent / "data", out.parent / "cache", out.parent / "xla")
+        results = []
+        for attempt in (lambda: __import__("engine.data.splits"),
+                        lambda: open(sandbox.DATA_PACKAGE / "splits.py").read()):
+            try:
+                attempt()
+                results.append("allowed")
+            except sandbox.Refused as error:
+                results.append(str(error))
+        print(results)
+    ''')
+    done = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=60)
+    assert done.returncode == 0, done.stderr
+    assert "imported engine.data.splits" in done.stdout and "splits.py" in done.stdout
+    assert "allowed" not in done.stdout

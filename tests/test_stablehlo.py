@@ -72,7 +72,23 @@ def test_a_lapack_call_is_uncounted_not_free():
 def test_constants_baked_into_a_program_are_measured():
     table = np.arange(N * N, dtype=np.float32).reshape(N, N)
     assert facts(lambda a: a + table, x).constant_bytes == N * N * 4
-    assert facts(lambda a: a + 1.0, x).constant_bytes == 0  # a splat carries no data
+    assert facts(lambda a: a + 1.0, x).constant_bytes == 4  # a scalar carries one value
+
+
+def test_every_constant_counts_at_its_types_real_width():
+    """Splats and scalars count one element; complex elements count both parts; i1 one bit."""
+    complex_table = (np.arange(N * N) + 1j).astype(np.complex64).reshape(N, N)
+    assert facts(lambda a: (a.astype(jnp.complex64) * complex_table).real, x).constant_bytes == N * N * 8
+    flags = np.arange(N * N).reshape(N, N) % 3 == 0
+    assert facts(lambda a: jnp.where(flags, a, 0.0), x).constant_bytes == N * N // 8 + 4  # bits, then 0.0
+    many_scalars = facts(lambda a: sum(a * float(i) for i in range(2, 200)), x).constant_bytes
+    assert many_scalars >= 198 * 4  # data spelled out as scalars is data too
+
+
+def test_element_widths():
+    widths = {"f32": 32, "bf16": 16, "f16": 16, "f64": 64, "f8E4M3FN": 8, "f4E2M1FN": 4, "i1": 1, "i4": 4,
+              "ui8": 8, "si32": 32, "i64": 64, "complex<f32>": 64, "complex<f64>": 128, "index": 64}
+    assert {t: stablehlo.element_bits(t) for t in widths} == widths
 
 
 def test_a_flops_budget_refuses_a_step_it_cannot_count():

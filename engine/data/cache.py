@@ -32,6 +32,15 @@ def load_manifest(data_dir: str | Path) -> dict:
         raise UserError(f"{path} is not valid JSON ({error}): prepare again with --force") from None
 
 
+def require_split_key(data_dir: str | Path, manifest: dict) -> None:
+    """Refuse to train on a cache split by a plain hash of each document (prepared before split
+    keys): train.py could recompute which text is held out from the sources it can read."""
+    if not manifest.get("split_key_id"):
+        raise UserError(f"the data cache {data_dir} was split by a plain hash of each document, which "
+                        "train.py can recompute from the sources: run `autoresearch prepare` with the same "
+                        "flags (it prepares it again with a secret split key), then train again")
+
+
 def load_split(data_dir: str | Path, split: str) -> tuple[np.ndarray, np.ndarray]:
     """(tokens, doc_starts), both memory-mapped: tokens is the flat BOS-prefixed stream,
     doc_starts[i] the offset of document i's BOS, doc_starts[-1] == len(tokens)."""

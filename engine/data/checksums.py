@@ -24,10 +24,14 @@ BLOCK_BYTES = 1 << 24
 
 
 def content_fingerprint(format_: int, spec: dict, constants: dict, tokenizer_sha: str, token_bytes_sha: str,
-                        split_shas: dict[str, str]) -> str:
-    """The manifest's fingerprint: one hash of the spec, the constants and every file's content."""
-    return sha256_json({"format": format_, "spec": spec, "constants": constants, "tokenizer": tokenizer_sha,
-                        "token_bytes": token_bytes_sha, "splits": split_shas})
+                        split_shas: dict[str, str], split_key_id: str | None = None) -> str:
+    """The manifest's fingerprint: one hash of the spec, the constants, every file's content and
+    the split key's id (engine/data/split_key.py; None only in caches prepared before keys)."""
+    facts = {"format": format_, "spec": spec, "constants": constants, "tokenizer": tokenizer_sha,
+             "token_bytes": token_bytes_sha, "splits": split_shas}
+    if split_key_id is not None:
+        facts["split_key"] = split_key_id
+    return sha256_json(facts)
 
 
 def split_sha256(data_dir: Path, split: str) -> str:
@@ -56,7 +60,8 @@ def verify(data_dir: str | Path, splits: tuple[str, ...] = data.SPLITS) -> dict:
         recorded = {"tokenizer": manifest["tokenizer_sha256"], "token_bytes": manifest["token_bytes_sha256"],
                     "splits": {name: facts["sha256"] for name, facts in manifest["splits"].items()}}
         fingerprint = content_fingerprint(manifest["format"], manifest["spec"], manifest["constants"],
-                                          recorded["tokenizer"], recorded["token_bytes"], recorded["splits"])
+                                          recorded["tokenizer"], recorded["token_bytes"], recorded["splits"],
+                                          manifest.get("split_key_id"))
     except (KeyError, TypeError, AttributeError) as error:
         raise _damaged(data_dir, f"its manifest lacks {error}") from None
     if fingerprint != manifest.get("fingerprint"):

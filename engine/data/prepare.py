@@ -1,6 +1,7 @@
 """`autoresearch prepare`: text source -> tokenizer + token splits + manifest, in the cache.
 
-Steps: read documents and split them by content hash (spooled to disk), train the
+Steps: read documents and split them by a hash of their content keyed with the cache's
+split key (engine/data/split_key.py; spooled to disk), train the
 tokenizer on a sample of train, tokenize every split into a flat BOS-prefixed
 stream, check the held-out splits can feed the fixed evaluation, write the
 manifest last. All of it happens in a temporary directory renamed into place, so
@@ -24,6 +25,7 @@ from engine import constants, paths
 from engine.data import cache as data
 from engine.data import checksums
 from engine.data import sources
+from engine.data import split_key
 from engine.data import splits
 from engine.errors import UserError
 from engine.data.streams import DocumentStore, TokenWriter
@@ -44,20 +46,17 @@ def main(args) -> int:
     root = writable_cache_root()
     name = cache_name(spec, constants_)
     final = root / name
-    if (final / data.MANIFEST).exists() and not args.force:
-        try:
-            manifest = checksums.verify(final)
-        except UserError as error:  # damaged: prepared anew below
-            print(f"{error}".split(". Run", 1)[0] + ": preparing it again")
-        else:
-            point_latest(root, name)
-            print(f"reusing prepared dataset {name} (fingerprint {manifest['fingerprint'][:12]}): {final}")
-            return 0
+    key = split_key.for_prepare(root, getattr(args, "split_key", None))
+    if (final / data.MANIFEST).exists() and not args.force and reusable(final, key):
+        manifest = data.load_manifest(final)
+        point_latest(root, name)
+        print(f"reusing prepared dataset {name} (fingerprint {manifest['fingerprint'][:12]}): {final}")
+        return 0
     started = time.monotonic()
     remove_abandoned(root, name)
     work = make_work_dir(root, name)
     try:
-        manifest = build_cache(work, name, spec, constants_)
+        manifest = build_cache(work, name, spec, constants_, key)
         publish(work, final)
     finally:
         shutil.rmtree(work, ignore_errors=True)
@@ -95,6 +94,25 @@ def build_spec(args) -> tuple[dict, dict]:
     constants_ = {"sequence_length": args.seq_len, "eval_tokens": eval_tokens,
                   "val_fraction": constants.VAL_FRACTION, "test_fraction": constants.TEST_FRACTION}
     return spec, constants_
+
+
+def reusable(final: Path, key: bytes) -> bool:
+    """Whether a prepared cache can be used as it is: intact, and split with this key. Says why not."""
+    try:
+        manifest = checksums.verify(final)
+    except UserError as error:
+        print(f"{error}".split(". Run", 1)[0] + ": preparing it again")
+        return False
+    made_with = manifest.get("split_key_id")
+    if made_with is None:
+        print(f"{final} was split by a plain hash of each document, which train.py can recompute from the "
+              f"sources: preparing it again with this cache's split key (id {split_key.key_id(key)[:12]})")
+        return False
+    if made_with != split_key.key_id(key):
+        print(f"{final} was split with key id {made_with[:12]}, and this cache's split key is "
+              f"{split_key.key_id(key)[:12]}: preparing it again with the current key")
+        return False
+    return True
 
 
 def cache_name(spec: dict, constants_: dict) -> str:
@@ -150,20 +168,20 @@ def point_latest(root: Path, name: str) -> None:
 
 # building -------------------------------------------------------------------
 
-def build_cache(work: Path, name: str, spec: dict, constants_: dict) -> dict:
-    stores = spool_documents(work, spec, constants_)
+def build_cache(work: Path, name: str, spec: dict, constants_: dict, key: bytes) -> dict:
+    stores = spool_documents(work, spec, constants_, key)
     check_held_out_sizes_by_bytes(stores, constants_["eval_tokens"], spec)
     tokenizer = fit_tokenizer(work, stores["train"], spec["vocab_size"])
     split_facts = {split: tokenize_split(work, split, store, tokenizer) for split, store in stores.items()}
     for store in stores.values():
         store.remove()
     check_held_out_sizes(split_facts, constants_["eval_tokens"], spec)
-    manifest = make_manifest(work, name, spec, constants_, tokenizer, split_facts)
+    manifest = make_manifest(work, name, spec, constants_, tokenizer, split_facts, split_key.key_id(key))
     write_atomic(work / data.MANIFEST, json.dumps(manifest, indent=2) + "\n")
     return manifest
 
 
-def spool_documents(work: Path, spec: dict, constants_: dict) -> dict[str, DocumentStore]:
+def spool_documents(work: Path, spec: dict, constants_: dict, key: bytes) -> dict[str, DocumentStore]:
     source = sources.parse_source(spec["dataset"])
     stores = {s: DocumentStore(work / f"{s}.documents") for s in (splits.TRAIN, splits.VAL, splits.TEST)}
     progress = Progress(f"reading {spec['dataset']}")
@@ -171,7 +189,7 @@ def spool_documents(work: Path, spec: dict, constants_: dict) -> dict[str, Docum
                                     spec["max_chars"])
     count = chars = 0
     for text in map(encodable, documents):
-        digest = splits.document_hash(text)
+        digest = splits.document_hash(text, key)
         split = splits.split_of_digest(digest, constants_["val_fraction"], constants_["test_fraction"])
         stores[split].add(text, splits.unit_interval(digest, part=1))
         count += 1
@@ -254,12 +272,13 @@ def tokenize_split(work: Path, split: str, store: DocumentStore, tokenizer: Toke
 
 
 def make_manifest(work: Path, name: str, spec: dict, constants_: dict, tokenizer: Tokenizer,
-                  split_facts: dict) -> dict:
+                  split_facts: dict, key_id: str) -> dict:
     tokenizer_sha = sha256_file(work / data.TOKENIZER)
     token_bytes_sha = sha256_file(work / data.TOKEN_BYTES)
     fingerprint = checksums.content_fingerprint(FORMAT, spec, constants_, tokenizer_sha, token_bytes_sha,
-                                                {s: f["sha256"] for s, f in split_facts.items()})
+                                                {s: f["sha256"] for s, f in split_facts.items()}, key_id)
     return {"format": FORMAT, "name": name, "source": spec["dataset"], "spec": spec, "fingerprint": fingerprint,
+            "split_key_id": key_id,
             "vocab_size": tokenizer.vocab_size, "bos_id": tokenizer.bos_id, "constants": constants_,
             "tokenizer_sha256": tokenizer_sha, "token_bytes_sha256": token_bytes_sha, "splits": split_facts,
             "created": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds")}

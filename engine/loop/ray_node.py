@@ -10,6 +10,8 @@ Data: the node's cache must hold the manifest fingerprint the coordinator's cach
 the node has no cache of that name, it prepares one from the manifest's dataset spec (one
 prepare per node at a time, under a file lock); a cache whose fingerprint differs is refused
 with both fingerprints (DataMismatch), which the coordinator turns into an error at the loop.
+A node without the split key the coordinator's cache was made with is refused the same way,
+with the command to run there (engine/data/split_key.py).
 
 Checkpoint: left on the node (under runs_root()), or copied to a folder the
 user names (`--ray-checkpoints`): a local path by a plain copy, `gs://...` through etils.epath,
@@ -32,6 +34,7 @@ import uuid
 from pathlib import Path
 
 from engine import paths
+from engine.data import split_key
 from engine.errors import UserError
 from engine.loop import tasks
 from engine.loop.device_split import TPU_FIRST_PORT, WorkerDevices
@@ -160,6 +163,7 @@ def local_data(manifest: dict, node: str) -> Path:
         return found
     root = paths.cache_root()
     root.mkdir(parents=True, exist_ok=True)
+    check_split_key(manifest, root, node)
     with open(root / f".prepare-{manifest['name']}.lock", "w") as lock:
         fcntl.flock(lock, fcntl.LOCK_EX)  # one prepare per dataset per node; the others wait for it
         found = paths.find_data_dir(wanted)
@@ -169,6 +173,15 @@ def local_data(manifest: dict, node: str) -> Path:
     if found is not None:
         return found
     raise DataMismatch(differs(manifest, root / manifest["name"], node))
+
+
+def check_split_key(manifest: dict, root: Path, node: str) -> None:
+    """A node prepares only with the key the coordinator's cache was split with (the operator
+    copies it: engine/data/split_key.py), never with one of its own."""
+    wanted = manifest.get("split_key_id")
+    if wanted and split_key.root_key_id(root) != wanted:
+        raise DataMismatch(split_key.missing_key_message(root, wanted, f"node {node} (cache {root})",
+                                                         split_key.prepare_command(manifest)))
 
 
 def differs(manifest: dict, local: Path, node: str) -> str:

@@ -134,7 +134,8 @@ def read_manifest(data_dir: Path | None) -> dict | None:
         return None
     manifest = json.loads((Path(data_dir) / "manifest.json").read_text())
     return {"name": manifest.get("name") or Path(data_dir).name, "fingerprint": manifest["fingerprint"],
-            "spec": manifest.get("spec", {}), "constants": manifest.get("constants", {})}
+            "spec": manifest.get("spec", {}), "constants": manifest.get("constants", {}),
+            "split_key_id": manifest.get("split_key_id")}
 
 
 def land(run_dir: Path, reply: dict) -> runner.Outcome:

@@ -24,6 +24,8 @@ import time
 import uuid
 from pathlib import Path
 
+from engine import paths
+from engine.data import split_key
 from engine.errors import UserError
 from engine.files import write_atomic
 from engine.loop import standings
@@ -71,6 +73,7 @@ class Swarm:
         self.outbox = self.folder / f"{name}.jsonl"
         self.settings = Settings.parse(session.program.text)
         self.fingerprint = _fingerprint(session.data_dir)
+        self.split_key_id = _manifest(session.data_dir).get("split_key_id")
         self.budget = session.program.describe_budget()
         self.per_kind = session.program.budget_flops is None and session.program.budget_tokens is None
         self.clone = self._clone_id()
@@ -94,7 +97,8 @@ class Swarm:
         self._check_name_free()
         self._add({"record": "hello", "at": time.time()})
         # The first worker names what results compare on; a second one racing it keeps the first's.
-        self._push_outbox({SWARM_FILE: json.dumps({"fingerprint": self.fingerprint, "budget": self.budget}) + "\n"})
+        self._push_outbox({SWARM_FILE: json.dumps({"fingerprint": self.fingerprint, "budget": self.budget,
+                                                  "split_key_id": self.split_key_id}) + "\n"})
         self._fetch()
         self._check_comparable()
 
@@ -113,6 +117,10 @@ class Swarm:
         if not text:
             return
         theirs = json.loads(text)
+        if theirs.get("split_key_id") and theirs["split_key_id"] != self.split_key_id:
+            raise UserError(split_key.missing_key_message(
+                paths.cache_root(), theirs["split_key_id"], f"this worker's data cache {self.session.data_dir}",
+                split_key.prepare_command(_manifest(self.session.data_dir))))
         if theirs.get("fingerprint") != self.fingerprint:
             raise UserError(f"the swarm at {self.url} (tag {self.session.tag}) compares results on data "
                             f"fingerprint {theirs.get('fingerprint')}, this worker's data has {self.fingerprint}: "
@@ -361,8 +369,13 @@ def _rows_of(text: str) -> list[dict]:
     return rows
 
 
-def _fingerprint(data_dir: Path) -> str:
+def _manifest(data_dir: Path) -> dict:
     try:
-        return str(json.loads((Path(data_dir) / "manifest.json").read_text())["fingerprint"])
-    except (OSError, ValueError, KeyError):
-        return "unknown"
+        manifest = json.loads((Path(data_dir) / "manifest.json").read_text())
+    except (OSError, ValueError):
+        return {}
+    return manifest if isinstance(manifest, dict) else {}
+
+
+def _fingerprint(data_dir: Path) -> str:
+    return str(_manifest(data_dir).get("fingerprint", "unknown"))

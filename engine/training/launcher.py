@@ -29,6 +29,7 @@ import time
 from pathlib import Path
 
 from engine import paths
+from engine.data import cache
 from engine.errors import UserError
 from engine.training import summary
 from engine.processes import engine_command
@@ -62,6 +63,7 @@ def main(args: argparse.Namespace) -> int:
         Path(args.json_path).unlink(missing_ok=True)  # whatever is there now, this process did not write
     try:
         data_dir = paths.resolve_data_dir(args.data)
+        cache.require_split_key(data_dir, cache.load_manifest(data_dir))
     except UserError as error:
         _write(args, summary.failure("crash", str(error)))
         raise

@@ -8,9 +8,12 @@ programs' own signatures, and the checks below hold for every program:
 
 - the state leaves agree between init, train_step and the spec, and logits reads leaves
   of the state;
-- at most MAX_CONSTANT_BYTES of constants are baked into each program: work the tracer did
-  outside the budget (pretraining on text it could read, or on nothing) cannot come back
-  as weights;
+- one bound on everything the tracer hands on: the programs together are at most
+  MAX_PROGRAM_BYTES serialized (constants of any kind, splats and structure all take room
+  there), and carry at most MAX_CONSTANT_BYTES of constants together (every constant, a
+  splat or a scalar as one element, each element at its type's real width: stablehlo.py).
+  Work the tracer did outside the budget (pretraining on text it could read, or on nothing)
+  cannot come back as weights;
 - custom calls are JAX's stable ones or the accelerator kernels of `export.is_kernel`.
 Files: the names in FILES, plus spec.json.
 """
@@ -30,10 +33,14 @@ from engine.training import export, sharding, stablehlo
 SPEC_FILE = "spec.json"
 FILES = {"init": "init.jaxexport", "train_step": "train_step.jaxexport", "logits": "forward.jaxexport",
          "init_cache": "init_cache.jaxexport", "decode": "decode.jaxexport"}
-# Data a program may carry as constants (a rotary table of a few thousand positions is
-# computed in the program instead). 64 KiB holds a unigram table of a 16k vocabulary:
-# about what a model learns in its first steps.
+# Data all programs together may carry as constants (a rotary table of a few thousand
+# positions is computed in the program instead). 64 KiB holds a unigram table of a 16k
+# vocabulary: about what a model learns in its first steps.
 MAX_CONSTANT_BYTES = 64 * 2**10
+# All programs together, serialized. The default train.py's five programs take 82 KB on CPU
+# and 230 KB for TPU (splash kernels included), at twice its depth 112 KB and 348 KB: this
+# leaves room for about six times that, not for a pretrained model spelled out in a program.
+MAX_PROGRAM_BYTES = 2 * 2**20
 PLATFORM_NAMES = {"cpu": "cpu", "gpu": "cuda", "tpu": "tpu"}
 
 
@@ -46,12 +53,22 @@ class Programs:
     init_cache: jax.export.Exported | None = None
     decode: jax.export.Exported | None = None
     _facts: dict = dataclasses.field(default_factory=dict, repr=False)
+    _sizes: dict = dataclasses.field(default_factory=dict, repr=False)
 
     def facts(self, name: str) -> stablehlo.ProgramFacts:
         """FLOPs, constants and custom calls of one program, read from its StableHLO once."""
         if name not in self._facts:
             self._facts[name] = stablehlo.read(getattr(self, name).mlir_module())
         return self._facts[name]
+
+    def serialized_bytes(self, name: str) -> int:
+        """Bytes of one program as the tracer hands it on (its file, or serialized now)."""
+        if name not in self._sizes:
+            self._sizes[name] = len(getattr(self, name).serialize())
+        return self._sizes[name]
+
+    def names(self) -> list[str]:
+        return [name for name in FILES if getattr(self, name) is not None]
 
     @property
     def leaves(self) -> list[dict]:
@@ -172,11 +189,13 @@ def load(directory: Path, platform: str, num_devices: int) -> Programs:
         spec = json.loads((directory / SPEC_FILE).read_text())
     except (OSError, ValueError) as error:
         raise UserError(f"{directory} holds no readable {SPEC_FILE} ({error}): trace train.py again") from None
-    found = {name: _read(directory / file) for name, file in FILES.items() if (directory / file).is_file()}
+    present = {name: directory / file for name, file in FILES.items() if (directory / file).is_file()}
     for name in ("init", "train_step", "logits"):
-        if name not in found:
+        if name not in present:
             raise UserError(f"{directory} holds no {FILES[name]}: trace train.py again")
-    programs = Programs(spec=spec, **found)
+    sizes = {name: path.stat().st_size for name, path in present.items()}
+    check_size(sizes)  # before parsing anything: a huge file is refused unread
+    programs = Programs(spec=spec, **{name: _read(path) for name, path in present.items()}, _sizes=sizes)
     check(programs, platform, num_devices)
     return programs
 
@@ -193,9 +212,10 @@ def check(programs: Programs, platform: str, num_devices: int) -> None:
     """Every rule of the module docstring; the first one broken is raised as a UserError."""
     leaves = _checked_leaves(programs.spec)
     _check_signature(programs, leaves)
-    for name in FILES:
-        if getattr(programs, name) is not None:
-            _check_program(programs, name, platform, num_devices)
+    check_size({name: programs.serialized_bytes(name) for name in programs.names()})
+    for name in programs.names():
+        _check_program(programs, name, platform, num_devices)
+    check_constants({name: programs.facts(name).constant_bytes for name in programs.names()})
     for field in ("batch_size", "sequence_length", "eval_rows"):
         value = programs.spec.get(field)
         if not isinstance(value, int) or isinstance(value, bool) or value <= 0:
@@ -242,17 +262,38 @@ def _check_program(programs: Programs, name: str, platform: str, num_devices: in
     if program.nr_devices not in (1, num_devices):
         raise UserError(f"{name} was exported for {program.nr_devices} devices; this run has {num_devices}")
     facts = programs.facts(name)
-    if facts.constant_bytes > MAX_CONSTANT_BYTES:
-        raise UserError(
-            f"{name} carries {facts.constant_bytes / 2**10:.0f} KiB of constants (at most "
-            f"{MAX_CONSTANT_BYTES // 2**10} KiB): data baked in by the tracer would be training outside the "
-            "budget. Compute tables inside the program (jnp.arange, jnp.cos ...) or put them in the state")
     unknown = sorted(t for t in facts.custom_calls
                      if t not in export.stable_targets() and not export.is_kernel(t) and t not in stablehlo.NO_WORK_CALLS
                      and not t.startswith("lapack_"))
     if unknown:
         raise UserError(f"{name} calls {', '.join(unknown)}, which the engine does not run: use jax.numpy, lax "
                         "and the kernels in model/")
+
+
+def check_size(sizes: dict[str, int]) -> None:
+    """The programs together within MAX_PROGRAM_BYTES serialized. `sizes`: program -> bytes."""
+    total = sum(sizes.values())
+    if total > MAX_PROGRAM_BYTES:
+        raise UserError(
+            f"the exported programs take {total:,} bytes together ({_listed(sizes)}), more than the "
+            f"{MAX_PROGRAM_BYTES:,} bytes the engine accepts from the tracer: data carried in a program, in its "
+            "constants or in its structure, would be training outside the budget. Put learned values in the "
+            "state (init computes them from the key), compute tables inside the program (jnp.arange, "
+            "jnp.cos ...), and loop over repeated layers (jax.lax.scan, nnx.scan) instead of unrolling them")
+
+
+def check_constants(constant_bytes: dict[str, int]) -> None:
+    """The programs' constants together within MAX_CONSTANT_BYTES. `constant_bytes`: program -> bytes."""
+    total = sum(constant_bytes.values())
+    if total > MAX_CONSTANT_BYTES:
+        raise UserError(
+            f"the exported programs carry {total:,} bytes of constants together ({_listed(constant_bytes)}), "
+            f"more than {MAX_CONSTANT_BYTES:,} bytes: data baked in by the tracer would be training outside the "
+            "budget. Compute tables inside the program (jnp.arange, jnp.cos ...) or put them in the state")
+
+
+def _listed(bytes_by_program: dict[str, int]) -> str:
+    return ", ".join(f"{name} {count:,}" for name, count in bytes_by_program.items())
 
 
 def leaf_avals(programs: Programs) -> list[jax.ShapeDtypeStruct]:

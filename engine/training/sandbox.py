@@ -9,6 +9,7 @@ rest of the process:
   directory outside this run's own);
 - no writing outside its output folder (temporary files go there too): a file left in the
   repository, a cache or site-packages could run in the scorer or in every later run;
+- no importing or reading the engine's data package (engine/data: sources, splits, prepare);
 - no subprocesses, no network sockets (AF_UNIX socket pairs stay: asyncio needs them), no
   ctypes libraries, no tracing or profiling hooks, no walking the garbage collector;
 - no replacing the code of the engine's functions in place (`object.__setattr__` on them;
@@ -39,9 +40,15 @@ def install_for_tracer(out: Path, data_dir: Path, cache_root: Path, compiled: Pa
     relative paths resolved there."""
     private_temp(out)
     hooks = install(out, data_dir, cache_root, readable=[],
-                    also_denied=[(compiled, "the trainer's compilation cache is not train.py's to read")])
+                    also_denied=[(compiled, "the trainer's compilation cache is not train.py's to read"),
+                                 (DATA_PACKAGE, "the engine's data preparation is not train.py's to run")],
+                    denied_modules=("engine.data",))
     os.chdir(out)
     return hooks
+
+
+# The engine's data package (sources, splits, prepare): the tracer neither imports nor reads it.
+DATA_PACKAGE = Path(__file__).resolve().parents[1] / "data"
 
 
 class Refused(PermissionError):
@@ -82,10 +89,12 @@ _INTROSPECTION_EVENTS = ("ctypes.dlopen", "ctypes.dlsym", "ctypes.cdata", "gc.ge
 
 
 def install(run_dir: Path, data_dir: Path, cache_root: Path, readable: list[Path],
-            what: str = "train.py", writable: list[Path] = (), also_denied: list[tuple[Path, str]] = ()) -> Sandbox:
+            what: str = "train.py", writable: list[Path] = (), also_denied: list[tuple[Path, str]] = (),
+            denied_modules: tuple[str, ...] = ()) -> Sandbox:
     """Add the hook; from now on this process is under it. `readable` paths inside the cache
     stay open to it; it writes only in its own folder `run_dir` (temporary files included:
-    see `private_temp`) and the `writable` paths. `also_denied`: more (path, why) to refuse."""
+    see `private_temp`) and the `writable` paths. `also_denied`: more (path, why) to refuse;
+    `denied_modules`: packages it may not import (a first import of them is refused)."""
     realpath = os.path.realpath
     own = realpath(run_dir)
     other_runs = runs_root(Path(own))
@@ -98,7 +107,7 @@ def install(run_dir: Path, data_dir: Path, cache_root: Path, readable: list[Path
     writable = (own, "/dev", *[realpath(path) for path in writable])
     sys.addaudithook(_hook(_path_rule(tuple([own] + [realpath(p) for p in readable]), tuple(denied), what),
                            _write_rule(writable, what),
-                           violations, what))
+                           violations, what, tuple(denied_modules)))
     return Sandbox(violations)
 
 
@@ -162,7 +171,7 @@ def _writes(args: tuple, write_flags: int) -> bool:
         (isinstance(flags, int) and bool(flags & write_flags))
 
 
-def _hook(path_rule, write_rule, violations: list, what: str):
+def _hook(path_rule, write_rule, violations: list, what: str, denied_modules: tuple = ()):
     write_events, write_flags, writes = dict(_WRITE_EVENTS), _WRITE_FLAGS, _writes
     path_events, process_events = dict(_PATH_EVENTS), frozenset(_PROCESS_EVENTS)
     network_events, introspection_events = frozenset(_NETWORK_EVENTS), frozenset(_INTROSPECTION_EVENTS)
@@ -190,6 +199,9 @@ def _hook(path_rule, write_rule, violations: list, what: str):
         elif event == "socket.__new__":
             if len(args) > 1 and args[1] not in (af_unix, -1):
                 refuse(f"{what} opened a network socket: train.py's process has no network")
+        elif event == "import" and args and isinstance(args[0], str) and denied_modules \
+                and any(args[0] == m or args[0].startswith(m + ".") for m in denied_modules):
+            refuse(f"{what} imported {args[0]}: the engine's data preparation is not {what}'s to run")
         elif event in network_events:
             refuse(f"{what} used the network ({event}): train.py's process has no network")
         elif event in introspection_events:

@@ -46,7 +46,7 @@ class KernelCall:
 class ProgramFacts:
     flops: float
     uncounted: tuple[str, ...]  # what the count leaves out: "while (trip count unknown)", custom-call targets
-    constant_bytes: int  # bytes of non-splat constants: data baked into the program
+    constant_bytes: int  # data in its constants, every kind (`constant_data_bits`), rounded up per constant
     custom_calls: tuple[str, ...]  # every custom-call target the program calls
 
 
@@ -178,12 +178,51 @@ def _constants_and_calls(ir, root) -> tuple[int, set[str]]:
     total, calls = 0, set()
     for op in _ops(root):
         if op.name == "stablehlo.constant":
-            value = op.attributes["value"]
-            if not getattr(value, "is_splat", True):
-                total += _elements(op.results[0].type) * _element_bytes(op.results[0].type)
+            total += -(-constant_data_bits(ir, op) // 8)
         elif op.name == "stablehlo.custom_call":
             calls.add(_call_target(op))
     return total, calls
+
+
+def constant_data_bits(ir, op) -> int:
+    """The data one constant carries, in bits: its elements (one for a splat or a scalar, which
+    still carries one value) times its element type's real width (i1 1 bit, bf16 16,
+    complex<f32> 64). An attribute of an unknown kind counts all its elements."""
+    result = op.results[0].type
+    elements = 1 if _is_splat(op) else max(1, _elements(result))
+    return elements * element_bits(_element_type(result))
+
+
+def _is_splat(op) -> bool:
+    try:
+        value = op.attributes["value"]
+    except TypeError:  # the bindings cannot downcast some element types (complex): read its text
+        text = str(op).split("dense<", 1)
+        return len(text) == 2 and not text[1].startswith(("[", '"'))
+    return bool(getattr(value, "is_splat", False))
+
+
+def element_bits(element: str) -> int:
+    """Bits of one element of an MLIR element type: f32 32, bf16 16, f8E4M3FN 8, i1 1, ui4 4,
+    complex<f64> 128, index 64. An unknown type counts 64."""
+    complex_of = re.fullmatch(r"complex<(.+)>", element)
+    if complex_of:
+        return 2 * element_bits(complex_of.group(1))
+    width = re.match(r"(?:b?f|tf|u?i|si)(\d+)", element)
+    return int(width.group(1)) if width else 64
+
+
+def _element_type(mlir_type) -> str:
+    """tensor<4x8xcomplex<f32>> -> complex<f32>; tensor<f32> -> f32."""
+    text = str(mlir_type)
+    match = re.match(r"tensor<(?:\d+x)*(.*)>$", text)
+    element = match.group(1) if match else text
+    depth = 0
+    for index, char in enumerate(element):  # an encoding after a top-level comma is no part of it
+        depth += (char == "<") - (char == ">")
+        if char == "," and depth == 0:
+            return element[:index].strip()
+    return element.strip()
 
 
 def _trip_count(ir, op) -> int | None:
@@ -258,13 +297,6 @@ def _shape(mlir_type) -> tuple[int, ...]:
 
 def _elements(mlir_type) -> int:
     return math.prod(_shape(mlir_type)) if str(mlir_type).startswith("tensor<") else 0
-
-
-def _element_bytes(mlir_type) -> int:
-    match = _TENSOR.match(str(mlir_type))
-    kind = match.group(2) if match else "f32"
-    bits = int(re.sub(r"\D", "", kind) or 8) if kind != "i1" else 8
-    return max(1, bits // 8)
 
 
 def _contracted(op) -> int:

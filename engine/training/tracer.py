@@ -3,8 +3,8 @@
 The trainer (engine/training/trainer.py) starts it as soon as it starts, and sends it the
 run's layout (platform, device count, vocabulary, budget, seed) as one JSON line on its
 standard input once its devices are up. The tracer then confines itself (engine/confine.py:
-the kernel refuses it the data, the caches and other runs, and writes outside its output
-folder) and imports train.py under the audit hooks (engine/training/sandbox.py: the same
+the kernel refuses it the network, the data, the caches and other runs, and writes outside
+its output folder) and imports train.py under the audit hooks (engine/training/sandbox.py: the same
 rules for Python's own calls, plus no processes, no network), calls `experiment(ctx)`, and
 exports with `jax.export`:
 
@@ -87,10 +87,24 @@ def _confine(out: Path, data_dir: Path) -> None:
 
     runs_root = sandbox.runs_root(out)
     denied = [data_dir, paths.cache_root(), paths.compilation_cache_dir(), *([runs_root] if runs_root else [])]
+    _say_network(confine.close_network())
     if not confine.confine(denied, writable=[out, Path("/dev")]):
         print("note: this kernel has no Landlock: train.py's file reads are checked by Python's audit "
               "hooks only, which a C extension can go around (README, \"What the guards catch\")",
               file=sys.stderr)
+
+
+def _say_network(held: list[str]) -> None:
+    """One line in the run's log: what keeps train.py's tracer off the network."""
+    if "network namespace" in held:
+        print(f"tracer network: closed ({' and '.join(held)}): no TCP or UDP connection leaves it", file=sys.stderr)
+    elif held:
+        print("note: tracer network: Landlock refuses TCP, but this kernel gave it no network namespace: UDP "
+              "is refused by Python's audit hooks only, which a C extension can go around", file=sys.stderr)
+    else:
+        print("note: tracer network: this kernel allows neither a network namespace nor Landlock's network "
+              "rules here: train.py's network is refused by Python's audit hooks only, which a C extension "
+              "can go around (README, \"What the guards catch\")", file=sys.stderr)
 
 
 def _choose_platform(jax, platform: str) -> None:
