@@ -29,7 +29,7 @@ from engine.loop.session import Session, now_iso
 from engine.loop.standings import gain, row_value, series_of, series_rows
 from engine.loop.outages import Outages, agent_failed
 from engine.loop.worktrees import Worktrees, apply_onto, snapshot_state
-from engine.processes import kill_group
+from engine.processes import end_recorded
 
 
 @dataclasses.dataclass
@@ -205,7 +205,7 @@ class Coordinator:
                 record = json.loads(_child_record(job).read_text())
             except (OSError, ValueError):
                 continue
-            kill_group(int(record["pgid"]))
+            end_recorded(record)
         self.running.clear()
 
     # --- finishing ---------------------------------------------------------------
