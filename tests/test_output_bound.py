@@ -32,7 +32,7 @@ PROGRAM = """# a command task whose score prints a gigabyte for the candidate
 SCORE = f"""if [ "$(cat value.txt)" = 4 ]; then yes {'x' * 99} | head -c {GIGABYTE}; echo; fi
 echo "m: $(cat value.txt)"
 """
-AGENT = f"yes {'y' * 99} | head -c {GIGABYTE}; echo 4 > value.txt; echo lower value"
+AGENT = f"yes {'y' * 99} | head -c {GIGABYTE}; echo; echo 4 > value.txt; echo lower value"
 
 
 def vm_hwm_mb(pid: int) -> float:
