@@ -38,12 +38,21 @@ class BoundedLog:
         self.total = 0
         self.head_end = 0  # file offset where the head ends (set once the head is full)
         self.last_rewrite = time.monotonic()
+        self.error: OSError | None = None  # the first write that failed (a full disk); later output is dropped
 
     @property
     def dropped(self) -> int:
         return max(self.total - len(self.head) - self.tail_size, 0)
 
     def feed(self, chunk: bytes) -> None:
+        """Take the next bytes of output; a write that fails is kept in `error`, never raised, so
+        the command's pipe is still drained."""
+        try:
+            self._feed(chunk)
+        except OSError as error:
+            self.error = self.error or error
+
+    def _feed(self, chunk: bytes) -> None:
         self.total += len(chunk)
         room = self.head_cap - len(self.head)
         if room > 0:
@@ -71,9 +80,13 @@ class BoundedLog:
             bytes(self.head).decode(errors="replace")
 
     def close(self) -> None:
-        if self.tail:
-            self._rewrite_tail()
-        os.close(self.fd)
+        try:
+            if self.tail and self.error is None:
+                self._rewrite_tail()
+        except OSError as error:
+            self.error = self.error or error
+        finally:
+            os.close(self.fd)
 
     def _rewrite_tail(self) -> None:
         os.lseek(self.fd, self.head_end, os.SEEK_SET)

@@ -366,9 +366,11 @@ def run_contained(command, log_path: Path, timeout: float | None, cwd, env: dict
         container.end(grace)
         process.wait()
         pump.join(timeout=10)
-        log.close()
         if child_record is not None:
             child_record.unlink(missing_ok=True)
+    log.close()
+    if log.error is not None:
+        raise log.error  # the log could not be written (a full disk): the loop's fault, not the command's
     output = log.text()
     return Finished(process.returncode, timed_out, output, _last_nonempty(output), log.dropped)
 
