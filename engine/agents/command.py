@@ -18,7 +18,7 @@ secrets are scrubbed later, from the train.py run) plus:
                            workers are running now and a swarm's recent results, where there are any
   AUTORESEARCH_METRIC      the metric judged (val_bpb, or a command task's)
   AUTORESEARCH_DIRECTION   minimize or maximize
-  AUTORESEARCH_EDITABLE    the editable paths and globs, space-separated
+  AUTORESEARCH_EDITABLE    the editable paths and globs, space-separated and shell-quoted (`shlex.split`)
   AUTORESEARCH_TUNER       with --agent command+tune: a text file saying what the tuner found on
                            the numbers of the current best since the command's last kept change
 """
@@ -26,6 +26,7 @@ from __future__ import annotations
 
 import json
 import os
+import shlex
 import signal
 import sys
 from pathlib import Path
@@ -77,7 +78,7 @@ class CommandAgent:
         env["AUTORESEARCH_RESULTS"] = str(Path(request.run_dir).resolve() / "results.tsv")
         env["AUTORESEARCH_METRIC"] = request.metric
         env["AUTORESEARCH_DIRECTION"] = request.direction
-        env["AUTORESEARCH_EDITABLE"] = " ".join(request.editable)
+        env["AUTORESEARCH_EDITABLE"] = shlex.join(request.editable)  # a path with a space comes quoted
         env.pop("AUTORESEARCH_LAST_LOG", None)
         if request.last_log and Path(request.last_log).exists():
             env["AUTORESEARCH_LAST_LOG"] = str(Path(request.last_log).resolve())
