@@ -18,7 +18,7 @@ secrets are scrubbed later, from the train.py run) plus:
                            workers are running now and a swarm's recent results, where there are any
   AUTORESEARCH_METRIC      the metric judged (val_bpb, or a command task's)
   AUTORESEARCH_DIRECTION   minimize or maximize
-  AUTORESEARCH_EDITABLE    the editable paths and globs, space-separated
+  AUTORESEARCH_EDITABLE    the editable paths and globs, space-separated and shell-quoted (`shlex.split`)
   AUTORESEARCH_TUNER       with --agent command+tune: a text file saying what the tuner found on
                            the numbers of the current best since the command's last kept change
 """
@@ -26,21 +26,21 @@ from __future__ import annotations
 
 import json
 import os
+import shlex
 import signal
-import subprocess
 import sys
-import threading
 from pathlib import Path
 
 from engine.files import write_atomic
 from engine.agents.base import Proposal, ProposalRequest
 from engine.loop.repo import Repo
-from engine.processes import die_with_parent, kill_group, record_child
+from engine.processes import run_contained
 
 DEFAULT_TIMEOUT_S = 4 * 3600.0  # an agent that thinks for longer than this is stuck
 MAX_DESCRIPTION_CHARS = 200
 AGENT_RECORD = "agent.json"  # in runs/TAG/: names the agent's process group while it runs
 AGENT_KILL_GRACE_S = 1.0
+AGENT_LOG = "agent.log"  # in runs/TAG/: the last turn's output, bounded (engine/bounded_log.py)
 
 
 class CommandAgent:
@@ -78,7 +78,7 @@ class CommandAgent:
         env["AUTORESEARCH_RESULTS"] = str(Path(request.run_dir).resolve() / "results.tsv")
         env["AUTORESEARCH_METRIC"] = request.metric
         env["AUTORESEARCH_DIRECTION"] = request.direction
-        env["AUTORESEARCH_EDITABLE"] = " ".join(request.editable)
+        env["AUTORESEARCH_EDITABLE"] = shlex.join(request.editable)  # a path with a space comes quoted
         env.pop("AUTORESEARCH_LAST_LOG", None)
         if request.last_log and Path(request.last_log).exists():
             env["AUTORESEARCH_LAST_LOG"] = str(Path(request.last_log).resolve())
@@ -107,33 +107,26 @@ class CommandAgent:
         return copy.resolve()
 
     def _run(self, repo: Path, env: dict[str, str], record: Path) -> tuple[int, list[str]]:
-        """Run CMD in its own process group; the whole group ends when CMD returns, times out or
-        the loop is stopped, and `record` names it meanwhile so a loop killed with -9 ends it at
-        its next start (engine/loop/orphans.py)."""
-        process = subprocess.Popen(self.cmd, shell=True, cwd=repo, env=env, stdin=subprocess.DEVNULL,
-                                   stdout=subprocess.PIPE, text=True, errors="replace",
-                                   preexec_fn=die_with_parent)
-        record_child(record, process.pid)
-        lines: list[str] = []
-        reader = threading.Thread(target=self._collect, args=(process.stdout, lines), daemon=True)
-        reader.start()
-        try:
-            returncode = process.wait(timeout=self.timeout_s)
-        except subprocess.TimeoutExpired:
+        """Run CMD contained (engine/processes.py): everything it starts ends when it returns, times
+        out or the loop is stopped, and `record` names it meanwhile so a loop killed with -9 ends it
+        at its next start (engine/loop/orphans.py). Its output goes to runs/TAG/agent.log within the
+        cap (the head and the tail), and only the head is echoed: a transcript of any length costs
+        the loop no memory."""
+        log = record.parent / AGENT_LOG
+        log.unlink(missing_ok=True)
+        echo = _echo if self.echo else None
+        finished = run_contained(self.cmd, log, self.timeout_s, repo, env, shell=True, header=f"$ {self.cmd}\n",
+                                 grace=AGENT_KILL_GRACE_S, child_record=record, echo=echo,
+                                 stderr=None)
+        if finished.timed_out:
             _warn(f"agent command ran past {self.timeout_s:g} s and was stopped")
-            returncode = -signal.SIGKILL
-        finally:  # normal return, timeout, Ctrl-C or SIGTERM: nothing of the turn outlives it
-            kill_group(process.pid, grace=AGENT_KILL_GRACE_S)
-            process.wait()
-            record.unlink(missing_ok=True)
-        reader.join(timeout=5)
-        return returncode, lines
+            return -signal.SIGKILL, []
+        return finished.returncode, [finished.last_line]
 
-    def _collect(self, stream, lines: list[str]) -> None:
-        for line in stream:
-            lines.append(line.rstrip("\n"))
-            if self.echo:
-                print(line, end="", flush=True)
+
+def _echo(data: bytes) -> None:
+    sys.stdout.buffer.write(data)
+    sys.stdout.flush()
 
 
 def _description(lines: list[str], experiment: int) -> str:

@@ -12,7 +12,7 @@ import shutil
 from pathlib import Path
 
 from engine.agents.base import Proposal, ProposalRequest
-from engine.loop import guards, runner, turn, worktrees
+from engine.loop import guards, outages, runner, turn, worktrees
 from engine.loop.decide import decide
 from engine.loop.standings import is_kept_change, row_value, series_of
 from engine.errors import UserError
@@ -105,6 +105,7 @@ def run_experiment(session: Session, experiment: int, seed: int, description: st
     before = worktrees.snapshot_state(tree.root)
     outcome = session.task.run(exp_dir, seed, tree.root, child_record=session.child_record,
                                on_tick=session.live.tick)
+    outages.check_run(outcome, session.run_dir)  # a full disk stops the loop; the run is not its crash
     return checked_outcome(session, outcome, tree, sha, before)
 
 

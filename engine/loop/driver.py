@@ -5,6 +5,7 @@ Never imports JAX: every experiment is a `autoresearch train` subprocess (engine
 from __future__ import annotations
 
 import time
+from pathlib import Path
 
 from engine.loop import cycle, outages
 from engine.errors import UserError
@@ -77,6 +78,12 @@ def steps_left(session: Session) -> bool:
 
 
 def main(args) -> int:
+    """The loop; a full disk anywhere in it ends it with one line (engine/loop/outages.py)."""
+    with outages.full_disk_stops(Path.cwd() / "runs"):
+        return run_loop(args)
+
+
+def run_loop(args) -> int:
     from engine.loop.swarm_loop import check_flags, forget_cut_merge, run_swarm
 
     check_flags(args)

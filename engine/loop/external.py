@@ -6,9 +6,11 @@ uncommitted, so the agent can fix it and call again.
 """
 from __future__ import annotations
 
+from pathlib import Path
+
 from engine.agents.base import Proposal
 from engine.errors import UserError
-from engine.loop import cycle, guards
+from engine.loop import cycle, guards, outages
 from engine.loop.live_view import format_val
 from engine.loop.repo import branch_name
 from engine.loop.resume import resume
@@ -17,6 +19,12 @@ from engine.loop.standings import metric_of, row_value
 
 
 def main(args) -> int:
+    """One step; a full disk ends it with one line (engine/loop/outages.py)."""
+    with outages.full_disk_stops(Path.cwd() / "runs"):
+        return run_step(args)
+
+
+def run_step(args) -> int:
     session = open_session(args)
     try:
         _uncommit_agent_commit(session)

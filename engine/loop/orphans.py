@@ -11,7 +11,7 @@ import os
 import time
 from pathlib import Path
 
-from engine.processes import kill_group, process_start_time
+from engine.processes import end_recorded, process_start_time
 
 
 def end_orphan(child_record: Path) -> int | None:
@@ -26,10 +26,11 @@ def end_orphan(child_record: Path) -> int | None:
     if alive is not None:
         ours = alive == record.get("start_time")
     else:  # the leader is gone (an agent's shell dies with the loop), its background children may not be;
-        # Linux gives no new process a pid still in use as a process group id, so the group is ours
-        ours = _group_exists(pgid)
+        # Linux gives no new process a pid still in use as a process group id, so the group is ours;
+        # a cgroup or a token names only the command's own processes
+        ours = _group_exists(pgid) or bool(record.get("cgroup") or record.get("container"))
     if ours:
-        kill_group(pgid)
+        end_recorded(record)  # its group, its cgroup and every process carrying its token
         _reap(pid)
     else:
         pid = None

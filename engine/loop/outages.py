@@ -4,10 +4,20 @@ A rate-limited coding agent exits 1 for a minute; a model's service is down for 
 failure in a row waits longer (60 s, doubling, at most 10 min); the loop gives up only when
 the agent has failed for `max_agent_failure_minutes` (program.md or the flag; default 30) in a
 row. A turn that proposes something ends the outage.
+
+A full disk is an outage too, of the machine: the loop stops with one line (what filled up, how
+much is free, how to resume) and records nothing against the experiment that met it, which runs
+again when the loop is started after space was freed.
 """
 from __future__ import annotations
 
+import contextlib
+import errno
+import shutil
 import time
+from pathlib import Path
+
+from engine.errors import UserError
 
 FIRST_WAIT_SECONDS = 60.0
 MAX_WAIT_SECONDS = 600.0
@@ -64,3 +74,86 @@ class Outages:
 def agent_failed(agent) -> bool:
     """Whether the agent's last turn failed (it says so in last_outcome) rather than proposing nothing."""
     return getattr(agent, "last_outcome", "") == "unavailable"
+
+
+# --- a full disk ---------------------------------------------------------------------------
+
+
+FULL_ERRNOS = (errno.ENOSPC, errno.EDQUOT)
+FULL_WORDS = ("No space left on device", "Disk quota exceeded")
+LOW_FREE_BYTES = 16 << 20  # a failed run with less than this free met the full disk, not a bug
+
+
+class DiskFull(UserError):
+    """The disk the loop writes on filled up: an outage, never the fault of the experiment that met it."""
+
+
+def disk_full_message(where: Path) -> str:
+    where = Path(where)
+    usage = _usage(where)
+    free = f"{_size(usage.free)} free of {_size(usage.total)}" if usage else "free space unknown"
+    return (f"the disk holding {where} is full ({free}): the loop stopped and recorded nothing against the "
+            "experiment that met it. Free some space there, then run the same command again: it resumes "
+            "where it stopped, and that experiment runs again")
+
+
+def is_disk_full(error: BaseException) -> bool:
+    """Whether an exception (an OSError, GitPython's GitCommandError) came from a full disk."""
+    if isinstance(error, OSError) and error.errno in FULL_ERRNOS:
+        return True
+    return any(words in str(error) for words in FULL_WORDS)
+
+
+def run_met_full_disk(outcome, where: Path) -> bool:
+    """Whether a failed run failed because the disk filled: little space left, or its log says so."""
+    if outcome.status == "ok":
+        return False
+    usage = _usage(Path(where))
+    if usage is not None and usage.free < LOW_FREE_BYTES:
+        return True
+    return any(words in f"{outcome.error or ''} {_log_tail(outcome.log_path)}" for words in FULL_WORDS)
+
+
+def check_run(outcome, where: Path) -> None:
+    """Raise DiskFull instead of letting a run that met a full disk be recorded as its crash."""
+    if run_met_full_disk(outcome, where):
+        raise DiskFull(disk_full_message(where))
+
+
+@contextlib.contextmanager
+def full_disk_stops(where: Path):
+    """Around a whole loop: an error from a full disk (a write, a git command) ends it with one line."""
+    try:
+        yield
+    except DiskFull:
+        raise
+    except Exception as error:
+        if not is_disk_full(error):
+            raise
+        raise DiskFull(disk_full_message(where)) from None
+
+
+def _usage(where: Path):
+    for place in (where, *where.parents):
+        try:
+            return shutil.disk_usage(place)
+        except OSError:
+            continue
+    return None
+
+
+def _size(count: int) -> str:
+    for unit in ("bytes", "KiB", "MiB", "GiB"):
+        if count < 1024 or unit == "GiB":
+            return f"{count:.0f} {unit}" if unit == "bytes" else f"{count:.1f} {unit}"
+        count /= 1024
+    return str(count)
+
+
+def _log_tail(path, size: int = 64 << 10) -> str:
+    try:
+        with open(path, "rb") as handle:
+            handle.seek(max(0, Path(path).stat().st_size - size))
+            return handle.read().decode(errors="replace")
+    except (OSError, TypeError):
+        return ""

@@ -208,8 +208,12 @@ def parse(text: str, source: str = "program.md") -> Program:
 
 
 def _editable_path(line: str, where: str) -> str:
-    path = line[2:].strip().strip("`").strip()
-    if not path or " " in path or path.startswith("/") or ".." in Path(path).parts:
+    """One path or glob per line, the whole rest of the line (spaces and any script allowed),
+    optionally quoted with backticks or double quotes."""
+    path = line[2:].strip()
+    if len(path) >= 2 and path[0] == path[-1] and path[0] in "`\"'":
+        path = path[1:-1].strip()
+    if not path or path.startswith("/") or ".." in Path(path).parts:
         raise UserError(f"{where}: an editable file is a path relative to the repository, like `train.py`")
     return path
 

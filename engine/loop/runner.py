@@ -16,20 +16,16 @@ import math
 import os
 import re
 import shlex
-import signal
-import subprocess
 import time
 from pathlib import Path
 from typing import Callable
 
 from engine.files import write_atomic
-from engine.processes import (KILL_GRACE_SECONDS, bytecode_prefix, die_with_parent, engine_command, kill_group,
-                               record_child)
+from engine.processes import bytecode_prefix, engine_command, run_contained
 
 SECRET_NAME = re.compile(r"KEY|TOKEN|SECRET|PASSWORD|PASSWD|CREDENTIAL|AUTH|COOKIE|SESSION", re.IGNORECASE)
 # Not secrets by name, but they point at or switch on credentials.
 SECRET_VARS = {"GOOGLE_APPLICATION_CREDENTIALS", "GOOGLE_GENAI_USE_VERTEXAI", "CLOUDSDK_CONFIG", "NETRC"}
-POLL_SECONDS = 0.25
 # The hard timeout of a train run: its budget, plus the compile allowance (start-up, trace,
 # compile, checkpoint; program.md's compile_allowance_seconds), plus a scoring allowance for
 # the forward passes of the metric and the probe (engine/scoring/probe.py: about five times the
@@ -165,50 +161,20 @@ def classify(returncode: int | None, timed_out: bool, result: dict) -> tuple[str
 def run_training(command: list[str], exp_dir: Path, timeout: float, cwd: Path,
         child_record: Path | None = None, on_tick: Callable[[float], None] | None = None,
         extra_env: dict | None = None) -> Outcome:
-    """Run command with output to exp_dir/train.log; the result comes from exp_dir/result.json.
+    """Run command with its output to exp_dir/train.log (bounded: engine/bounded_log.py), contained
+    (engine/processes.py: nothing it starts outlives it); the result comes from exp_dir/result.json.
     extra_env (a parallel worker's device visibility) is added to the scrubbed environment."""
     exp_dir.mkdir(parents=True, exist_ok=True)
     log_path, result_path = exp_dir / "train.log", exp_dir / "result.json"
     result_path.unlink(missing_ok=True)
+    log_path.unlink(missing_ok=True)
     start = time.monotonic()
-    with open(log_path, "wb") as log:
-        log.write(("$ " + shlex.join(command) + "\n").encode())
-        log.flush()
-        process = subprocess.Popen(command, cwd=cwd, env=engine_env(extra_env), stdout=log, stderr=subprocess.STDOUT,
-                                   stdin=subprocess.DEVNULL, preexec_fn=die_with_parent)
-        record_child(child_record, process.pid, exp_dir=exp_dir)
-        timed_out = _wait(process, start, timeout, on_tick)
-    if child_record is not None:
-        child_record.unlink(missing_ok=True)
+    finished = run_contained(command, log_path, timeout, cwd, engine_env(extra_env),
+                             header="$ " + shlex.join(command) + "\n", child_record=child_record,
+                             on_tick=on_tick, exp_dir=exp_dir)
     result = read_result(result_path)
-    status, error = classify(process.returncode, timed_out, result)
-    if timed_out:
+    status, error = classify(finished.returncode, finished.timed_out, result)
+    if finished.timed_out:
         error = timeout_reason(exp_dir, timeout)
         result = result or _phase_figures(exp_dir)
-    return Outcome(status, result, process.returncode, time.monotonic() - start, log_path, error)
-
-
-def _wait(process: subprocess.Popen, start: float, timeout: float, on_tick,
-          grace: float = KILL_GRACE_SECONDS) -> bool:
-    """Wait for process (a group leader) until `timeout` seconds after start: True if it was
-    killed at the timeout. However it ends, its whole group ends with it (a background child
-    included), SIGKILL `grace` seconds after SIGTERM."""
-    try:
-        while True:
-            try:
-                process.wait(timeout=min(POLL_SECONDS, max(timeout - (time.monotonic() - start), 0.01)))
-                kill_group(process.pid, grace)  # what it left running in the background
-                return False
-            except subprocess.TimeoutExpired:
-                pass
-            elapsed = time.monotonic() - start
-            if on_tick is not None:
-                on_tick(elapsed)
-            if elapsed >= timeout:
-                kill_group(process.pid, grace)
-                process.wait()
-                return True
-    except BaseException:
-        kill_group(process.pid, grace)  # interrupted loop: the experiment goes with it
-        process.wait()
-        raise
+    return Outcome(status, result, finished.returncode, time.monotonic() - start, log_path, error)

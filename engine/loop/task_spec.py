@@ -15,7 +15,10 @@ command that prints `NAME: value` lines; the last line naming `metric` is the re
     - timeout_seconds: 120
     - pass_env: GEMINI_API_KEY
 
-Paths and globs are relative to the repository root, and commands run there.
+Paths and globs are relative to the repository root, and commands run there. `editable` and
+`pass_env` are lists (commas or spaces between items); an item with a space or a comma is quoted:
+`- editable: "my rules/règles.yaml", notes.txt` (docs/program.md). Commands are shell commands:
+quote a path with spaces as the shell wants it, `python "my tools/score.py"`.
 `pass_env` names environment variables the commands receive although their names
 look secret (the loop scrubs such names from every run): only for tasks whose
 editable files are data the commands read, never code they execute.
@@ -54,6 +57,8 @@ class TaskSpec:
 
 
 _LINE = re.compile(r"^-\s+`?([A-Za-z_]+)`?\s*:\s*(.*?)\s*$")
+LIST_KEYS = ("editable", "pass_env")
+_ITEM = re.compile(r'`([^`]*)`|"([^"]*)"|\'([^\']*)\'|([^,\s`"\'\[\]]+)')
 
 
 def parse_task(lines: list[tuple[str, str]], source: str) -> TaskSpec | None:
@@ -65,13 +70,23 @@ def parse_task(lines: list[tuple[str, str]], source: str) -> TaskSpec | None:
         match = _LINE.match(line)
         if not match or match.group(1) not in KEYS:
             raise UserError(f"{where}: expected `- key: value` with key one of {', '.join(KEYS)}")
-        key, value = match.group(1), _unquote(match.group(2))
+        key = match.group(1)
+        value = match.group(2) if key in LIST_KEYS else _unquote(match.group(2))
         if key in seen:
             raise UserError(f"{where}: {key} is set twice in the Task section")
         seen.add(key)
         _set(spec, key, value, where)
     _validate(spec, seen, source)
     return spec
+
+
+def split_list(value: str) -> list[str]:
+    """The items of a list value: separated by commas or spaces, each one bare or quoted with
+    backticks, double or single quotes (a path with spaces or commas must be quoted); the whole
+    list may stand in [brackets]: `a.sql, "my rules/règles.yaml"`, `["a b.txt", "c.txt"]`."""
+    return [next(group for group in match.groups() if group is not None).strip()
+            for match in _ITEM.finditer(value)
+            if next(group for group in match.groups() if group is not None).strip()]
 
 
 def _unquote(value: str) -> str:
@@ -100,8 +115,8 @@ def _set(spec: TaskSpec, key: str, value: str, where: str) -> None:
             spec.timeout_seconds = -1.0
         if not spec.timeout_seconds > 0:
             raise UserError(f"{where}: timeout_seconds must be a positive number of seconds, not {value!r}")
-    elif key in ("editable", "pass_env"):
-        items = [item.strip("`") for item in re.split(r"[,\s]+", value) if item.strip("`")]
+    elif key in LIST_KEYS:
+        items = split_list(value)
         if key == "editable":
             for item in items:
                 _check_glob(item, where)

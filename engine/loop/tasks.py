@@ -13,7 +13,6 @@ from __future__ import annotations
 import math
 import os
 import re
-import subprocess
 import sys
 import time
 from pathlib import Path
@@ -22,7 +21,7 @@ from engine.loop import runner
 from engine.loop.guards import is_editable
 from engine.loop.runner import Outcome
 from engine.loop.task_spec import TaskSpec
-from engine.processes import die_with_parent, record_child
+from engine.processes import Finished, run_contained
 
 TRAIN_FILE = "train.py"
 LOG_NAME = "score.log"
@@ -87,24 +86,23 @@ class CommandTask:
         start = time.monotonic()
         log_path.write_bytes(b"")
         if self.spec.check:
-            code, timed_out = run_shell(self.spec.check, log_path, self.timeout, cwd, env, child_record, on_tick)
-            if timed_out or code != 0:
-                status = "timeout" if timed_out else "check_failed"
-                error = (f"the check ran past the {self.timeout:g} s timeout" if timed_out else
-                         f"check `{self.spec.check}` exited with status {code}: {_last_line(log_path)}")
-                return Outcome(status, {}, code, time.monotonic() - start, log_path, error)
+            check = run_shell(self.spec.check, log_path, self.timeout, cwd, env, child_record, on_tick)
+            if check.timed_out or check.returncode != 0:
+                status = "timeout" if check.timed_out else "check_failed"
+                error = (f"the check ran past the {self.timeout:g} s timeout" if check.timed_out else
+                         f"check `{self.spec.check}` exited with status {check.returncode}: "
+                         f"{check.last_line[:300] or '(no output)'}")
+                return Outcome(status, {}, check.returncode, time.monotonic() - start, log_path, error)
         checked = time.monotonic()
-        offset = log_path.stat().st_size
         left = max(self.timeout - (checked - start), 0.001)
-        code, timed_out = run_shell(self.spec.score, log_path, left, cwd, env, child_record, on_tick)
-        output = _read_from(log_path, offset)
-        status, result, error = judge_score(output, code, timed_out, self.metric, self.timeout)
+        score = run_shell(self.spec.score, log_path, left, cwd, env, child_record, on_tick)
+        status, result, error = judge_score(score.output, score.returncode, score.timed_out, self.metric, self.timeout)
         if status == "ok":
             result.update({"metric": self.metric, "direction": self.direction, "task": "command",
                            "holdout_command": self.spec.holdout, "pass_env": self.spec.pass_env,
                            "check_seconds": round(checked - start, 3),
                            "score_seconds": round(time.monotonic() - checked, 3)})
-        return Outcome(status, result, code, time.monotonic() - start, log_path, error)
+        return Outcome(status, result, score.returncode, time.monotonic() - start, log_path, error)
 
     def describe(self) -> str:
         return f"{self.metric} ({self.direction}), score timeout {self.timeout:g} s"
@@ -175,22 +173,13 @@ def shell_command(command: str) -> str:
 
 
 def run_shell(command: str, log_path: Path, timeout: float, cwd: Path, env: dict,
-              child_record: Path | None = None, on_tick=None) -> tuple[int | None, bool]:
-    """Run command through the shell, output appended to log_path: (exit status, timed out)."""
-    start = time.monotonic()
-    with open(log_path, "ab") as log:
-        log.write(f"$ {command}\n".encode())
-        log.flush()
-        process = subprocess.Popen(shell_command(command), shell=True, cwd=cwd, env=env, stdout=log,
-                                   stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
-                                   preexec_fn=die_with_parent)
-        record_child(child_record, process.pid, exp_dir=log_path.parent)
-        try:
-            timed_out = runner._wait(process, start, timeout, on_tick, grace=TASK_KILL_GRACE_S)
-        finally:
-            if child_record is not None:
-                child_record.unlink(missing_ok=True)
-    return process.returncode, timed_out
+              child_record: Path | None = None, on_tick=None) -> Finished:
+    """Run command through the shell, contained, its output appended to log_path within the cap
+    (engine/processes.py): the exit status, whether it timed out, and the bounded output the
+    metric is read from (the head and the last HEAD/TAIL bytes: the metric line must be among them)."""
+    return run_contained(shell_command(command), log_path, timeout, cwd, env, shell=True,
+                         header=f"$ {command}\n", grace=TASK_KILL_GRACE_S, child_record=child_record,
+                         on_tick=on_tick, exp_dir=log_path.parent)
 
 
 def fixed_paths(root: Path, tracked: list[str], editable: list[str]) -> list[Path]:
@@ -216,19 +205,6 @@ def _quote(path: str) -> str:
     return shlex.quote(path)
 
 
-def _read_from(path: Path, offset: int) -> str:
-    with open(path, "rb") as handle:
-        handle.seek(offset)
-        return handle.read().decode(errors="replace")
-
-
 def _last_nonempty(text: str) -> str:
     lines = [line.strip() for line in text.splitlines() if line.strip() and not line.startswith("$ ")]
     return lines[-1][:300] if lines else "(no output)"
-
-
-def _last_line(path: Path) -> str:
-    try:
-        return _last_nonempty(path.read_text(errors="replace"))
-    except OSError:
-        return "(no output)"

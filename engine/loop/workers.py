@@ -27,9 +27,9 @@ from engine.loop import cycle, guards, runner
 from engine.loop.device_split import WorkerDevices
 from engine.loop.session import Session, now_iso
 from engine.loop.standings import gain, row_value, series_of, series_rows
-from engine.loop.outages import Outages, agent_failed
+from engine.loop.outages import DiskFull, Outages, agent_failed, check_run, disk_full_message, is_disk_full
 from engine.loop.worktrees import Worktrees, apply_onto, snapshot_state
-from engine.processes import kill_group
+from engine.processes import end_recorded
 
 
 @dataclasses.dataclass
@@ -182,10 +182,16 @@ class Coordinator:
     def _run(self, job: Job, tree, before: dict, worker: int) -> None:
         try:
             outcome = self.execute(job, tree.root, worker)
+            if isinstance(outcome, runner.Outcome):
+                check_run(outcome, self.session.run_dir)  # DiskFull: a UserError the loop stops with
             outcome = cycle.checked_outcome(self.session, outcome, tree, job.commit, before)
         except UserError as error:
             outcome = error
         except Exception as error:  # the coordinator must hear of every run, even one that failed to start
+            if is_disk_full(error):
+                outcome = DiskFull(disk_full_message(self.session.run_dir))
+                self.done.put((job, outcome))
+                return
             outcome = runner.Outcome("crash", {}, None, 0.0, job.run_dir / "train.log", f"could not run: {error}")
         self.done.put((job, outcome))
 
@@ -205,7 +211,7 @@ class Coordinator:
                 record = json.loads(_child_record(job).read_text())
             except (OSError, ValueError):
                 continue
-            kill_group(int(record["pgid"]))
+            end_recorded(record)
         self.running.clear()
 
     # --- finishing ---------------------------------------------------------------
