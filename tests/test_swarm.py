@@ -53,10 +53,21 @@ def start(tmp, url, env, name, max_experiments, seed=0, extra_env=None):
                             stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
 
 
-def union(remote) -> dict[str, list[dict]]:
+def worker_files(remote) -> dict[str, list[dict]]:
+    """File name under workers/ -> its items."""
     names = git(remote, "ls-tree", "--name-only", f"{LEDGER}:workers").splitlines()
-    files = {n.removesuffix(".jsonl"): git(remote, "show", f"{LEDGER}:workers/{n}") for n in names}
-    return {w: [json.loads(line) for line in text.splitlines() if line.strip()] for w, text in files.items()}
+    texts = {n: git(remote, "show", f"{LEDGER}:workers/{n}") for n in names}
+    return {n: [json.loads(line) for line in text.splitlines() if line.strip()] for n, text in texts.items()}
+
+
+def union(remote) -> dict[str, list[dict]]:
+    """Worker name -> the items of every file its clones wrote, each file named NAME.CLONE.jsonl
+    and holding only its own clone's items."""
+    by_worker = {}
+    for name, items in worker_files(remote).items():
+        assert {(i["worker"], i["clone"]) for i in items} == {tuple(name.removesuffix(".jsonl").rsplit(".", 1))}
+        by_worker.setdefault(items[0]["worker"], []).extend(items)
+    return by_worker
 
 
 def check_union(tmp, remote, names):
@@ -115,21 +126,35 @@ def test_verify_adoptions_reruns_the_remote_best_before_keeping_it(swarm):
     assert not [r for r in ledger_rows(tmp / "b", TAG) if r.get("role") == "adopted"]
 
 
-def test_claims_of_others_hold_until_their_row_or_expiry(tmp_path):
-    from types import SimpleNamespace
+def test_claims_hold_while_their_clone_beats_whatever_its_clock_says():
+    from engine.loop.heartbeat import Pulse
+    from engine.loop.swarm import open_claims
 
-    from engine.loop.swarm import Swarm
-
-    swarm = Swarm.__new__(Swarm)
-    swarm.name, swarm.outbox = "a", tmp_path / "a.jsonl"
-    swarm.session = SimpleNamespace(program=SimpleNamespace(hard_timeout=lambda: 10.0))  # claims hold 80 s
-    now = time.time()
-    claim = lambda worker, cid, age: {"record": "claim", "worker": worker, "claim": cid, "at": now - age,
-                                      "description": cid}
-    swarm.shared = {"a": [claim("a", "mine", 1)],
-                    "b": [claim("b", "live", 10), claim("b", "expired", 100), claim("b", "done", 5),
-                          {"record": "row", "worker": "b", "claim": "done", "experiment": 3}]}
-    assert [c["claim"] for c in swarm.claims()] == ["live"]  # a killed worker's claim lapses by itself
+    for skew in (-3 * 3600, 3 * 3600):  # the other machines' clocks, hours off: never compared with ours
+        now = [0.0]
+        pulse = Pulse(clock=lambda: now[0])
+        at = time.time() + skew
+        claim = lambda clone, cid: {"record": "claim", "clone": clone, "worker": "w", "claim": cid, "at": at}
+        row = lambda clone, cid: {"record": "row", "clone": clone, "worker": "w", "claim": cid, "experiment": 1}
+        beat = lambda clone, n, state="running": {"clone": clone, "run": f"r{skew}", "beat": n, "every": 10.0,
+                                                  "state": state}
+        by_clone = {"live": [claim("live", "old"), row("live", "old"), claim("live", "now")],
+                    "done": [claim("done", "x"), row("done", "x")],
+                    "restarted": [claim("restarted", "cut"), {"record": "hello", "clone": "restarted", "at": at}],
+                    "killed": [claim("killed", "k")], "left": [claim("left", "l")],
+                    "older": [claim("older", "o")]}  # an older version's file: no heartbeat
+        ids = lambda: sorted(c["claim"] for c in open_claims(by_clone, pulse, hold_seconds=80))
+        pulse.observe([beat(c, 1) for c in ("live", "done", "restarted", "killed", "left")])
+        assert ids() == ["k", "l", "now", "o"]  # not watched long enough to call anyone dead
+        now[0] += 30
+        pulse.observe([beat("live", 2), beat("killed", 1), beat("left", 2, "bye")])
+        assert ids() == ["k", "now", "o"]  # `left` said goodbye
+        now[0] += 15
+        pulse.observe([beat("live", 3), beat("killed", 1)])
+        assert ids() == ["now", "o"]  # `killed`'s counter stood still for 45 s > 4 periods of 10 s
+        now[0] += 40
+        pulse.observe([beat("live", 4)])
+        assert ids() == []  # held 85 s by this machine's clock: longer than any experiment may take
 
 
 def test_bad_input_is_refused_with_both_values(swarm):
