@@ -397,7 +397,8 @@ class Swarm:
         found = self.remote_best()
         if ours is None or (found and found[0] == ours):
             return
-        if found and not self.session.best_val < standings.score(found[1]):
+        if found and not standings.gain(standings.score(found[1]), self.session.best_val,
+                                        self.session.task.direction) > 0:
             return  # not better than what the swarm has
         try:
             landed = self.remote.push_ref(ours, self.best_branch())
