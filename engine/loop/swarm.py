@@ -44,6 +44,7 @@ from engine.loop.session import Session, now_iso
 from engine.loop.worktrees import Worktrees, apply_onto
 
 RECENT_ROWS = 40
+TWIN_POLL_SECONDS = 2.0  # how often a starting worker looks again at a same-name clone's heartbeat
 NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$")
 
 
@@ -198,7 +199,7 @@ class Swarm:
                                 f"(clone {live[0]}: its heartbeat moved {self.pulse.quiet_for(live[0]):.0f} s ago "
                                 "by this machine's clock): give each worker its own --worker NAME, or stop that "
                                 "one first")
-            time.sleep(min(wait / DEAD_AFTER_BEATS / 2, 10.0))
+            time.sleep(min(wait / DEAD_AFTER_BEATS / 2, TWIN_POLL_SECONDS))
             try:
                 self._fetch()
             except Unreachable:
