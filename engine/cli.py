@@ -172,7 +172,7 @@ def _add_loop(sub) -> None:
                    help="with --ray: copy each run's checkpoint here (a path, or gs://...); default: left on its node")
     p.add_argument("--remote", default=None,
                    help="git remote URL shared by a swarm (best on autoresearch/TAG, rows on autoresearch/TAG-ledger)")
-    p.add_argument("--worker", default=None, help="this worker's name in a swarm (its rows: workers/NAME.jsonl)")
+    p.add_argument("--worker", default=None, help="this worker's name in a swarm (its rows: workers/NAME.CLONE.jsonl)")
 
 
 def _add_experiment(sub) -> None:

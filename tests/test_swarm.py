@@ -6,11 +6,13 @@ adopt each other's bests, and kills and an unreachable remote lose nothing.
 """
 import json
 import os
+import shutil
 import signal
 import socket
 import subprocess
 import sys
 import time
+from pathlib import Path
 
 import pytest
 
@@ -47,16 +49,45 @@ def loop_args(url, name, max_experiments, seed=0):
             "--max-experiments", str(max_experiments), "--seed", str(seed)]
 
 
-def start(tmp, url, env, name, max_experiments, seed=0, extra_env=None):
-    return subprocess.Popen([sys.executable, "-m", "engine.cli", *loop_args(url, name, max_experiments, seed)],
-                            cwd=tmp / name, env={**os.environ, **env, **(extra_env or {})},
+# `autoresearch` with its wall clock (time.time, datetime.now) shifted by argv[1] seconds.
+SKEWED_CLI = """
+import datetime, runpy, sys, time
+offset = float(sys.argv.pop(1))
+real_time = time.time
+time.time = lambda: real_time() + offset
+class Shifted(datetime.datetime):
+    @classmethod
+    def now(cls, tz=None):
+        return datetime.datetime.fromtimestamp(time.time(), tz)
+datetime.datetime = Shifted
+sys.argv[0] = "autoresearch"
+runpy.run_module("engine.cli", run_name="__main__")
+"""
+
+
+def start(tmp, url, env, name, max_experiments, seed=0, extra_env=None, clone=None, clock_offset=None):
+    """A worker in tmp/clone (default tmp/name), its clock shifted by clock_offset seconds if given."""
+    cli = ["-m", "engine.cli"] if clock_offset is None else ["-c", SKEWED_CLI, str(clock_offset)]
+    return subprocess.Popen([sys.executable, *cli, *loop_args(url, name, max_experiments, seed)],
+                            cwd=tmp / (clone or name), env={**os.environ, **env, **(extra_env or {})},
                             stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
 
 
-def union(remote) -> dict[str, list[dict]]:
+def worker_files(remote) -> dict[str, list[dict]]:
+    """File name under workers/ -> its items."""
     names = git(remote, "ls-tree", "--name-only", f"{LEDGER}:workers").splitlines()
-    files = {n.removesuffix(".jsonl"): git(remote, "show", f"{LEDGER}:workers/{n}") for n in names}
-    return {w: [json.loads(line) for line in text.splitlines() if line.strip()] for w, text in files.items()}
+    texts = {n: git(remote, "show", f"{LEDGER}:workers/{n}") for n in names}
+    return {n: [json.loads(line) for line in text.splitlines() if line.strip()] for n, text in texts.items()}
+
+
+def union(remote) -> dict[str, list[dict]]:
+    """Worker name -> the items of every file its clones wrote, each file named NAME.CLONE.jsonl
+    and holding only its own clone's items."""
+    by_worker = {}
+    for name, items in worker_files(remote).items():
+        assert {(i["worker"], i["clone"]) for i in items} == {tuple(name.removesuffix(".jsonl").rsplit(".", 1))}
+        by_worker.setdefault(items[0]["worker"], []).extend(items)
+    return by_worker
 
 
 def check_union(tmp, remote, names):
@@ -115,21 +146,35 @@ def test_verify_adoptions_reruns_the_remote_best_before_keeping_it(swarm):
     assert not [r for r in ledger_rows(tmp / "b", TAG) if r.get("role") == "adopted"]
 
 
-def test_claims_of_others_hold_until_their_row_or_expiry(tmp_path):
-    from types import SimpleNamespace
+def test_claims_hold_while_their_clone_beats_whatever_its_clock_says():
+    from engine.loop.heartbeat import Pulse
+    from engine.loop.swarm import open_claims
 
-    from engine.loop.swarm import Swarm
-
-    swarm = Swarm.__new__(Swarm)
-    swarm.name, swarm.outbox = "a", tmp_path / "a.jsonl"
-    swarm.session = SimpleNamespace(program=SimpleNamespace(hard_timeout=lambda: 10.0))  # claims hold 80 s
-    now = time.time()
-    claim = lambda worker, cid, age: {"record": "claim", "worker": worker, "claim": cid, "at": now - age,
-                                      "description": cid}
-    swarm.shared = {"a": [claim("a", "mine", 1)],
-                    "b": [claim("b", "live", 10), claim("b", "expired", 100), claim("b", "done", 5),
-                          {"record": "row", "worker": "b", "claim": "done", "experiment": 3}]}
-    assert [c["claim"] for c in swarm.claims()] == ["live"]  # a killed worker's claim lapses by itself
+    for skew in (-3 * 3600, 3 * 3600):  # the other machines' clocks, hours off: never compared with ours
+        now = [0.0]
+        pulse = Pulse(clock=lambda: now[0])
+        at = time.time() + skew
+        claim = lambda clone, cid: {"record": "claim", "clone": clone, "worker": "w", "claim": cid, "at": at}
+        row = lambda clone, cid: {"record": "row", "clone": clone, "worker": "w", "claim": cid, "experiment": 1}
+        beat = lambda clone, n, state="running": {"clone": clone, "run": f"r{skew}", "beat": n, "every": 10.0,
+                                                  "state": state}
+        by_clone = {"live": [claim("live", "old"), row("live", "old"), claim("live", "now")],
+                    "done": [claim("done", "x"), row("done", "x")],
+                    "restarted": [claim("restarted", "cut"), {"record": "hello", "clone": "restarted", "at": at}],
+                    "killed": [claim("killed", "k")], "left": [claim("left", "l")],
+                    "older": [claim("older", "o")]}  # an older version's file: no heartbeat
+        ids = lambda: sorted(c["claim"] for c in open_claims(by_clone, pulse, hold_seconds=80))
+        pulse.observe([beat(c, 1) for c in ("live", "done", "restarted", "killed", "left")])
+        assert ids() == ["k", "l", "now", "o"]  # not watched long enough to call anyone dead
+        now[0] += 30
+        pulse.observe([beat("live", 2), beat("killed", 1), beat("left", 2, "bye")])
+        assert ids() == ["k", "now", "o"]  # `left` said goodbye
+        now[0] += 15
+        pulse.observe([beat("live", 3), beat("killed", 1)])
+        assert ids() == ["now", "o"]  # `killed`'s counter stood still for 45 s > 4 periods of 10 s
+        now[0] += 40
+        pulse.observe([beat("live", 4)])
+        assert ids() == []  # held 85 s by this machine's clock: longer than any experiment may take
 
 
 def test_bad_input_is_refused_with_both_values(swarm):
@@ -154,6 +199,60 @@ def test_bad_input_is_refused_with_both_values(swarm):
         live.wait()
     lone = run_cli(tmp / "c", "loop", "--tag", TAG, "--worker", "c", env=env)
     assert lone.returncode != 0 and "go together" in lone.stderr
+
+
+def with_heartbeat(root, seconds):
+    program = root / "program.md"
+    program.write_text(program.read_text() + f"\n## Swarm\n- heartbeat_seconds: {seconds}\n")
+    git(root, "commit", "-qam", "a fast heartbeat")
+
+
+@pytest.mark.slow
+def test_a_clock_three_hours_behind_neither_kills_a_worker_nor_frees_its_name(swarm):
+    """Worker a's clock is three hours behind. Another machine still sees it live and keeps its
+    claim; a second clone named a is refused while it runs, accepted once it is killed (after its
+    heartbeat stood still), and the two clones' rows land in two files that never overwrite."""
+    from engine.loop.heartbeat import Pulse
+    from engine.loop.remote import Remote
+    from engine.loop.repo import Repo
+    from engine.loop.swarm import open_claims
+    from engine.loop.swarm_files import parse_items
+
+    tmp, remote, env = swarm
+    for name in "ac":
+        with_heartbeat(tmp / name, 0.5)
+    first = start(tmp, remote, env, "a", 40, extra_env={"FAKE_TRAIN_SLEEP": "1.5"}, clock_offset=-3 * 3600)
+    try:
+        observer, pulse = Remote(Repo(tmp / "b"), str(remote), TAG), Pulse()
+        claimed = []
+        def a_live_with_a_claim():  # b's view, on b's clock
+            observer.fetch()
+            pulse.observe(parse_items(t)[-1] for t in observer.files(LEDGER, "beats").values())
+            items = [i for t in observer.files(LEDGER, "workers").values() for i in parse_items(t)]
+            clone = next((i["clone"] for i in items if i.get("worker") == "a"), None)
+            claimed[:] = open_claims({clone: items}, pulse, 120) if clone else []
+            return clone and pulse.state(clone) == "live" and claimed
+        _wait_for(a_live_with_a_claim, 90)
+        assert claimed[0]["at"] < time.time() - 3 * 3600 + 60  # it was written by the skewed clock
+        twin = run_cli(tmp / "c", *loop_args(remote, "a", 3), env=env)
+        assert twin.returncode != 0 and "another live worker is named 'a'" in twin.stderr, twin.stderr
+        assert first.poll() is None
+    finally:
+        first.kill()
+        first.wait()
+    taken_over = run_cli(tmp / "c", *loop_args(remote, "a", 4), env=env)  # a's heartbeat now stands still
+    assert taken_over.returncode == 0, taken_over.stdout + taken_over.stderr
+    assert "watching its heartbeat" in taken_over.stdout
+    restarted = start(tmp, remote, env, "a", len(ledger_rows(tmp / "a", TAG)) + 2, clock_offset=-3 * 3600)
+    out, _ = restarted.communicate(timeout=120)  # the first clone again: the same worker, not a twin
+    assert restarted.returncode == 0 and "watching its heartbeat" not in out, out
+    files = worker_files(remote)
+    assert len(files) == 2
+    for clone_dir in ("a", "c"):
+        clone = json.loads((tmp / clone_dir / "runs" / TAG / "swarm" / "clone.json").read_text())["clone"]
+        rows = [i for i in files[f"a.{clone}.jsonl"] if i["record"] == "row"]
+        assert sorted(r["experiment"] for r in rows) == [r["experiment"] for r in ledger_rows(tmp / clone_dir, TAG)]
+        assert len(rows) >= 4
 
 
 @pytest.mark.slow
@@ -241,3 +340,49 @@ def test_three_workers_at_once_through_git_daemon(swarm, git_daemon):
     rows = check_union(tmp, remote, "abc")  # racing pushes lost no row
     assert len(rows) == sum(len(ledger_rows(tmp / name, TAG)) for name in "abc") >= 15
     assert all("stopped:" in out for out in outputs)
+
+
+ROUTING = Path(__file__).resolve().parents[1] / "examples" / "support-routing"
+
+
+def test_a_swarm_runs_a_command_task(tmp_path):
+    """Two workers on examples/support-routing: they share accuracy rows and one best (no device
+    kind: a command task's score is its own), and a worker whose fixed files differ is refused."""
+    origin = tmp_path / "origin"
+    shutil.copytree(ROUTING, origin / "examples" / "support-routing", ignore=shutil.ignore_patterns("__pycache__"))
+    (origin / ".gitignore").write_text("runs/\n__pycache__/\n")
+    git(tmp_path, "init", "-q", "-b", "main", str(origin))
+    git(origin, "-c", "user.email=t@e", "-c", "user.name=t", "add", "-A")
+    git(origin, "-c", "user.email=t@e", "-c", "user.name=t", "commit", "-q", "-m", "start")
+    remote = tmp_path / "remote.git"
+    git(tmp_path, "clone", "-q", "--bare", str(origin), str(remote))
+    for name in "abc":
+        git(tmp_path, "clone", "-q", str(remote), str(tmp_path / name))
+        git(tmp_path / name, "config", "user.email", f"{name}@example.com")
+        git(tmp_path / name, "config", "user.name", name)
+    env = {"PYTHONPATH": str(ROUTING.parents[1])}
+    args = lambda name, count, seed: ["loop", "--tag", TAG, "--program", "examples/support-routing/program.md",
+                                      "--agent", "offline", "--remote", str(remote), "--worker", name,
+                                      "--max-experiments", str(count), "--seed", str(seed)]
+    for name, count, seed in (("a", 4, 3), ("b", 4, 4)):
+        done = run_cli(tmp_path / name, *args(name, count, seed), env=env, timeout=300)
+        assert done.returncode == 0, done.stdout + done.stderr
+    shared = union(remote)
+    for name in "ab":
+        rows = [i for i in shared[name] if i["record"] == "row"]
+        assert [r["experiment"] for r in rows] == [r["experiment"] for r in ledger_rows(tmp_path / name, TAG)]
+        assert all(r["metric"] == "accuracy" and r["direction"] == "maximize" for r in rows)
+        assert all(0 < r["accuracy"] <= 1 for r in rows if r["status"] in ("keep", "discard"))
+    heads = git(remote, "for-each-ref", "--format=%(refname:short)", "refs/heads/autoresearch/").split()
+    assert sorted(heads) == [f"autoresearch/{TAG}", LEDGER]  # one best for all machines
+    best = git(remote, "rev-parse", f"autoresearch/{TAG}")
+    kept = [r for name in "ab" for r in shared[name] if r["record"] == "row" and r["kept"]]
+    assert best in {r["commit"] for r in kept}
+    assert max(r["best_after"] for r in kept if r["commit"] == best) == max(r["best_after"] for r in kept)
+    score = tmp_path / "c" / "examples" / "support-routing" / "score.py"
+    score.write_text(score.read_text() + "\n# scored differently here\n")
+    git(tmp_path / "c", "commit", "-qam", "a different score")
+    other = run_cli(tmp_path / "c", *args("c", 3, 5), env=env)
+    assert other.returncode != 0 and "fingerprint task " in other.stderr and "fixed files" in other.stderr, \
+        other.stderr
+

@@ -3,10 +3,13 @@
 Two kinds of remote branch, per tag:
 - the best, `autoresearch/TAG` (or one per device kind, see swarm.py): only ever advanced by a
   plain (fast-forward) push; a rejected push means another worker got there first;
-- the ledger, `autoresearch/TAG-ledger`: one file per worker, `workers/NAME.jsonl`. A worker
-  writes its whole file into a commit on top of the remote tip, built in a private index
-  (so the working tree is never touched), and pushes; rejected, it fetches and rebuilds on
-  the new tip. No two workers write the same file, so a retry never loses anyone's rows.
+- the ledger, `autoresearch/TAG-ledger`: files of each worker clone (engine/loop/swarm_files.py).
+  A worker writes its whole files into a commit on top of the remote tip, built in a private
+  index (so the working tree is never touched), and pushes; rejected, it fetches and rebuilds
+  on the new tip. No two clones write the same file, so a retry never loses anyone's rows.
+
+A worker's loop and its heartbeat thread share one Remote: `lock` keeps their fetches and
+pushes in turn.
 
 Remote state is fetched into refs/swarm/TAG/... of the local repository. An unreachable
 remote raises `Unreachable`; the swarm carries on alone and syncs later.
@@ -16,6 +19,7 @@ from __future__ import annotations
 import os
 import random
 import tempfile
+import threading
 import time
 from pathlib import Path
 
@@ -45,6 +49,7 @@ class Remote:
     def __init__(self, repo: Repo, url: str, tag: str):
         self.repo, self.url, self.tag = repo, url, tag
         self.local_prefix = f"refs/swarm/{tag}"
+        self.lock = threading.RLock()
 
     # --- reading -----------------------------------------------------------------
 
@@ -68,11 +73,12 @@ class Remote:
 
     def fetch(self) -> dict[str, str]:
         """Fetch this tag's remote branches into refs/swarm/TAG/; their names -> commits."""
-        heads = self.heads()
-        if heads:
-            self._git("fetch", "--no-tags", "-q", self.url,
-                      *[f"+refs/heads/{name}:{self.local_ref(name)}" for name in heads])
-        return heads
+        with self.lock:
+            heads = self.heads()
+            if heads:
+                self._git("fetch", "--no-tags", "-q", self.url,
+                          *[f"+refs/heads/{name}:{self.local_ref(name)}" for name in heads])
+            return heads
 
     def known(self, branch: str) -> str | None:
         """The commit of branch as last fetched or pushed (None if never seen)."""
@@ -104,7 +110,8 @@ class Remote:
     def push_ref(self, sha: str, branch: str) -> bool:
         """Push sha to branch without forcing: True when it landed, False when the remote moved on."""
         try:
-            self._git("push", "-q", self.url, f"{sha}:refs/heads/{branch}")
+            with self.lock:
+                self._git("push", "-q", self.url, f"{sha}:refs/heads/{branch}")
             return True
         except Rejected:
             return False
@@ -112,17 +119,18 @@ class Remote:
     def write_files(self, branch: str, files: dict[str, str], message: str, create_only: tuple = ()) -> str:
         """Replace these files on branch (other files kept), retrying on a rejected push; the new tip.
         Paths in create_only are written only where the branch does not hold them yet."""
-        parent = self.known(branch)  # first try on the tip fetched last; fetch only when overtaken
-        for attempt in range(PUSH_TRIES):
-            if attempt:
-                parent = self.fetch().get(branch)
-            kept = {path for path in create_only if parent and self._has(parent, path)}
-            commit = self._commit_files(parent, {p: t for p, t in files.items() if p not in kept}, message)
-            if self.push_ref(commit, branch):
-                self._git("update-ref", self.local_ref(branch), commit)
-                return commit
-            time.sleep(random.uniform(0.05, 0.3) * (attempt + 1))  # another worker pushed first
-        raise Unreachable(f"{PUSH_TRIES} pushes to {branch} were all overtaken by other workers")
+        with self.lock:
+            parent = self.known(branch)  # first try on the tip fetched last; fetch only when overtaken
+            for attempt in range(PUSH_TRIES):
+                if attempt:
+                    parent = self.fetch().get(branch)
+                kept = {path for path in create_only if parent and self._has(parent, path)}
+                commit = self._commit_files(parent, {p: t for p, t in files.items() if p not in kept}, message)
+                if self.push_ref(commit, branch):
+                    self._git("update-ref", self.local_ref(branch), commit)
+                    return commit
+                time.sleep(random.uniform(0.05, 0.3) * (attempt + 1))  # another worker pushed first
+            raise Unreachable(f"{PUSH_TRIES} pushes to {branch} were all overtaken by other workers")
 
     def _has(self, commit: str, path: str) -> bool:
         try:

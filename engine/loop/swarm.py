@@ -1,11 +1,17 @@
 """A swarm: loops on many machines sharing one git remote (`--remote URL --worker NAME`).
 
-What is shared, and how (the git side is engine/loop/remote.py):
+What is shared, and how (the git side is engine/loop/remote.py, the files swarm_files.py):
 - every row this worker records, its claims of ideas in flight (description and hypothesis)
-  and a hello when it starts, in its own file workers/NAME.jsonl on branch
-  autoresearch/TAG-ledger. The local copy, runs/TAG/swarm/NAME.jsonl (the outbox), is written
-  first and pushed whole, so a kill or an unreachable remote loses nothing: the next push
-  carries it. The shared view is the union of all workers' files;
+  and a hello when it starts, in its own file workers/NAME.CLONE.jsonl on branch
+  autoresearch/TAG-ledger. CLONE is drawn once per clone and kept in runs/TAG/swarm/clone.json,
+  so two workers given one NAME never write the same file, and a restarted clone is the same
+  worker. The local copy, runs/TAG/swarm/NAME.CLONE.jsonl (the outbox), is written first and
+  pushed whole, so a kill or an unreachable remote loses nothing: the next push carries it.
+  The shared view is the union of all workers' files;
+- a heartbeat, beats/NAME.CLONE.json, a counter raised at every push and at least every
+  `heartbeat_seconds` (engine/loop/heartbeat.py): liveness, claims and a NAME already in use
+  are judged from counters seen to move on this machine's monotonic clock, never by
+  comparing two machines' clocks;
 - the best commit, on branch autoresearch/TAG: under a `flops` or `tokens` budget one best
   for all; under a time budget one per device kind (autoresearch/TAG.KIND), so a CPU never
   competes with an H100. It moves only by fast-forward pushes.
@@ -18,7 +24,9 @@ run again before it can be published (`take_merge`).
 from __future__ import annotations
 
 import dataclasses
+import hashlib
 import json
+import os
 import re
 import time
 import uuid
@@ -29,13 +37,16 @@ from engine.data import split_key
 from engine.errors import UserError
 from engine.files import write_atomic
 from engine.loop import standings
+from engine.loop.heartbeat import DEAD_AFTER_BEATS, DEFAULT_EVERY_SECONDS, Heartbeat, Pulse
 from engine.loop.ledger import read_rows
 from engine.loop.remote import Remote, Unreachable, ledger_branch
+from engine.loop.swarm_files import (BEATS_FOLDER, ROWS_FOLDER, SWARM_FILE, beat_file, parse_items,
+                                     rows_file, unique)
 from engine.loop.session import Session, now_iso
 from engine.loop.worktrees import Worktrees, apply_onto
 
-SWARM_FILE = "swarm.json"  # on the ledger branch: what every worker's results are comparable on
 RECENT_ROWS = 40
+TWIN_POLL_SECONDS = 2.0  # how often a starting worker looks again at a same-name clone's heartbeat
 NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$")
 
 
@@ -43,6 +54,7 @@ NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$")
 class Settings:
     """program.md's `## Swarm` section (protocol.py leaves sections it does not know to others)."""
     verify_adoptions: bool = False
+    heartbeat_seconds: float = DEFAULT_EVERY_SECONDS  # a worker silent for 4 of these counts as dead
 
     @classmethod
     def parse(cls, text: str) -> "Settings":
@@ -52,7 +64,20 @@ class Settings:
                 inside = line[3:].strip().lower() == "swarm"
             elif inside and line.startswith("- verify_adoptions:"):
                 settings.verify_adoptions = line.split(":", 1)[1].strip().lower() in ("true", "yes", "1")
+            elif inside and line.startswith("- heartbeat_seconds:"):
+                settings.heartbeat_seconds = _heartbeat_seconds(line.split(":", 1)[1].strip())
         return settings
+
+
+def _heartbeat_seconds(value: str) -> float:
+    try:
+        seconds = float(value)
+    except ValueError:
+        seconds = float("nan")
+    if not 0.1 <= seconds <= 3600:
+        raise UserError(f"## Swarm heartbeat_seconds: {value!r} is not a number of seconds from 0.1 to 3600; "
+                        f"leave it out for the default {DEFAULT_EVERY_SECONDS:g}")
+    return seconds
 
 
 def device_kind(row: dict) -> str:
@@ -70,16 +95,19 @@ class Swarm:
         self.session, self.url, self.name = session, url, name
         self.remote = Remote(session.repo, url, session.tag)
         self.folder = session.run_dir / "swarm"
-        self.outbox = self.folder / f"{name}.jsonl"
         self.settings = Settings.parse(session.program.text)
-        self.fingerprint = _fingerprint(session.data_dir)
-        self.split_key_id = _manifest(session.data_dir).get("split_key_id")
-        self.budget = session.program.describe_budget()
-        self.per_kind = session.program.budget_flops is None and session.program.budget_tokens is None
         self.clone = self._clone_id()
+        self.outbox = self._outbox()
+        self.fingerprint = _fingerprint(session)
+        self.split_key_id = _manifest(session.data_dir).get("split_key_id") if session.task.kind == "train" else None
+        self.budget = session.task.describe()
+        self.per_kind = (session.task.kind == "train" and session.program.budget_flops is None
+                         and session.program.budget_tokens is None)
+        self.heartbeat = Heartbeat(name, self.clone, self.settings.heartbeat_seconds)
+        self.pulse = Pulse()
         self.online = True
         self.pushed: str | None = None  # the outbox as last pushed
-        self.shared: dict[str, list[dict]] = {}  # worker file -> its rows, as last fetched
+        self.shared: dict[str, list[dict]] = {}  # worker file -> its items, as last fetched
         self.heads: dict[str, str] = {}
         self.merge_next: tuple[str, str] | None = None  # (merged commit, description) to run next
         self.tried_merges: set[tuple[str, str]] = set()
@@ -94,6 +122,7 @@ class Swarm:
             raise UserError(f"cannot reach the swarm's remote {self.url}: {error}; check the URL "
                             "(and that `git ls-remote URL` works from this machine)") from None
         self._check_comparable()
+        self._check_own_file()
         self._check_name_free()
         self._add({"record": "hello", "at": time.time()})
         # The first worker names what results compare on; a second one racing it keeps the first's.
@@ -101,16 +130,43 @@ class Swarm:
                                                   "split_key_id": self.split_key_id}) + "\n"})
         self._fetch()
         self._check_comparable()
+        self.heartbeat.start(lambda: self._push_outbox(beat=True))
 
     def _clone_id(self) -> str:
+        """This clone's id, drawn at its first start and kept; a clone is one worker, under one NAME."""
         path = self.folder / "clone.json"
         try:
-            return json.loads(path.read_text())["clone"]
-        except (OSError, ValueError, KeyError):
+            kept = json.loads(path.read_text())
+            clone, name = str(kept["clone"]), kept.get("worker")
+        except (OSError, ValueError, KeyError, TypeError):
+            clone, name = uuid.uuid4().hex[:12], None
+        if name not in (None, self.name):
+            raise UserError(f"this clone is swarm worker {name!r} for tag {self.session.tag} ({path}), "
+                            f"not {self.name!r}: start it again with --worker {name} (its rows are shared under "
+                            "that name), or use a new tag for a new name")
+        if name is None:
             self.folder.mkdir(parents=True, exist_ok=True)
-            clone = uuid.uuid4().hex[:12]
-            write_atomic(path, json.dumps({"clone": clone}))
-            return clone
+            write_atomic(path, json.dumps({"clone": clone, "worker": self.name}))
+        return clone
+
+    def _outbox(self) -> Path:
+        """runs/TAG/swarm/NAME.CLONE.jsonl (an outbox named NAME.jsonl by an older version is renamed)."""
+        path, old = self.folder / f"{self.name}.{self.clone}.jsonl", self.folder / f"{self.name}.jsonl"
+        if old.exists() and not path.exists():
+            os.replace(old, path)
+        return path
+
+    def _check_own_file(self) -> None:
+        """The remote copy of our file holds nothing our outbox lacks: else another copy of this
+        directory (same clone id) writes it too, or the outbox was deleted."""
+        theirs = self.remote.file_or_none(ledger_branch(self.session.tag), rows_file(self.name, self.clone)) or ""
+        mine = set(self.outbox.read_text().splitlines()) if self.outbox.exists() else set()
+        missing = [line for line in theirs.splitlines() if line.strip() and line not in mine]
+        if missing:
+            raise UserError(f"the swarm's {rows_file(self.name, self.clone)} holds {len(missing)} lines that this "
+                            f"clone's outbox {self.outbox} lacks: a copy of this directory is probably running as a "
+                            f"worker too. Give each machine its own clone (`git clone` the remote), or, in the copy, "
+                            f"delete {self.folder / 'clone.json'} so that it draws an id of its own")
 
     def _check_comparable(self) -> None:
         text = self.remote.file_or_none(ledger_branch(self.session.tag), SWARM_FILE)
@@ -122,31 +178,52 @@ class Swarm:
                 paths.cache_root(), theirs["split_key_id"], f"this worker's data cache {self.session.data_dir}",
                 split_key.prepare_command(_manifest(self.session.data_dir))))
         if theirs.get("fingerprint") != self.fingerprint:
-            raise UserError(f"the swarm at {self.url} (tag {self.session.tag}) compares results on data "
-                            f"fingerprint {theirs.get('fingerprint')}, this worker's data has {self.fingerprint}: "
-                            "prepare the same dataset (same `autoresearch prepare` flags), or use another tag")
+            fix = ("check out the same commit of the task's fixed files (every tracked file it may not edit) and "
+                   "use the same ## Task score, metric and direction" if self.session.task.kind == "command" else
+                   "prepare the same dataset (same `autoresearch prepare` flags)")
+            raise UserError(f"the swarm at {self.url} (tag {self.session.tag}) compares results on "
+                            f"fingerprint {theirs.get('fingerprint')}, this worker's is {self.fingerprint}: "
+                            f"{fix}, or use another tag")
         if theirs.get("budget") != self.budget:
             raise UserError(f"the swarm at {self.url} (tag {self.session.tag}) runs with budget "
                             f"{theirs.get('budget')}, this worker with {self.budget}: set the same budget "
                             "in program.md or the flags, or use another tag")
 
     def _check_name_free(self) -> None:
-        mine = {_key(item) for item in read_rows(self.outbox)}
-        foreign = [item for item in self.shared.get(self.name, [])
-                   if item.get("clone") != self.clone and _key(item) not in mine]
-        last_seen = {item.get("clone"): item for item in foreign if item.get("record") in ("hello", "claim", "bye")}
-        for clone, item in last_seen.items():
-            if item["record"] != "bye" and item.get("at", 0) + self.claim_seconds() > time.time():
+        """Refuse to start while another clone under our NAME is live. Its heartbeat is watched
+        until it moves (live: refused) or stands still for its dead window (dead: we go on, in
+        our own file; its rows stay in its own)."""
+        twins = [clone for clone in self._twins() if self.pulse.state(clone) not in ("dead", "gone")]
+        if not twins:
+            return
+        wait = max(self.pulse.window(clone) for clone in twins)
+        self.session.live.say(f"swarm: another clone named {self.name!r} ({', '.join(twins)}) has not said goodbye; "
+                              f"watching its heartbeat for up to {wait:.0f} s to tell whether it still runs")
+        deadline = time.monotonic() + wait + 1
+        while twins and time.monotonic() < deadline:
+            live = [clone for clone in twins if self.pulse.state(clone) == "live"]
+            if live:
                 raise UserError(f"another live worker is named {self.name!r} in the swarm at {self.url} "
-                                f"(clone {clone}, active {time.time() - item['at']:.0f} s ago): "
-                                "give each worker its own --worker NAME")
-        for item in foreign:  # a finished worker's rows under this name stay in the file we now write
-            self._append(item)
+                                f"(clone {live[0]}: its heartbeat moved {self.pulse.quiet_for(live[0]):.0f} s ago "
+                                "by this machine's clock): give each worker its own --worker NAME, or stop that "
+                                "one first")
+            time.sleep(min(wait / DEAD_AFTER_BEATS / 2, TWIN_POLL_SECONDS))
+            try:
+                self._fetch()
+            except Unreachable:
+                continue
+            twins = [clone for clone in twins if self.pulse.state(clone) not in ("dead", "gone")]
+
+    def _twins(self) -> list[str]:
+        """Clones other than ours that beat under our NAME."""
+        return sorted(clone for clone, beat in self.pulse.beats.items()
+                      if beat.get("worker") == self.name and clone != self.clone)
 
     def stop(self) -> None:
         """Say goodbye (the name is free at once) and push, if the remote is there."""
+        self.heartbeat.stop()
         self._add({"record": "bye", "at": time.time()})
-        self._try_push()
+        self._try_push(state="bye")
 
     def claim_seconds(self) -> float:
         """How long a claim holds: an experiment's hard timeout twice over, plus a minute."""
@@ -155,27 +232,25 @@ class Swarm:
     # --- what the others did -------------------------------------------------------
 
     def union(self) -> list[dict]:
-        """Every worker's result rows: the remote files, with this worker's own from its outbox."""
-        rows = []
-        files = {**self.shared, self.name: read_rows(self.outbox)}
-        for items in files.values():
-            rows += [item for item in items if item.get("record") == "row"]
-        return rows
+        """Every worker's result rows, each once: the remote files, with ours from the outbox."""
+        files = [*self.shared.values(), read_rows(self.outbox)]
+        return unique(item for items in files for item in items if item.get("record") == "row")
 
     def claims(self) -> list[dict]:
-        """Ideas other workers run now: claims without a result row that have not expired."""
-        live = []
-        for worker, items in self.shared.items():
-            if worker == self.name:
-                continue
-            done = {item.get("claim") for item in items if item.get("record") == "row"}
-            live += [item for item in items if item.get("record") == "claim" and item["claim"] not in done
-                     and item.get("at", 0) + self.claim_seconds() > time.time()]
-        return live
+        """Ideas other clones run now (see open_claims)."""
+        return open_claims(self._others(), self.pulse, self.claim_seconds())
+
+    def _others(self) -> dict[str, list[dict]]:
+        """Clone -> its items, for every clone but this one."""
+        by_clone: dict[str, list[dict]] = {}
+        for item in unique(item for items in self.shared.values() for item in items):
+            if item.get("clone") != self.clone:
+                by_clone.setdefault(str(item.get("clone")), []).append(item)
+        return by_clone
 
     def recent(self) -> list[dict]:
         """The other workers' latest results, for the agent's prompt."""
-        rows = [row for row in self.union() if row.get("worker") != self.name and row.get("role") != "adopted"]
+        rows = [row for row in self.union() if row.get("clone") != self.clone and row.get("role") != "adopted"]
         return sorted(rows, key=lambda r: str(r.get("finished", "")))[-RECENT_ROWS:]
 
     # --- sharing -----------------------------------------------------------------
@@ -207,17 +282,25 @@ class Swarm:
         with open(self.outbox, "a") as out:
             out.write(json.dumps(item, default=str) + "\n")
 
-    def _push_outbox(self, extra_files: dict | None = None) -> None:
-        text = self.outbox.read_text() if self.outbox.exists() else ""
-        if text == self.pushed and not extra_files:
-            return  # the remote has all of it
-        files = {f"workers/{self.name}.jsonl": text, **(extra_files or {})}
-        self.remote.write_files(ledger_branch(self.session.tag), files, f"{self.name}: rows", create_only=(SWARM_FILE,))
-        self.pushed = text
+    def _push_outbox(self, extra_files: dict | None = None, beat: bool = False, state: str = "running") -> None:
+        """Push the outbox when it grew, with a beat; a beat alone when asked or due. Both this
+        thread and the heartbeat's call it: the remote's lock keeps them in turn."""
+        with self.remote.lock:
+            text = self.outbox.read_text() if self.outbox.exists() else ""
+            if text == self.pushed and not extra_files and not beat and state == "running" \
+                    and not self.heartbeat.due():
+                return  # the remote has all of it, and our last beat is recent
+            files = {beat_file(self.name, self.clone): self.heartbeat.record(state), **(extra_files or {})}
+            if text != self.pushed:
+                files[rows_file(self.name, self.clone)] = text
+            self.remote.write_files(ledger_branch(self.session.tag), files, f"{self.name}.{self.clone}: "
+                                    f"{'rows' if text != self.pushed else 'beat'}", create_only=(SWARM_FILE,))
+            self.pushed = text
+            self.heartbeat.sent()
 
-    def _try_push(self) -> bool:
+    def _try_push(self, state: str = "running") -> bool:
         try:
-            self._push_outbox()
+            self._push_outbox(state=state)
         except Unreachable as error:
             return self._offline(error)
         if not self.online:
@@ -233,9 +316,13 @@ class Swarm:
         return False
 
     def _fetch(self) -> None:
-        self.heads = self.remote.fetch()
-        files = self.remote.files(ledger_branch(self.session.tag), "workers")
-        self.shared = {Path(path).stem: _rows_of(text) for path, text in files.items()}
+        branch = ledger_branch(self.session.tag)
+        with self.remote.lock:
+            self.heads = self.remote.fetch()
+            files = self.remote.files(branch, ROWS_FOLDER)
+            beats = self.remote.files(branch, BEATS_FOLDER)
+        self.shared = {path: parse_items(text) for path, text in files.items()}
+        self.pulse.observe(beat for text in beats.values() for beat in parse_items(text)[-1:])
 
     # --- the best ------------------------------------------------------------------
 
@@ -319,7 +406,8 @@ class Swarm:
         found = self.remote_best()
         if ours is None or (found and found[0] == ours):
             return
-        if found and not self.session.best_val < standings.score(found[1]):
+        if found and not standings.gain(standings.score(found[1]), self.session.best_val,
+                                        self.session.task.direction) > 0:
             return  # not better than what the swarm has
         try:
             landed = self.remote.push_ref(ours, self.best_branch())
@@ -353,29 +441,50 @@ class Swarm:
         return merge
 
 
-def _key(item: dict) -> tuple:
-    return (item.get("clone"), item.get("record"), item.get("experiment"), item.get("claim"), item.get("at"))
-
-
-def _rows_of(text: str) -> list[dict]:
-    rows = []
-    for line in text.splitlines():
-        try:
-            item = json.loads(line)
-        except ValueError:
+def open_claims(by_clone: dict[str, list[dict]], pulse: Pulse, hold_seconds: float) -> list[dict]:
+    """Ideas other clones run now. A worker runs one experiment at a time, so a clone's open claim
+    is its last one, unless a row answered it or the clone restarted or left after it. It holds
+    while the clone is not known dead or gone (its heartbeat, judged on this machine's clock)
+    and for at most hold_seconds since this machine first saw it. The claim's own `at`, from
+    the other machine's clock, is never compared with ours."""
+    held = []
+    for clone, items in by_clone.items():
+        if pulse.state(clone) in ("dead", "gone"):
             continue
-        if isinstance(item, dict):
-            rows.append(item)
-    return rows
+        last = None
+        for item in items:
+            if item.get("record") == "claim":
+                last = item
+            elif item.get("record") in ("hello", "bye"):
+                last = None
+        if last is None or any(item.get("record") == "row" and item.get("claim") == last.get("claim")
+                               for item in items):
+            continue
+        if pulse.age(f"claim {clone} {last.get('claim')}") <= hold_seconds:
+            held.append(last)
+    return held
 
 
-def _manifest(data_dir: Path) -> dict:
+def _manifest(data_dir: Path | None) -> dict:
     try:
         manifest = json.loads((Path(data_dir) / "manifest.json").read_text())
-    except (OSError, ValueError):
+    except (OSError, ValueError, TypeError):
         return {}
     return manifest if isinstance(manifest, dict) else {}
 
 
-def _fingerprint(data_dir: Path) -> str:
-    return str(_manifest(data_dir).get("fingerprint", "unknown"))
+def _fingerprint(session: Session) -> str:
+    """What results compare on: a train task's data manifest; a command task's score command,
+    metric, direction and fixed files (every tracked file it may not edit, program.md aside)."""
+    if session.task.kind == "command":
+        return _task_fingerprint(session)
+    return str(_manifest(session.data_dir).get("fingerprint", "unknown"))
+
+
+def _task_fingerprint(session: Session) -> str:
+    spec, root = session.program.task, session.repo.root
+    program = os.path.relpath(session.program_path, root)
+    fixed = sorted((os.path.relpath(path, root), digest) for path, digest in session.fixed.hashes.items()
+                   if os.path.relpath(path, root) != program)
+    facts = {"score": spec.score, "metric": spec.metric, "direction": spec.direction, "fixed": fixed}
+    return "task " + hashlib.sha256(json.dumps(facts, sort_keys=True).encode()).hexdigest()

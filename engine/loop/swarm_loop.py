@@ -44,6 +44,13 @@ def run_swarm(session: Session, agent, args, stop_reason) -> str:
     """Baseline, then sync + one experiment until stop_reason names a reason; a last sync."""
     swarm = Swarm(session, args.remote, args.worker)
     swarm.start()
+    try:
+        return _work(session, agent, swarm, stop_reason)
+    finally:
+        swarm.heartbeat.stop()  # already stopped after a goodbye; on an error, beats end with us
+
+
+def _work(session: Session, agent, swarm: Swarm, stop_reason) -> str:
     cycle.run_baseline(session)
     swarm.share_new()
     session.live.say(f"swarm worker {swarm.name}: remote {swarm.url}, best on {swarm.best_branch()}")

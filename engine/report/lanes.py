@@ -2,16 +2,17 @@
 
 The rows come from the loop's own ledger (`--workers N` rows carry `worker`) and, for a swarm
 worker, from the union of every worker's file as last fetched (refs/swarm/TAG/... in the
-local repository, read with git, no network) plus its own outbox, which may be fresher.
-Read-only, like the rest of the report.
+local repository, read with git, no network) plus its own outbox, which may be fresher; files
+named workers/NAME.CLONE.jsonl and, from older versions, workers/NAME.jsonl alike, each row
+counted once (engine/loop/swarm_files.py). Read-only, like the rest of the report.
 """
 from __future__ import annotations
 
-import json
 import subprocess
 from pathlib import Path
 
 from engine.loop.standings import is_kept, row_value
+from engine.loop.swarm_files import union_rows as rows_of_files
 from engine.report.runs import parse_time
 
 LANE_COLOURS = {"keep": "#2ca02c", "discard": "#9e9e9e", "stale": "#9467bd", "crash": "#d62728",
@@ -23,18 +24,7 @@ def union_rows(run_dir: Path, rows: list[dict]) -> list[dict]:
     files = _fetched_files(run_dir)
     for outbox in sorted((Path(run_dir) / "swarm").glob("*.jsonl")):
         files[outbox.stem] = outbox.read_text(errors="replace")  # this worker's own, freshest
-    if not files:
-        return rows
-    union = []
-    for text in files.values():
-        for line in text.splitlines():
-            try:
-                item = json.loads(line)
-            except ValueError:
-                continue
-            if isinstance(item, dict) and item.get("record") == "row":
-                union.append(item)
-    return union
+    return rows_of_files(files.values()) if files else rows
 
 
 def _fetched_files(run_dir: Path) -> dict[str, str]:
