@@ -29,7 +29,7 @@ PROGRAM = """# real paths
 ## Noise
 - baseline_runs: 1
 """
-STATUSES = {"keep", "discard", "crash", "timeout", "rejected", "invalid", "stale"}
+STATUSES = {"keep", "discard", "crash", "timeout", "rejected", "invalid", "stale", "baseline", "confirm"}
 
 
 @pytest.fixture

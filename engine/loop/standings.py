@@ -308,3 +308,15 @@ def misses_in_a_row(rows: list[dict]) -> int:
 
 def total_cost(rows: list[dict]) -> float:
     return sum(float(row.get("cost_usd") or 0.0) for row in rows)
+
+
+SIDES = {"llm": "LLM", "tune": "tuner", "offline": "tuner", "gemini": "LLM", "command": "command agent",
+         "external": "human"}
+
+
+def side_of(row: dict) -> str:
+    """Who proposed a row, in words: LLM, tuner, command agent or human; "-" for a run that proposes
+    nothing (baseline, confirmation, adoption). The hybrid agent records its side; other rows their agent."""
+    if not is_candidate(row):
+        return "-"
+    return SIDES.get(str(row.get("side") or ""), SIDES.get(str(row.get("agent") or ""), str(row.get("agent") or "-")))
