@@ -35,10 +35,10 @@ def plot_progress(facts: dict, path: Path) -> None:
 
     chart = facts["chart"]
     if facts.get("lanes"):  # parallel workers or a swarm: their lanes below, along time
-        fig, (ax, lanes_ax) = plt.subplots(2, 1, figsize=(13, 9.5), dpi=110, height_ratios=[3, 1.4])
+        fig, (ax, lanes_ax) = plt.subplots(2, 1, figsize=(15, 9.5), dpi=110, height_ratios=[3, 1.4])
         plot_lanes(lanes_ax, facts["lanes"])
     else:
-        fig, ax = plt.subplots(figsize=(13, 6.5), dpi=110)
+        fig, ax = plt.subplots(figsize=(15, 6.5), dpi=110)
     low, high = chart["y_limits"]
     _plot_band_and_best(ax, chart)
     _plot_points(ax, chart["points"])
@@ -57,7 +57,7 @@ def plot_progress(facts: dict, path: Path) -> None:
     better = "higher" if facts.get("direction") == "maximize" else "lower"
     ax.set_ylabel(f"{figure_name(facts)} ({better} is better)")
     ax.grid(alpha=0.25)
-    ax.legend(loc="best", fontsize=8.5, framealpha=0.9)
+    ax.legend(loc="upper left", bbox_to_anchor=(1.01, 1.0), fontsize=8.5, framealpha=0.9, borderaxespad=0)
     fig.tight_layout()
     fig.savefig(path)
     plt.close(fig)
@@ -99,7 +99,7 @@ def _plot_clipped(ax, points: list[dict], low: float, high: float) -> None:
         ax.scatter([p["x"]], [p["shown_at"]], marker="^" if above else "v", s=45,
                    color=POINT_STYLE.get(p["kind"], POINT_STYLE["discard"])[1], edgecolors="black", linewidths=0.6,
                    zorder=5, clip_on=False, label="off the scale (value written beside it)" if n == 0 else None)
-        ax.annotate(f"{p['value']:.4g}", (p["x"], p["shown_at"]), xytext=(5, -11 if above else 5),
+        ax.annotate(f"{p['value']:.4f}", (p["x"], p["shown_at"]), xytext=(5, -11 if above else 5),
                     textcoords="offset points", fontsize=8, color="#424242", zorder=6)
 
 

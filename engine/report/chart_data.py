@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from engine.loop.standings import FAILED, finite, is_baseline, is_kept_change, status_word
 
-OUTLIER_SPANS = 6.0
+OUTLIER_SPANS = 3.0
 FAILED_KINDS = (*FAILED, "stale")
 
 
