@@ -26,7 +26,8 @@ PROGRAM = """# t
 ## Noise
 - baseline_runs: 2
 - confirm_runs: 0
-## Trackers
+"""
+TRACKERS = """## Trackers
 - wandb: true
 - mlflow: true
 """
@@ -59,22 +60,25 @@ def session_hparams(accumulator) -> dict:
             for name, value in info.hparams.items()}
 
 
-@pytest.fixture
-def command_loop(tmp_path):
+def run_command_loop(root: Path, program: str):
     pytest.importorskip("tensorboard")
     from loop_helpers import git, run_cli
-    root = tmp_path / "repo"
-    root.mkdir()
-    for name, text in {"value.yaml": "x: 1.0\n", "score.py": SCORE, "program.md": PROGRAM,
+    root.mkdir(parents=True)
+    for name, text in {"value.yaml": "x: 1.0\n", "score.py": SCORE, "program.md": program,
                        ".gitignore": "runs/\n__pycache__/\n"}.items():
         (root / name).write_text(text)
     git(root, "init", "-q", "-b", "main")
     for args in (("add", "-A"), ("commit", "-q", "-m", "start")):
         git(root, "-c", "user.email=t@e", "-c", "user.name=t", *args)
     done = run_cli(root, "loop", "--tag", "t", "--agent", "command", "--agent-cmd", AGENT, "--max-experiments", "5",
-                   env={"PYTHONPATH": str(REPO), "WANDB_SILENT": "true"}, timeout=300)
+                   env={"PYTHONPATH": str(REPO), "WANDB_SILENT": "true"}, timeout=600)
     assert done.returncode == 0, done.stdout[-2000:] + done.stderr[-2000:]
     return root / "runs" / "t", done
+
+
+@pytest.fixture(scope="module")
+def command_loop(tmp_path_factory):
+    return run_command_loop(tmp_path_factory.mktemp("tracking") / "repo", PROGRAM)
 
 
 def test_a_command_loop_writes_every_experiment_to_tensorboard(command_loop):
@@ -93,9 +97,12 @@ def test_a_command_loop_writes_every_experiment_to_tensorboard(command_loop):
     assert "tracking:" not in done.stdout  # no tracker warned
 
 
-def test_wandb_offline_and_mlflow_receive_the_same_values(command_loop):
-    run_dir, _ = command_loop
+@pytest.mark.slow  # W&B and MLflow start up for each experiment: ~40 s on 2 idle cores
+def test_wandb_offline_and_mlflow_receive_the_same_values(tmp_path):
     pytest.importorskip("mlflow")
+    pytest.importorskip("wandb")
+    run_dir, done = run_command_loop(tmp_path / "repo", PROGRAM + TRACKERS)
+    assert "tracking:" not in done.stdout
     from mlflow.tracking import MlflowClient
     client = MlflowClient(tracking_uri=f"sqlite:///{run_dir / 'mlflow.db'}")
     experiment = client.get_experiment_by_name("t")
@@ -104,13 +111,39 @@ def test_wandb_offline_and_mlflow_receive_the_same_values(command_loop):
     assert found["exp-0002"].data.metrics["result/loss"] == 1.0 and found["exp-0002"].data.params["x"] == "2.0"
     assert found["exp-0002"].data.tags["status"] == "keep" and found["exp-0000"].data.tags["status"] == "baseline"
     assert found["exp-0004"].data.metrics["loop/best_so_far"] == 1.0
-    summaries = {}
-    for summary in (run_dir / "wandb").glob("offline-run-*/files/wandb-summary.json"):
-        config = (summary.parent / "config.yaml").read_text()
-        summaries[json.loads(summary.read_text())["experiment"]] = (json.loads(summary.read_text()), config)
-    assert sorted(summaries) == [0, 1, 2, 3, 4]
-    assert summaries[2][0]["result/loss"] == 1.0 and summaries[4][0]["loop/best_so_far"] == 1.0
-    assert "status:" in summaries[2][1] and "value: keep" in summaries[2][1]
+    runs = [wandb_offline_run(path) for path in (run_dir / "wandb").glob("offline-run-*/run-*.wandb")]
+    by_name = {run["name"]: run for run in runs}
+    assert sorted(by_name) == [f"exp-{n:04d}" for n in range(5)] and {run["group"] for run in runs} == {"t"}
+    assert by_name["exp-0002"]["summary"]["result/loss"] == 1.0 and by_name["exp-0002"]["config"]["x"] == 2.0
+    assert by_name["exp-0002"]["config"]["status"] == "keep" and by_name["exp-0000"]["config"]["status"] == "baseline"
+    assert by_name["exp-0004"]["summary"]["loop/best_so_far"] == 1.0
+
+
+def wandb_offline_run(path: Path) -> dict:
+    """An offline W&B run's name, group, config and summary, read from its transaction log (LevelDB's
+    log format: 32 KiB blocks of records, each a 7-byte header, then a piece of a Record protobuf)."""
+    import struct
+    from wandb.proto import wandb_internal_pb2
+    data, block, pos, piece = path.read_bytes(), 32768, 7, b""  # the file starts with a 7-byte header
+    found = {"summary": {}, "config": {}}
+    while pos + 7 <= len(data):
+        left = block - pos % block
+        _, length, kind = struct.unpack("<IHB", data[pos:pos + 7]) if left >= 7 else (0, 0, 0)
+        if length == 0 and kind == 0:
+            pos += left  # the zero padding at the end of a block
+            continue
+        piece, pos = piece + data[pos + 7: pos + 7 + length], pos + 7 + length
+        if kind in (1, 4):  # a whole record, or the last piece of one
+            record = wandb_internal_pb2.Record.FromString(piece)
+            piece, which = b"", record.WhichOneof("record_type")
+            if which == "run":
+                found.update(name=record.run.display_name, group=record.run.run_group)
+                values = {item.key: json.loads(item.value_json) for item in record.run.config.update}
+                found["config"].update({key: value["value"] if isinstance(value, dict) and "value" in value else value
+                                        for key, value in values.items() if key != "_wandb"})
+            elif which == "summary":
+                found["summary"].update({item.key: json.loads(item.value_json) for item in record.summary.update})
+    return found
 
 
 def test_a_tracker_that_fails_warns_once_and_the_others_go_on(tmp_path):
