@@ -71,6 +71,14 @@ def _add_loop_step_options(p) -> None:
     p.add_argument("--data", default=None, help="prepared cache directory or name (default: the last prepared)")
     p.add_argument("--program", default="program.md")
     p.add_argument("--timeout", type=float, default=None, help="hard seconds per experiment")
+    p.add_argument("--wandb", action="store_true",
+                   help="also send every experiment to Weights & Biases (offline unless program.md's "
+                        "`## Trackers` says `wandb_mode: online`); needs pip install -e '.[wandb]'")
+    p.add_argument("--mlflow", action="store_true",
+                   help="also send every experiment to MLflow (a SQLite store, runs/TAG/mlflow.db, unless "
+                        "`mlflow_tracking_uri` is set); needs pip install -e '.[mlflow]'")
+    p.add_argument("--no-tensorboard", action="store_true",
+                   help="write no TensorBoard event files (runs/TAG/tensorboard/, on by default)")
 
 
 def _add_train(sub) -> None:

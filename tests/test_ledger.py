@@ -17,7 +17,8 @@ def test_append_writes_both_files(tmp_path):
     ledger.append(row(1, "crash", float("nan"), cost_usd=0.5))
     lines = (tmp_path / "results.tsv").read_text().splitlines()
     assert lines[0] == "commit\tval_bpb\tmemory_gb\tstatus\tdescription"
-    assert lines[1] == "abcdef1\t1.250000\t2.2\tkeep\tidea 0 more"
+    # experiment 0 without a role is an older ledger's baseline run, recorded as keep: it reads baseline
+    assert lines[1] == "abcdef1\t1.250000\t2.2\tbaseline\tidea 0 more"
     assert lines[2].split("\t")[1:4] == ["0.000000", "2.2", "crash"]
     rows = read_rows(tmp_path / "results.jsonl")
     assert rows[1]["val_bpb"] is None and rows[1]["cost_usd"] == 0.5
@@ -67,4 +68,4 @@ def test_a_command_tasks_tsv_names_its_metric(tmp_path):
                    "metric": "accuracy", "accuracy": 0.8125})
     lines = (tmp_path / "results.tsv").read_text().splitlines()
     assert lines[0] == "commit\taccuracy\tmemory_gb\tstatus\tdescription"
-    assert lines[1] == "abcdef1\t0.812500\t0.0\tkeep\tbaseline"
+    assert lines[1] == "abcdef1\t0.812500\t0.0\tbaseline\tbaseline"

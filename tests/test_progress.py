@@ -90,7 +90,31 @@ def test_progress_file_is_written_for_the_loop_and_says_when_scoring(tmp_path):
     assert figures["phase"] == "scoring" and figures["step"] == 9
     assert figures["remaining_seconds"] == pytest.approx(55.5) and figures["elapsed_seconds"] == pytest.approx(4.5)
     assert figures["tokens_per_second"] == pytest.approx(2000.0)
-    assert [p.name for p in tmp_path.iterdir()] == [progress.PROGRESS_FILE]  # no temporary file left
+    # no temporary file left; the curve beside it
+    assert sorted(p.name for p in tmp_path.iterdir()) == [progress.HISTORY_FILE, progress.PROGRESS_FILE]
+
+
+def test_history_holds_every_step_then_thins_out_so_it_stays_small(tmp_path, monkeypatch):
+    from engine.tracking.history import HISTORY_FILE, read_history
+    assert HISTORY_FILE == progress.HISTORY_FILE  # the loop reads what the trainer writes, never importing it
+    monkeypatch.setattr(progress, "HISTORY_POINTS", 10)
+    now = FakeTime()
+    shown = progress.Progress(flops_per_token=6.0, peak_flops=1e5, stream=io.StringIO(), interactive=False,
+                              run_dir=tmp_path, now=now)
+
+    def report(clock, loss, time):
+        now.t = time.t
+        shown.update(clock, loss)
+    clock = trained(Budget("tokens", 100_000.0), steps=100, step_seconds=0.5, report=report)
+    shown.close(clock, 4.0)
+    points = read_history(tmp_path)
+    steps = [p["step"] for p in points]
+    assert steps[:10] == list(range(1, 11))  # every step while there are few
+    assert steps[10:15] == [12, 14, 16, 18, 20] and steps[-1] == 96  # then every 2nd, 4th, 8th ...
+    assert len(points) < 30 and steps == sorted(set(steps))
+    assert points[0]["loss"] == pytest.approx(5.0) and points[-1]["loss"] == pytest.approx(5.0 - 95 * 0.01)
+    assert points[5]["tokens_per_second"] == pytest.approx(2000.0) and points[5]["fraction"] == pytest.approx(0.06)
+    assert points[5]["mfu_percent"] == pytest.approx(100 * 6.0 * 2000.0 / 1e5)
 
 
 def test_hosts_after_the_first_stay_quiet(tmp_path):

@@ -29,7 +29,7 @@ PROGRAM = """# real paths
 ## Noise
 - baseline_runs: 1
 """
-STATUSES = {"keep", "discard", "crash", "timeout", "rejected", "invalid", "stale"}
+STATUSES = {"keep", "discard", "crash", "timeout", "rejected", "invalid", "stale", "baseline", "confirm"}
 
 
 @pytest.fixture
@@ -72,8 +72,16 @@ def test_the_serial_loop(real_repo, prepared_data):
     done = autoresearch(real_repo, "loop", "--tag", "serial", "--agent", "offline", "--max-experiments", "3",
                         "--data", str(prepared_data), *BUDGET)
     assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
-    check_consistent(real_repo, "serial", 3)
+    rows = check_consistent(real_repo, "serial", 3)
     assert "every file matches its sha256" in done.stdout
+    # TensorBoard's own reader finds each run's per-step loss, the loop's val_bpb per experiment, the HParams
+    from test_tracking import event_runs, scalars, session_hparams
+    runs = event_runs(real_repo / "runs" / "serial" / "tensorboard")
+    assert sorted(runs) == ["exp-0000", "exp-0001", "exp-0002", "loop"]
+    loss = scalars(runs["exp-0000"], "train/loss")
+    assert len(loss) >= 2 and min(loss) == 1 and all(0 < v < 20 for v in loss.values())
+    assert scalars(runs["loop"], "loop/val_bpb") == pytest.approx({r["experiment"]: r["val_bpb"] for r in rows})
+    assert "HEAD_DIM" in session_hparams(runs["exp-0001"]) and session_hparams(runs["exp-0000"])["status"] == "baseline"
 
 
 def test_two_workers(real_repo, prepared_data):

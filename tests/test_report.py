@@ -119,12 +119,17 @@ def test_report_facts_figures_and_rates(loop_repo, capsys):
     assert facts["best"]["test_bpb"] == pytest.approx(1.85)
     assert facts["gain"]["val_bpb"] == {"absolute": pytest.approx(0.3), "relative": pytest.approx(0.15)}
     assert facts["gain"]["test_bpb"]["absolute"] == pytest.approx(0.2)
-    assert facts["counts"] == {"keep": 4, "discard": 3, "crash": 1, "timeout": 1, "rejected": 1, "invalid": 0, "stale": 0, "unscored": 0}
-    assert facts["counts_after_baseline"]["keep"] == 2
-    # 7 experiments after the baseline ran: 2 kept, 3 discarded, 1 crash, 1 timeout.
-    assert facts["rates"] == {"keep": pytest.approx(2 / 7, abs=1e-4), "discard": pytest.approx(3 / 7, abs=1e-4),
-                              "crash": pytest.approx(1 / 7, abs=1e-4),
-                              "timeout": pytest.approx(1 / 7, abs=1e-4), "invalid": 0.0}
+    # status words: the baseline's runs are baseline, not keep (results.tsv, status and the live line agree)
+    assert facts["counts"] == {"keep": 2, "discard": 3, "crash": 1, "timeout": 1, "rejected": 1, "invalid": 0,
+                               "stale": 0, "unscored": 0, "baseline": 2, "confirm": 0, "adopted": 0}
+    assert facts["tally"] == {"experiments": 10, "baseline_runs": 2, "confirmations": 0, "adopted": 0, "candidates": 7,
+                              "reruns": 1, "kept": 2, "undecided": 0,
+                              "outcomes": {"keep": 2, "discard": 2, "crash": 1, "timeout": 1, "rejected": 1}}
+    assert facts["counts_after_baseline"]["keep"] == 2 and facts["counts_after_baseline"]["discard"] == 2
+    # 6 decided candidates ran (the re-run series once): 2 kept, 2 discarded, 1 crash, 1 timeout.
+    assert facts["rates"] == {"keep": pytest.approx(2 / 6, abs=1e-4), "discard": pytest.approx(2 / 6, abs=1e-4),
+                              "crash": pytest.approx(1 / 6, abs=1e-4),
+                              "timeout": pytest.approx(1 / 6, abs=1e-4), "invalid": 0.0}
     # 9 ran between 01:00 and 09:30.
     assert facts["experiments_per_hour"] == pytest.approx(9 / 8.5, abs=0.01)
     assert [k["description"] for k in facts["kept"]] == ["lower lr", "lower lr again"]
@@ -146,10 +151,36 @@ def test_report_md_and_png_are_written(loop_repo, capsys):
     assert "| best | 7, 8 `" in md and "1.700000" in md and "1.850000" in md
     assert "+0.300000 (+15.00%)" in md
     assert "### 2. experiments 7, 8" in md and "lower lr again" in md and "+LR = 0.8" in md
-    assert "| crash | 1 | 14% |" in md and "| keep | 2 | 29% |" in md and "| rejected | 1 |  |" in md
+    assert "| crash | 1 | 17% |" in md and "| keep | 2 | 33% |" in md and "| rejected | 1 |  |" in md
+    # every experiment in order, a re-run under its candidate, the gain over the best then (positive is better)
+    assert "10 experiments: 2 baseline runs; 7 candidates (2 kept, 2 discard, 1 crash, 1 timeout, 1 rejected), " \
+           "1 re-run." in md
+    table = [line for line in md.splitlines() if re.match(r"^\| (↳ )?\d+ \|", line)]
+    assert [line.split(" | ")[0] for line in table] == [f"| {n}" for n in range(8)] + ["| ↳ 8", "| 9"]
+    assert table[5].startswith("| 5 | huge lr | - | 9.000000 | -7.1 | discard |")
+    assert table[2].startswith("| 2 | lower lr | - | 1.900000 | +0.1 | **keep** |")
+    assert "| 0 | baseline | - | 2.020000 |  | baseline |" in table[0]
     png = loop_repo.run_dir / "progress.png"
     assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n" and png.stat().st_size > 20_000
     assert "report.md" in out
+
+
+def test_the_charts_data_covers_every_point(loop_repo, capsys):
+    facts = json.loads(run_report(capsys))
+    chart = facts["chart"]
+    assert [p["experiment"] for p in chart["points"]] == list(range(10))
+    kinds = {p["experiment"]: p["kind"] for p in chart["points"]}
+    assert kinds == {0: "baseline", 1: "baseline", 2: "kept", 3: "discard", 4: "crash", 5: "discard",
+                     6: "timeout", 7: "discard", 8: "kept", 9: "rejected"}
+    low, high = chart["y_limits"]
+    far = [p for p in chart["points"] if p["clipped"]]
+    assert [(p["experiment"], p["value"]) for p in far] == [(5, 9.0)] and far[0]["shown_at"] == high
+    assert all(low <= p["value"] <= high for p in chart["points"] if p["value"] is not None and not p["clipped"])
+    assert low < 1.68 and high > 2.3  # every point but the far outlier inside the axes
+    assert chart["best_line"][0] == [1, 2.0] and chart["best_line"][-1] == [9, 1.7]
+    assert chart["noise_sigma"] == facts["noise"] and chart["band"][-1] == [9, 1.7 - facts["noise"], 1.7 + facts["noise"]]
+    assert chart["test_bpb"] == {"baseline": pytest.approx(2.05), "best": pytest.approx(1.85), "baseline_x": 1,
+                                 "best_x": 8}
 
 
 def test_second_report_uses_the_cache(loop_repo, capsys):

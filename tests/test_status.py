@@ -49,7 +49,7 @@ def test_counts_best_and_last_from_the_ledger(tmp_path):
     run_dir = write_loop(tmp_path, "demo", ROWS)
     text = "\n".join(status.status_lines(run_dir))
     assert "running:  no" in text
-    assert "5 experiments (keep 2, discard 1, crash 1, timeout 1)" in text
+    assert "5 experiments: 1 baseline run; 4 candidates (1 discard, 1 kept, 1 crash, 1 timeout)" in text
     assert "baseline: val_bpb 2.000000" in text
     assert "best:     val_bpb 1.800000  (experiment 2" in text
     assert "'double the learning rate'" in text and "-10.00% vs baseline" in text

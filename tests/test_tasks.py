@@ -82,7 +82,7 @@ PROGRAM = """# t
 
 
 @pytest.mark.parametrize("new_x, status, reason", [
-    ("2.0", "keep", "gain 3 > bound 0 "),  # a deterministic score: any real gain is kept
+    ("2.0", "keep", "gain +3 (needs more than 0: no noise; run 1 of "),  # a deterministic score: any real gain is kept
     ("3.0", "discard", "check failed: check `python check.py` exited with status 1: x must stay below 2.5"),
     ("0.25", "crash", "the score command exited with status 1: score blew up at x = 0.25"),
 ])

@@ -142,6 +142,7 @@ def record(session: Session, experiment: int, sha: str | None, proposal: Proposa
     session.ledger.append(row)
     session.pending_path.unlink(missing_ok=True)
     session.live.finish(row, row["best_after"], session.ledger.rows)
+    session.track(row)
     return row
 
 

@@ -1,6 +1,8 @@
 """The keep-or-discard rule, in one place: a sequential test on the pooled noise (engine/loop/noise.py)."""
 from __future__ import annotations
 
+import dataclasses
+
 from engine.loop.noise import Noise, Test, paired_test, pooled, sequential_test
 from engine.loop.runner import Outcome
 from engine.loop.session import Session
@@ -12,10 +14,11 @@ def decide(session: Session, experiment: int, role: str, outcome: Outcome | None
     """Keep or discard one result: the rule every experiment is judged by.
 
     Not run (a guard refused it) -> rejected; a failed run -> its status (crash, timeout, ...);
-    a command task whose check failed -> discard with the check's reason. A baseline run is
-    kept and the best becomes the mean of the baseline's runs; a confirmation run of a kept
-    change is kept and the best becomes the mean of its confirmation runs (runs that did not
-    select it); a paired run of the best is kept and moves nothing. A candidate (a first run,
+    a command task whose check failed -> discard with the check's reason. A baseline run
+    (status baseline) stays on the branch and the best becomes the mean of the baseline's runs; a
+    confirmation run of a kept change (status confirm) stays and the best becomes the mean of its
+    confirmation runs (runs that did not select it); a paired run of the best (status confirm)
+    moves nothing. None of them is a kept change (engine/loop/standings.py). A candidate (a first run,
     a crash fix, or a re-run of either) faces the sequential test: kept when the mean of its
     runs beats the best's by more than the bound, run again while promising (up to
     `max_runs`, while experiments remain), else discarded. `commit` is the run's commit.
@@ -32,18 +35,18 @@ def decide(session: Session, experiment: int, role: str, outcome: Outcome | None
     if role == "baseline":
         vals = [v for r in rows if r.get("role") == "baseline" and (v := row_value(r)) is not None]
         mean = (sum(vals) + val) / (len(vals) + 1)
-        return _verdict("keep", True, mean, "baseline" if not vals else f"baseline mean {mean:.6f}")
+        return _verdict("baseline", True, mean, "baseline" if not vals else f"baseline mean {mean:.6f}")
     if role == "confirm":
         return _confirm(session, val, commit)
     if role == "pair":
-        return _verdict("keep", True, best, f"the best run beside the next candidate run ({val:.6f})")
+        return _verdict("confirm", True, best, f"the best run beside the next candidate run ({val:.6f})")
     test = judge(session, val, commit, extra)
     room = _room_for_one_more(session, experiment)
     action = "discard" if test.action == "rerun" and not room else test.action
-    note = "" if action == test.action else "; no experiment left to run it again"
+    note = "" if action == test.action else " (no experiment left to run it again)"
     verdict = _verdict("keep" if action == "keep" else "discard", action == "keep",
                        test_mean(session, val, extra) if action == "keep" else best,
-                       test.describe(session.program.max_runs) + note)
+                       dataclasses.replace(test, action=action).describe(session.program.max_runs) + note)
     paired = {"pair_gain": gain_of(extra["pair_value"], val, session.task.direction)} \
         if extra.get("pair_value") is not None else {}
     return {**verdict, "needs_rerun": action == "rerun", **test_fields(test), **paired}
@@ -94,7 +97,7 @@ def _confirm(session: Session, val: float, commit: str | None) -> dict:
     runs = [row_value(r) for r in rows if r.get("role") == "confirm" and r.get("commit") == commit
             and r.get("experiment", -1) > _kept_at(rows, commit) and row_value(r) is not None] + [val]
     mean = sum(runs) / len(runs)
-    return _verdict("keep", True, mean, f"confirmation run {len(runs)}: the best is the mean of its "
+    return _verdict("confirm", True, mean, f"confirmation run {len(runs)}: the best is the mean of its "
                                         f"confirmation runs, {mean:.6f}")
 
 

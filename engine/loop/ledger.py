@@ -17,18 +17,22 @@ from engine.loop import standings
 
 TSV_COLUMNS = ("commit", "val_bpb", "memory_gb", "status", "description")
 # invalid: the scorer refused the model (it saw later tokens or other rows, or its logits are
-# not finite); stale: a parallel candidate whose change no
-# longer applies to the best.
-STATUSES = ("keep", "discard", "crash", "timeout", "rejected", "invalid", "stale", "unscored")
+# not finite); stale: a parallel candidate whose change no longer applies to the best;
+# baseline, confirm, adopted: runs that measure the best without proposing a change
+# (engine/loop/standings.py's status_word), never counted as kept changes.
+STATUSES = ("keep", "discard", "crash", "timeout", "rejected", "invalid", "stale", "unscored",
+            "baseline", "confirm", "adopted")
 
 
 def tsv_line(row: dict) -> str:
+    """One results.tsv line: the reference's columns; the status is the row's status word, so an
+    older ledger's baseline rows (recorded as keep) read `baseline` here too."""
     val = standings.row_value(row)
     val_text = f"{val:.6f}" if isinstance(val, (int, float)) and math.isfinite(val) else "0.000000"
     memory = row.get("memory_gb")
     memory_text = f"{memory:.1f}" if isinstance(memory, (int, float)) else "0.0"
     description = " ".join(str(row.get("description", "")).split())
-    return "\t".join([str(row.get("commit") or "-")[:7], val_text, memory_text, row["status"], description]) + "\n"
+    return "\t".join([str(row.get("commit") or "-")[:7], val_text, memory_text, standings.status_word(row), description]) + "\n"
 
 
 def _append(path: Path, text: str) -> None:

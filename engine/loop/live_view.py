@@ -11,7 +11,7 @@ from pathlib import Path
 # Written atomically in an experiment's directory by engine/training/progress.py.
 PROGRESS_FILE = "progress.json"
 
-from engine.loop.standings import metric_of, row_value
+from engine.loop.standings import keep_rate_words, metric_of, row_value, status_word, tally
 
 
 def format_val(value) -> str:
@@ -19,11 +19,9 @@ def format_val(value) -> str:
 
 
 def keep_rate(rows: list[dict]) -> str:
-    """Kept candidates over tried ones, after the baseline; a first run awaiting its re-run is not counted."""
-    candidates = [row for row in rows if row.get("role") not in ("baseline", "confirm", "pair")
-                  and not row.get("needs_rerun")]
-    kept = sum(1 for row in candidates if row.get("kept"))
-    return f"{kept}/{len(candidates)} kept" if candidates else "0 kept"
+    """Kept changes over decided candidates, e.g. "2 kept of 7 candidates" (engine/loop/standings.py
+    counts them: baseline and confirmation runs are no candidates, a re-run series counts once)."""
+    return keep_rate_words(tally(rows))
 
 
 def read_progress(exp_dir: Path | str | None) -> dict | None:
@@ -93,7 +91,7 @@ class LiveView:
         self._line_open = True
 
     def finish(self, row: dict, best_after, rows: list[dict]) -> None:
-        status = row["status"]
+        status = status_word(row)
         value = row_value(row)
         if value is not None:
             figure = f"{metric_of(row)} {format_val(value)}"

@@ -74,16 +74,27 @@ class Test:
     noise: Noise
 
     def describe(self, max_runs: int) -> str:
-        look = f"run {self.runs} of at most {max_runs}"
+        """The verdict in words, positive gain always better: e.g. "gain +0.0087 (needs +0.0123 at
+        this look; run 1 of 6): promising, run again"."""
+        if math.isinf(self.bound):
+            needs = "the noise is not known yet"
+        elif self.bound == 0:
+            needs = "needs more than 0: no noise"
+        else:
+            needs = f"needs {signed(self.bound)} at this look"
+        figures = f"gain {signed(self.gain)} ({needs}; run {self.runs} of {max_runs})"
         if self.action == "keep":
-            return f"gain {self.gain:.6g} > bound {self.bound:.6g} ({look}, noise {self.noise.describe()})"
+            return f"{figures}: kept"
         if self.action == "rerun":
-            bound = "noise unknown" if math.isinf(self.bound) else f"bound {self.bound:.6g}"
-            return f"gain {self.gain:.6g} promising but within {bound} ({look}): run again"
+            return f"{figures}: promising, run again"
         if self.gain <= 0:
-            return f"no gain ({self.gain:.6g}; {look})"
-        bound = "the noise is unknown" if math.isinf(self.bound) else f"bound {self.bound:.6g}"
-        return f"gain {self.gain:.6g} within {bound} after {self.runs} run(s): not significant"
+            return f"{figures}: no better than the best, discarded"
+        return f"{figures}: not significant, discarded"
+
+
+def signed(value: float) -> str:
+    """A gain with its sign and four significant digits: +0.0087, -0.08738, +12.5."""
+    return f"{value:+.4g}"
 
 
 def pooled(groups: Iterable[list[float]]) -> Noise:

@@ -14,9 +14,10 @@ from pathlib import Path
 
 from engine.errors import UserError
 from engine.loop.task_spec import DEFAULT_COMMAND_TIMEOUT_SECONDS, TaskSpec, parse_task
+from engine.tracking.trackers import WANDB_MODES, TrackerSettings
 
 SECTIONS = ("editable files", "stopping criteria", "budget", "noise", "agent", "offline agent",
-            "offline agent bounds", "task")
+            "offline agent bounds", "task", "trackers")
 SAMPLERS = ("tpe", "cmaes", "steps")  # engine/agents/offline.py
 
 
@@ -53,6 +54,8 @@ class Program:
     bounds: dict[str, tuple[float, float]] = dataclasses.field(default_factory=dict)
     # what is optimized: train.py's val_bpb, or a command task (engine/loop/task_spec.py)
     task: TaskSpec = dataclasses.field(default_factory=TaskSpec)
+    # where the experiments are also sent: TensorBoard, W&B, MLflow (engine/tracking)
+    trackers: TrackerSettings = dataclasses.field(default_factory=TrackerSettings)
 
     def budget_flag(self) -> list[str]:
         """The `autoresearch train` flag for this program's budget (time 300 s when none is set)."""
@@ -143,6 +146,18 @@ def _non_negative_float(text: str) -> float:
     return value
 
 
+def _wandb_mode(text: str) -> str:
+    if text not in WANDB_MODES:
+        raise ValueError(f"{text!r} is not one of {', '.join(WANDB_MODES)}")
+    return text
+
+
+def _text(text: str) -> str:
+    if not text:
+        raise ValueError("it is empty")
+    return text
+
+
 SETTINGS = {
     "stopping criteria": {
         "max_experiments": _positive_int,
@@ -163,6 +178,8 @@ SETTINGS = {
               "paired": _boolean, "confirm_runs": _non_negative_int},
     "agent": {"bold_after": _positive_int, "max_fix_attempts": _non_negative_int},
     "offline agent": {"sampler": _sampler, "tune_steps": _positive_int},
+    "trackers": {"tensorboard": _boolean, "wandb": _boolean, "wandb_project": _text, "wandb_entity": _text,
+                 "wandb_mode": _wandb_mode, "mlflow": _boolean, "mlflow_tracking_uri": _text},
 }
 
 _SETTING = re.compile(r"^-\s+`?([A-Za-z_][A-Za-z0-9_]*)`?\s*:\s*(.*?)\s*$")
@@ -235,13 +252,17 @@ def _apply_setting(program: Program, section: str, line: str, where: str) -> Non
     if not match or match.group(1) not in known:
         raise UserError(f"{where}: expected `- key: value` with key one of {', '.join(known)}")
     key, value = match.group(1), match.group(2).strip("`")
+    target = program.trackers if section == "trackers" else program
     if value.lower() == "none":
-        setattr(program, key, None)
+        setattr(target, key, None)
         return
     try:
-        setattr(program, key, known[key](value))
+        setattr(target, key, known[key](value))
     except ValueError as error:
         what = ("one of " + ", ".join(SAMPLERS) if key == "sampler"
+                else "one of " + ", ".join(WANDB_MODES) if key == "wandb_mode"
+                else "true or false" if known[key] is _boolean and section == "trackers"
+                else "a name or address" if known[key] is _text
                 else f"a {'value' if key == 'paired' else 'number'} or `none`")
         raise UserError(f"{where}: bad value for {key} ({error}); write {what}") from None
 
@@ -264,6 +285,11 @@ def apply_flags(program: Program, args) -> Program:
         value = getattr(args, key, None)
         if value is not None:
             setattr(program, "timeout_seconds" if key == "timeout" else key, value)
+    for key in ("wandb", "mlflow"):  # --wandb, --mlflow turn a tracker on; --no-tensorboard turns it off
+        if getattr(args, key, False):
+            setattr(program.trackers, key, True)
+    if getattr(args, "no_tensorboard", False):
+        program.trackers.tensorboard = False
     budget = {k: getattr(args, k, None) for k in ("budget_seconds", "budget_flops", "budget_tokens")}
     if any(v is not None for v in budget.values()):
         for key, value in budget.items():

@@ -43,6 +43,7 @@ class Session:
     started: float = dataclasses.field(default_factory=time.monotonic)
     bytecode: object | None = None  # engine/loop/bytecode.py's BytecodeCache, for train tasks
     _snapshots: object | None = None
+    _trackers: object | None = None
 
     @property
     def snapshot_root(self) -> Path:
@@ -97,8 +98,25 @@ class Session:
         except (OSError, ValueError):
             return {}
 
+    def track(self, row: dict) -> None:
+        """Send a recorded row to the trackers (engine/tracking): TensorBoard event files, and W&B or
+        MLflow when program.md or a flag asks. Never raises: a failing tracker warns once."""
+        from engine.tracking import Trackers
+
+        if self._trackers is None:
+            self._trackers = Trackers(self.run_dir, self.program.trackers, say=self.live.say)
+        sources = {}
+        for path in self.program.editable if row.get("commit") else []:
+            try:
+                sources[path] = self.repo.file_at(row["commit"], path)
+            except Exception:  # noqa: BLE001 (an editable path the commit does not hold)
+                continue
+        self._trackers.record(row, self.ledger.rows, self.exp_dir(row["experiment"]), sources)
+
     def close(self) -> None:
         try:
+            if self._trackers is not None:
+                self._trackers.close()
             if self._snapshots is not None:
                 self._snapshots.close_all()
             if self.bytecode is not None:

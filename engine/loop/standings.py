@@ -1,5 +1,12 @@
 """Standings: the facts every part derives from ledger rows, defined once.
 
+"Kept change" means one thing everywhere (the live line, `status`, the report, results.tsv):
+a candidate the keep rule kept. The baseline's runs, a kept change's confirmation runs, the
+best's paired runs and a swarm's adoptions also leave the branch where it is, but they change
+nothing: their status word is `baseline`, `confirm` or `adopted`, never `keep` (`status_word`
+reads older ledgers, whose baseline rows say keep, the same way). `tally` counts the rows, and
+`tally_line` says the counts in the words every view prints.
+
 "Best" means one thing everywhere (the loop, status, report, sample): the last kept row.
 The loop keeps a row only when it beats the best so far, so the branch head is the last
 kept row; its score is `best_after`, which for the baseline and for a change confirmed by
@@ -25,8 +32,30 @@ def finite(value) -> float | None:
     return None
 
 
+# The status words of rows that measure without proposing a change (see `status_word`).
+MEASUREMENT_WORDS = ("baseline", "confirm", "adopted")
+
+
 def is_kept(row: dict) -> bool:
-    return bool(row.get("kept", row.get("status") == "keep"))
+    """The branch stayed on the row's commit (a kept change, or a baseline, confirmation or adoption)."""
+    return bool(row.get("kept", row.get("status") in ("keep", *MEASUREMENT_WORDS)))
+
+
+def status_word(row: dict) -> str:
+    """The row's status as every view names it: `baseline` for a scored run of the starting commit,
+    `confirm` for a kept run that measured the best again (a confirmation or a paired run),
+    `adopted` for a swarm's adoption of another worker's best; otherwise the recorded status
+    (keep, discard, crash, ...). Older ledgers recorded the first three as keep."""
+    status = str(row.get("status", "unknown"))
+    if status not in ("keep", *MEASUREMENT_WORDS):
+        return status
+    if is_baseline(row):
+        return "baseline"
+    if row.get("role") in MEASUREMENT_ROLES:
+        return "confirm"
+    if row.get("role") == "adopted":
+        return "adopted"
+    return status
 
 
 def is_kept_change(row: dict) -> bool:
@@ -192,11 +221,77 @@ def pair_noise(rows: list[dict]) -> Noise:
 
 
 def count_statuses(rows: list[dict], statuses: tuple[str, ...]) -> dict[str, int]:
+    """Rows per status word (`status_word`), every word of `statuses` present, zero or not."""
     counts = {status: 0 for status in statuses}
     for row in rows:
-        status = str(row.get("status", "unknown"))
+        status = status_word(row)
         counts[status] = counts.get(status, 0) + 1
     return counts
+
+
+def is_candidate(row: dict) -> bool:
+    """A run (or a guard's refusal) of a proposed change: not a baseline, confirmation, pair or adoption."""
+    return not is_baseline(row) and row.get("role") not in (*MEASUREMENT_ROLES, "adopted")
+
+
+def candidate_outcomes(rows: list[dict]) -> list[dict]:
+    """The row that decided each candidate: its last run (a re-run series counts once; a first run
+    still waiting for its re-run is not decided yet)."""
+    return [row for row in rows if is_candidate(row) and not row.get("needs_rerun")]
+
+
+def tally(rows: list[dict]) -> dict:
+    """What the rows hold, counted once for every view.
+
+    experiments: every row; baseline_runs, confirmations (confirmation and paired runs of the best),
+    adopted: rows that change nothing; candidates: proposed changes decided (a candidate and its
+    re-runs count once); reruns: runs of a candidate after its first; kept: kept changes;
+    outcomes: decided candidates per status word (keep, discard, crash, timeout, rejected, ...);
+    undecided: candidates whose last run asked for a re-run that has not run yet.
+    """
+    decided = candidate_outcomes(rows)
+    outcomes: dict[str, int] = {}
+    for row in decided:
+        outcomes[status_word(row)] = outcomes.get(status_word(row), 0) + 1
+    return {"experiments": len(rows),
+            "baseline_runs": sum(1 for r in rows if is_baseline(r)),
+            "confirmations": sum(1 for r in rows if r.get("role") in MEASUREMENT_ROLES),
+            "adopted": sum(1 for r in rows if r.get("role") == "adopted"),
+            "candidates": len(decided),
+            "reruns": sum(1 for r in rows if is_candidate(r) and r.get("rerun_of") is not None),
+            "kept": sum(1 for r in rows if is_kept_change(r)),
+            "outcomes": outcomes,
+            "undecided": sum(1 for last in _last_of_each_series(rows) if last.get("needs_rerun"))}
+
+
+def _last_of_each_series(rows: list[dict]) -> list[dict]:
+    last: dict = {}
+    for row in rows:
+        if is_candidate(row):
+            last[series_of(row)] = row
+    return list(last.values())
+
+
+def keep_rate_words(counts: dict) -> str:
+    """E.g. "2 kept of 7 candidates" (the baseline and confirmation runs are never counted as kept)."""
+    n = counts["candidates"]
+    return f"{counts['kept']} kept of {n} candidate{'s' if n != 1 else ''}"
+
+
+def tally_line(counts: dict) -> str:
+    """E.g. "12 experiments: 2 baseline runs; 7 candidates (2 kept, 3 discard, 1 crash, 1 rejected),
+    2 re-runs; 1 confirmation"."""
+    parts = [f"{counts['baseline_runs']} baseline run{'s' if counts['baseline_runs'] != 1 else ''}"]
+    outcomes = ", ".join(f"{n} {'kept' if word == 'keep' else word}" for word, n in counts["outcomes"].items())
+    candidates = keep_rate_words(counts).split(" of ", 1)[1]
+    parts.append(candidates + (f" ({outcomes})" if outcomes else "")
+                 + (f", {counts['reruns']} re-run{'s' if counts['reruns'] != 1 else ''}" if counts["reruns"] else "")
+                 + (f", {counts['undecided']} awaiting a re-run" if counts["undecided"] else ""))
+    if counts["confirmations"]:
+        parts.append(f"{counts['confirmations']} confirmation run{'s' if counts['confirmations'] != 1 else ''}")
+    if counts["adopted"]:
+        parts.append(f"{counts['adopted']} adopted")
+    return f"{counts['experiments']} experiment{'s' if counts['experiments'] != 1 else ''}: " + "; ".join(parts)
 
 
 def misses_in_a_row(rows: list[dict]) -> int:
@@ -213,3 +308,15 @@ def misses_in_a_row(rows: list[dict]) -> int:
 
 def total_cost(rows: list[dict]) -> float:
     return sum(float(row.get("cost_usd") or 0.0) for row in rows)
+
+
+SIDES = {"llm": "LLM", "tune": "tuner", "offline": "tuner", "gemini": "LLM", "command": "command agent",
+         "external": "human"}
+
+
+def side_of(row: dict) -> str:
+    """Who proposed a row, in words: LLM, tuner, command agent or human; "-" for a run that proposes
+    nothing (baseline, confirmation, adoption). The hybrid agent records its side; other rows their agent."""
+    if not is_candidate(row):
+        return "-"
+    return SIDES.get(str(row.get("side") or ""), SIDES.get(str(row.get("agent") or ""), str(row.get("agent") or "-")))

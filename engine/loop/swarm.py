@@ -395,6 +395,7 @@ class Swarm:
                "decision": f"{source['worker']}'s {standings.score(source):.6f} beats ours {session.best_val:.6f} "
                            f"by more than noise {session.noise:.6f}"}
         session.ledger.append(row)
+        session.track(row)
         session.repo.reset_to(sha)
         session.live.say(f"swarm: adopted {source['worker']}'s best {sha[:7]} ({standings.score(source):.6f})")
         self.share_new()

@@ -1,16 +1,28 @@
-"""progress.png: every experiment's val_bpb in order, kept ones labelled, the best so far."""
+"""progress.png: every experiment at its value, the kept changes as the running best, the noise
+band around it, the held-out figures of the baseline and the best, failures marked by kind.
+
+It draws facts["chart"] (engine/report/chart_data.py), the same data `report --json` prints.
+"""
 from __future__ import annotations
 
 from pathlib import Path
 
 from engine.report.lanes import plot_lanes
 
-STATUS_STYLE = {  # status: (marker, colour, legend label), drawn along the top edge
-    "crash": ("x", "#d62728", "crash"),
-    "timeout": ("v", "#ff7f0e", "timeout"),
+# kind: (marker, colour, size, legend label)
+POINT_STYLE = {
+    "discard": ("o", "#9e9e9e", 22, "discarded"),
+    "confirm": (".", "#7b68ee", 40, "confirmation run of the best"),
+    "baseline": ("s", "#1f77b4", 55, "baseline run"),
+    "kept": ("o", "#2ca02c", 75, "kept change"),
+}
+FAILURE_STYLE = {  # drawn along the top edge: they have no value
+    "crash": ("x", "#d62728", "crash (no score)"),
+    "timeout": ("v", "#ff7f0e", "timeout (no score)"),
     "invalid": ("*", "#9467bd", "invalid (refused by the scorer)"),
     "unscored": ("d", "#8c564b", "unscored (trained; the scorer failed)"),
     "rejected": ("|", "#bdbdbd", "rejected by the guard (not run)"),
+    "stale": ("_", "#9467bd", "stale (no longer applies)"),
 }
 
 
@@ -21,147 +33,105 @@ def plot_progress(facts: dict, path: Path) -> None:
     import matplotlib.pyplot as plt
     from matplotlib.ticker import MaxNLocator
 
-    # A maximized metric is drawn negated on a flipped axis, so "better" is up and the zoom
-    # below (made for lower-is-better figures) holds for both directions.
-    sign = -1.0 if facts.get("direction") == "maximize" else 1.0
-    points = [_signed(dict(p, _x=_x(p, i)), sign) for i, p in enumerate(facts["experiments"])]
-    scored = [p for p in points if p["val_bpb"] is not None]
+    chart = facts["chart"]
     if facts.get("lanes"):  # parallel workers or a swarm: their lanes below, along time
-        fig, (ax, lanes_ax) = plt.subplots(2, 1, figsize=(13, 9.5), dpi=110, height_ratios=[3, 1.4])
+        fig, (ax, lanes_ax) = plt.subplots(2, 1, figsize=(15, 9.5), dpi=110, height_ratios=[3, 1.4])
         plot_lanes(lanes_ax, facts["lanes"])
     else:
-        fig, ax = plt.subplots(figsize=(13, 6.5), dpi=110)
-    low, high = _y_range(scored, _signed(dict(facts["baseline"] or {}), sign))
-    edge = high - 0.02 * (high - low)
-    _plot_spread(ax, scored)
-    _plot_discarded(ax, scored, edge)
-    _plot_best_line(ax, points)
-    _plot_kept(ax, scored)
-    _plot_failures(ax, points, edge)
+        fig, ax = plt.subplots(figsize=(15, 6.5), dpi=110)
+    low, high = chart["y_limits"]
+    _plot_band_and_best(ax, chart)
+    _plot_points(ax, chart["points"])
+    _plot_clipped(ax, chart["points"], low, high)
+    _plot_failures(ax, chart["points"], high)
+    _plot_test(ax, chart, figure_name(facts, test=True))
+    _label_kept(ax, chart["points"])
     ax.set_ylim(low, high)
-    if sign < 0:
-        from matplotlib.ticker import FuncFormatter
-        ax.yaxis.set_major_formatter(FuncFormatter(lambda y, _: f"{-y:g}"))
-        ax.invert_yaxis()
-    xs = [p["_x"] for p in points]
-    ax.set_xlim(min(xs) - 0.5, max(max(xs) + 0.5, 1))
-    improvements = len(facts["kept"])
-    ax.set_title(f"{facts['tag']}: {len(points)} experiments, {improvements} kept "
-                 f"improvement{'s' if improvements != 1 else ''}"
+    xs = [p["x"] for p in chart["points"]] or [0]
+    ax.set_xlim(min(xs) - 0.6, max(max(xs) + 0.6, 1))
+    kept = facts["tally"]["kept"]
+    ax.set_title(f"{facts['tag']}: {len(chart['points'])} experiments, {kept} kept change{'s' if kept != 1 else ''}"
                  f"{_title_gain(facts)}", fontsize=13)
     ax.xaxis.set_major_locator(MaxNLocator(integer=True))
     ax.set_xlabel("experiment #")
-    ax.set_ylabel("validation bits per byte (lower is better)" if facts.get("task") != "command" else
-                  f"{facts['metric']} ({'higher' if sign < 0 else 'lower'} is better)")
+    better = "higher" if facts.get("direction") == "maximize" else "lower"
+    ax.set_ylabel(f"{figure_name(facts)} ({better} is better)")
     ax.grid(alpha=0.25)
-    ax.legend(loc="lower left", fontsize=9, framealpha=0.9)
+    ax.legend(loc="upper left", bbox_to_anchor=(1.01, 1.0), fontsize=8.5, framealpha=0.9, borderaxespad=0)
     fig.tight_layout()
     fig.savefig(path)
     plt.close(fig)
 
 
-def _y_range(scored: list[dict], baseline: dict | None) -> tuple[float, float]:
-    """Zoom on the baseline and below: a few terrible runs must not flatten the rest."""
-    if not scored:
-        return 0.0, 1.0
-    values = sorted(p["val_bpb"] for p in scored)
-    bottom = values[0]
-    top = (baseline or {}).get("val_bpb") or values[len(values) // 2]
-    span = max(top - bottom, 1e-3 * abs(top), 1e-6)
-    shown_top = max([top] + [v for v in values if v <= top + 1.5 * span])
-    height = shown_top - bottom
-    return bottom - 0.08 * height, shown_top + 0.12 * height
+def figure_name(facts: dict, test: bool = False) -> str:
+    if facts.get("task") == "command":
+        return f"holdout {facts['metric']}" if test else facts["metric"]
+    return "test_bpb" if test else "validation bits per byte"
 
 
-def _signed(point: dict, sign: float) -> dict:
-    for key in ("val_bpb", "best_after"):
-        if point.get(key) is not None:
-            point[key] = sign * point[key]
-    return point
-
-
-def _x(point: dict, index: int) -> int:
-    experiment = point.get("experiment")
-    return experiment if isinstance(experiment, int) else index
-
-
-def _plot_spread(ax, scored: list[dict]) -> None:
-    """Each commit run more than once (baseline, re-runs, confirmations): its runs joined by a thin
-    line and its range as a bar at its last run, so the run-to-run noise is seen beside the gains."""
-    groups: dict[str, list[dict]] = {}
-    for p in scored:
-        if p.get("commit") and p.get("role") != "adopted":
-            groups.setdefault(p["commit"], []).append(p)
-    labelled = False
-    for runs in groups.values():
-        if len(runs) < 2:
-            continue
-        values = [p["val_bpb"] for p in runs]
-        ax.plot([p["_x"] for p in runs], values, color="#7b68ee", linewidth=0.8, alpha=0.5, zorder=1)
-        ax.vlines(runs[-1]["_x"], min(values), max(values), color="#7b68ee", linewidth=3, alpha=0.6, zorder=1,
-                  label=None if labelled else "spread of a commit's repeated runs")
-        labelled = True
-
-
-def _plot_discarded(ax, scored: list[dict], high: float) -> None:
-    shown = [p for p in scored if not p["kept"] and not p["baseline"]]
-    inside = [p for p in shown if p["val_bpb"] <= high]
-    above = [p for p in shown if p["val_bpb"] > high]
-    if inside:
-        ax.scatter([p["_x"] for p in inside], [p["val_bpb"] for p in inside], s=22,
-                   color="#9e9e9e", alpha=0.7, label="discarded", zorder=2)
-    if above:
-        ax.scatter([p["_x"] for p in above], [high] * len(above), s=30, marker="^",
-                   color="#9e9e9e", label="discarded, off the chart", zorder=2, clip_on=False)
-
-
-def _plot_best_line(ax, points: list[dict]) -> None:
-    """The loop's own best after each experiment (a mean where it averaged runs).
-
-    It starts at the last baseline run, where the baseline's mean is known: drawn from
-    the first run, it would rise as the mean came in and read as a regression."""
-    baseline_runs = [i for i, p in enumerate(points) if p["baseline"]]
-    xs, ys, best = [], [], None
-    for p in points[baseline_runs[-1] if baseline_runs else 0:]:
-        if p["score"] is not None and (best is None or p["score"] < best):
-            best = p["score"]
-        best = p["best_after"] if p["best_after"] is not None else best
-        if best is not None:
-            xs.append(p["_x"])
-            ys.append(best)
-    if xs:
-        ax.step(xs, ys, where="post", color="#2ca02c", linewidth=1.8, alpha=0.8,
-                label="best so far", zorder=3)
-
-
-def _plot_kept(ax, scored: list[dict]) -> None:
-    baseline = [p for p in scored if p["baseline"]]
-    if baseline:
-        ax.scatter([p["_x"] for p in baseline], [p["val_bpb"] for p in baseline], s=60, marker="s",
-                   color="#1f77b4", edgecolors="black", linewidths=0.8,
-                   label=f"baseline ({len(baseline)} run{'s' if len(baseline) > 1 else ''})", zorder=4)
-        ax.annotate("baseline", (baseline[0]["_x"], baseline[0]["val_bpb"]), xytext=(6, 10),
-                    textcoords="offset points", fontsize=8, rotation=25, color="#0d3c61", zorder=5)
-    kept = [p for p in scored if p["kept"] and not p["baseline"]]
-    if not kept:
+def _plot_band_and_best(ax, chart: dict) -> None:
+    line = chart["best_line"]
+    if not line:
         return
-    ax.scatter([p["_x"] for p in kept], [p["val_bpb"] for p in kept], s=70, color="#2ca02c",
-               edgecolors="black", linewidths=0.8, label="kept", zorder=4)
-    middle = max(p["_x"] for p in scored) / 2
-    for n, p in enumerate(kept):
-        label = _short(p["description"] or f"experiment {p['experiment']}", 48)
-        leftward = p["_x"] > middle  # labels in the right half run left, inside the axes
-        ax.annotate(label, (p["_x"], p["val_bpb"]), xytext=(-6 if leftward else 6, 10 if n % 2 == 0 else -14),
-                    textcoords="offset points", fontsize=8, rotation=-25 if leftward else 25,
-                    color="#1b5e20", ha="right" if leftward else "left", rotation_mode="anchor", zorder=5)
+    if chart["band"]:
+        xs = [b[0] for b in chart["band"]]
+        ax.fill_between(xs, [b[1] for b in chart["band"]], [b[2] for b in chart["band"]], step="post",
+                        color="#2ca02c", alpha=0.12, linewidth=0, zorder=1,
+                        label=f"noise band: best ± σ (σ {chart['noise_sigma']:.4g})")
+    ax.step([p[0] for p in line], [p[1] for p in line], where="post", color="#2ca02c", linewidth=1.8,
+            alpha=0.85, label="running best (kept changes; a mean where runs were repeated)", zorder=3)
+
+
+def _plot_points(ax, points: list[dict]) -> None:
+    for kind, (marker, colour, size, label) in POINT_STYLE.items():
+        shown = [p for p in points if p["kind"] == kind and p["value"] is not None and not p["clipped"]]
+        if shown:
+            ax.scatter([p["x"] for p in shown], [p["value"] for p in shown], marker=marker, s=size, color=colour,
+                       edgecolors="black" if kind in ("kept", "baseline") else "none", linewidths=0.7,
+                       label=label, zorder=4 if kind == "kept" else 2, alpha=0.9)
+
+
+def _plot_clipped(ax, points: list[dict], low: float, high: float) -> None:
+    """A far outlier sits on the edge it passed, its value written beside it."""
+    clipped = [p for p in points if p["clipped"]]
+    for n, p in enumerate(clipped):
+        above = p["value"] > high
+        ax.scatter([p["x"]], [p["shown_at"]], marker="^" if above else "v", s=45,
+                   color=POINT_STYLE.get(p["kind"], POINT_STYLE["discard"])[1], edgecolors="black", linewidths=0.6,
+                   zorder=5, clip_on=False, label="off the scale (value written beside it)" if n == 0 else None)
+        ax.annotate(f"{p['value']:.4f}", (p["x"], p["shown_at"]), xytext=(5, -11 if above else 5),
+                    textcoords="offset points", fontsize=8, color="#424242", zorder=6)
 
 
 def _plot_failures(ax, points: list[dict], high: float) -> None:
-    for status, (marker, colour, label) in STATUS_STYLE.items():
-        failed = [p for p in points if p["status"] == status]
+    for kind, (marker, colour, label) in FAILURE_STYLE.items():
+        failed = [p for p in points if p["kind"] == kind]
         if failed:
-            ax.scatter([p["_x"] for p in failed], [high] * len(failed), marker=marker, s=55,
-                       color=colour, label=label, zorder=4, clip_on=False)
+            ax.scatter([p["x"] for p in failed], [high] * len(failed), marker=marker, s=60, color=colour,
+                       label=label, zorder=5, clip_on=False)
+
+
+def _plot_test(ax, chart: dict, name: str) -> None:
+    """The held-out figures of the baseline and of the best, as hollow diamonds at their last run."""
+    test = chart["test_bpb"]
+    for key, colour in (("baseline", "#1f77b4"), ("best", "#2ca02c")):
+        if test.get(key) is None or test.get(f"{key}_x") is None:
+            continue
+        ax.scatter([test[f"{key}_x"]], [test[key]], marker="D", s=60, facecolors="none", edgecolors=colour,
+                   linewidths=1.6, zorder=5, label=f"{name} of the {key}: {test[key]:.4f}")
+
+
+def _label_kept(ax, points: list[dict]) -> None:
+    kept = [p for p in points if p["kind"] == "kept" and p["value"] is not None]
+    if not kept:
+        return
+    middle = max(p["x"] for p in points) / 2
+    for n, p in enumerate(kept):
+        leftward = p["x"] > middle  # labels in the right half run left, inside the axes
+        ax.annotate(_short(p["description"] or f"experiment {p['experiment']}", 48), (p["x"], p["shown_at"]),
+                    xytext=(-6 if leftward else 6, 10 if n % 2 == 0 else -14), textcoords="offset points",
+                    fontsize=8, rotation=-20 if leftward else 20, color="#1b5e20", ha="right" if leftward else "left",
+                    rotation_mode="anchor", zorder=6)
 
 
 def _title_gain(facts: dict) -> str:

@@ -8,9 +8,13 @@ from pathlib import Path
 
 from engine.loop.ledger import STATUSES
 from engine.loop.standings import (is_kept_change, noise_estimate, baseline_rows, count_statuses, direction_of, gain,
-                                   is_baseline, is_kept, metric_name, objective_conflicts, row_value, score,
-                                   tag_objective)
+                                   candidate_outcomes, is_baseline, is_candidate, is_kept, metric_name,
+                                   objective_conflicts, row_value, score, series_of, side_of, status_word, tag_objective,
+                                   tally)
 from engine.report import heldout, holdout_command, lanes
+from engine.report.chart_data import chart_data, point_kind
+from engine.report.dataset import dataset, short_runs
+from engine.tracking.records import phase_seconds
 from engine.report.runs import parse_time, running_loops
 
 MAX_DIFF_LINES = 200
@@ -44,17 +48,21 @@ def gather_facts(run_dir: Path, rows: list[dict], repo_root: Path, log=None) -> 
         "manifest_fingerprint": _common(rows, "manifest_fingerprint"),
         **_pace(rows),
         "counts": count_statuses(rows, STATUSES),
-        "counts_after_baseline": count_statuses(_after_baseline(rows), STATUSES),
+        "counts_after_baseline": count_statuses(candidate_outcomes(rows), STATUSES),
         "rates": _rates(rows),
         "agent_cost_usd": round(sum(float(r.get("cost_usd") or 0) for r in rows), 4),
         "noise": _number(noise_estimate(rows).sigma) if noise_estimate(rows).known else None,
         "noise_df": noise_estimate(rows).df,
         "baseline": baseline,
         "best": _best(entries, direction),
-        "experiments": [_point(r) for r in rows],
+        "experiments": [_point(r, direction, before) for r, before in zip(rows, _bests_before(rows))],
+        "tally": tally(rows),
+        "dataset": dataset(_common(rows, "manifest_fingerprint")),
     }
     facts["gain"] = _gains(facts["baseline"], facts["best"], direction)
     facts["kept"] = _with_gains(changes, baseline, repo_root, direction)
+    facts["short_runs"] = short_runs(facts["experiments"], run_dir, facts["dataset"])
+    facts["chart"] = chart_data(facts["experiments"], facts["noise"], facts["baseline"], facts["best"])
     facts["warnings"] = _warnings(facts)
     conflicts = objective_conflicts(rows)
     if conflicts:  # a ledger from before the loop refused a changed objective
@@ -122,10 +130,6 @@ def _failed_baseline(rows: list[dict]) -> dict | None:
             "val_bpb": None, "test_bpb": None, "test_error": f"the baseline {first.get('status')}"}
 
 
-def _after_baseline(rows: list[dict]) -> list[dict]:
-    return [r for r in rows if not is_baseline(r)]
-
-
 def _hardware(rows: list[dict]) -> dict:
     row = next((r for r in rows if r.get("device")), {})
     return {key: row.get(key) for key in ("device", "platform", "num_devices", "num_processes")}
@@ -151,20 +155,43 @@ def _pace(rows: list[dict]) -> dict:
 
 
 def _rates(rows: list[dict]) -> dict:
-    """Shares of the experiments after the baseline that ran (rejected ones never ran)."""
-    ran = [r for r in _after_baseline(rows) if r.get("status") != "rejected"]
+    """Shares of the decided candidates that ran (rejected ones never ran; a re-run series counts once)."""
+    ran = [r for r in candidate_outcomes(rows) if r.get("status") != "rejected"]
     if not ran:
         return {"keep": None, "discard": None, "crash": None, "timeout": None, "invalid": None}
     share = lambda status: round(sum(r.get("status") == status for r in ran) / len(ran), 4)
-    return {"keep": round(sum(is_kept(r) for r in ran) / len(ran), 4), "discard": share("discard"),
+    return {"keep": round(sum(is_kept_change(r) for r in ran) / len(ran), 4), "discard": share("discard"),
             "crash": share("crash"), "timeout": share("timeout"), "invalid": share("invalid")}
 
 
-def _point(row: dict) -> dict:
-    return {"experiment": row.get("experiment"), "status": row.get("status"),
-            "baseline": is_baseline(row), "kept": is_kept(row), "val_bpb": row_value(row), "score": score(row) if is_kept(row) else None,
-            "best_after": _number(row.get("best_after")), "commit": row.get("commit"), "role": row.get("role"),
-            "description": row.get("description", "")}
+def _bests_before(rows: list[dict]) -> list[float | None]:
+    """The best each row was judged against: its recorded best_before, else the best after the row before."""
+    bests, best = [], None
+    for row in rows:
+        recorded = _number(row.get("best_before"))
+        bests.append(recorded if recorded is not None else best)
+        best = _number(row.get("best_after")) if _number(row.get("best_after")) is not None else best
+    return bests
+
+
+def _point(row: dict, direction: str, before: float | None) -> dict:
+    """One experiment as the report's table and the chart show it."""
+    value = row_value(row)
+    candidate = is_candidate(row)
+    return {"experiment": row.get("experiment"), "status": status_word(row), "kind": point_kind(row),
+            "verdict": row.get("decision") or "", "side": side_of(row), "description": row.get("description", ""),
+            "baseline": is_baseline(row), "kept": is_kept(row), "kept_change": is_kept_change(row),
+            "val_bpb": value, "score": score(row) if is_kept(row) else None,
+            # the gain over the best when it ran, positive is better (candidates only)
+            "gain_over_best": round(gain(before, value, direction), 6)
+            if candidate and value is not None and before is not None else None,
+            "best_before": before, "best_after": _number(row.get("best_after")),
+            "series": series_of(row), "rerun_of": row.get("rerun_of"),
+            "steps": row.get("num_steps"), "tokens_M": _number(row.get("total_tokens_M")),
+            "training_seconds": _number(row.get("training_seconds")), "wall_seconds": _number(row.get("wall_seconds")),
+            "phase_seconds": phase_seconds(row), "final_loss": _number(row.get("final_loss")),
+            "commit": row.get("commit"), "role": row.get("role"),
+            **{key: row[key] for key in ("worker", "node") if row.get(key)}}
 
 
 def _number(value) -> float | None:

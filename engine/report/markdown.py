@@ -1,8 +1,11 @@
 """report.md and the report's closing lines on the terminal, from the gathered facts."""
 from __future__ import annotations
 
+from engine.loop.standings import tally_line
 from engine.report.lanes import markdown_lines
 from engine.report.facts import figure_labels
+
+MAX_DESCRIPTION = 90  # characters of a description in the experiments table
 
 def render_markdown(facts: dict) -> str:
     parts = [f"# Research report: {facts['tag']}", "", *_setup_lines(facts), "",
@@ -11,8 +14,10 @@ def render_markdown(facts: dict) -> str:
         parts += ["## Warnings", "", *[f"- **{w}**" for w in facts["warnings"]], ""]
     if facts.get("lanes"):
         parts += ["## Workers", "", *markdown_lines(facts["lanes"]), ""]
-    parts += ["## Experiments", "", *_counts_table(facts), "",
+    parts += ["## Experiments", "", tally_line(facts["tally"]) + ".", "",
+              *([f"> **{facts['short_runs']}**", ""] if facts.get("short_runs") else []),
               f"![{figure_labels(facts)[0]} of every experiment](progress.png)", "",
+              *experiments_table(facts), "", *_counts_table(facts), "",
               "## Kept changes", ""]
     parts += _kept_sections(facts) or ["No change beat the baseline."]
     return "\n".join(parts).rstrip() + "\n"
@@ -26,7 +31,7 @@ def _setup_lines(facts: dict) -> list[str]:
     extra = f" ({hw['platform']}{devices})" if hw.get("platform") else ""
     lines = [f"- Hardware: {device}{extra}",
              f"- Budget per experiment: {facts['budget'] or 'unknown'}",
-             f"- Data: manifest {_fingerprint(facts['manifest_fingerprint'])}"]
+             f"- Data: {_data(facts)}"]
     if facts.get("task") == "command":
         better = "higher" if facts["direction"] == "maximize" else "lower"
         lines = [f"- Task: a command task scored by {facts['metric']} ({better} is better); "
@@ -45,6 +50,61 @@ def _setup_lines(facts: dict) -> list[str]:
     return lines
 
 
+def _data(facts: dict) -> str:
+    data = facts.get("dataset")
+    if not data or not data.get("source"):
+        return f"manifest {_fingerprint(facts['manifest_fingerprint'])} (its cache is not on this machine)"
+    tokens = ", ".join(f"{split} {count:,}" for split, count in data["tokens"].items() if isinstance(count, int))
+    return (f"{data['source']} ({data['name']}), vocabulary {data['vocab_size']:,}"
+            + (f", tokens per split: {tokens}" if tokens else "") + f"; manifest {_fingerprint(data['fingerprint'])}")
+
+
+def experiments_table(facts: dict) -> list[str]:
+    """Every experiment, in order; a candidate's re-runs right under its first run."""
+    val_name = figure_labels(facts)[0]
+    phases = any(e.get("phase_seconds") and set(e["phase_seconds"]) - {"wall"} for e in facts["experiments"])
+    head = ["#", "description", "side", val_name, "vs best", "status", "verdict", "steps", "tokens",
+            "train s", "wall s", *(["phase seconds"] if phases else [])]
+    lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
+    order = {e["experiment"]: n for n, e in enumerate(facts["experiments"])}
+    grouped = sorted(facts["experiments"], key=lambda e: (order.get(e["rerun_of"], order.get(e["experiment"], 0)),
+                                                            order.get(e["experiment"], 0)))
+    for e in grouped:
+        number = f"↳ {e['experiment']}" if e.get("rerun_of") is not None else str(e["experiment"])
+        cells = [number, _cell(e["description"], MAX_DESCRIPTION), e["side"], _num(e["val_bpb"]),
+                 _signed4(e["gain_over_best"]), f"**{e['status']}**" if e["kept_change"] else e["status"],
+                 _cell(e["verdict"], 120), _int(e["steps"]), _tokens(e["tokens_M"]),
+                 _seconds(e["training_seconds"]), _seconds(e["wall_seconds"])]
+        if phases:
+            cells.append(", ".join(f"{k} {v:.1f}" for k, v in e["phase_seconds"].items() if k != "wall"))
+        lines.append("| " + " | ".join(cells) + " |")
+    return lines + ["", f"vs best: the gain over the best when the experiment ran ({val_name}; positive is "
+                        "better). ↳: a re-run of the candidate above it. Kept changes in bold."]
+
+
+def _cell(text, width: int) -> str:
+    text = " ".join(str(text or "").split()).replace("|", "\\|")
+    return text if len(text) <= width else text[: width - 1] + "…"
+
+
+def _signed4(value) -> str:
+    return "" if value is None else f"{value:+.4g}"
+
+
+def _int(value) -> str:
+    return f"{value:,}" if isinstance(value, int) else ""
+
+
+def _tokens(millions) -> str:
+    if millions is None:
+        return ""
+    return f"{millions:.3g}M" if millions >= 1 else f"{millions * 1000:.3g}k"
+
+
+def _seconds(value) -> str:
+    return "" if value is None else f"{value:.1f}"
+
+
 def _result_table(facts: dict) -> list[str]:
     base, best, gain = facts["baseline"], facts["best"], facts["gain"]
     val_name, test_name = figure_labels(facts)
@@ -60,9 +120,11 @@ def _result_table(facts: dict) -> list[str]:
 
 def _counts_table(facts: dict) -> list[str]:
     counts, rates = facts["counts_after_baseline"], facts["rates"]
-    rows = ["| status | changes tried after the baseline | share of those that ran |",
+    rows = ["| status | candidates (a re-run series once) | share of those that ran |",
             "|---|---|---|"]
     for status, count in counts.items():
+        if status in ("baseline", "confirm", "adopted"):
+            continue  # no candidate has these words
         rate = rates.get(status)
         rows.append(f"| {status} | {count} | {'' if rate is None else f'{rate:.0%}'} |")
     return rows

@@ -11,10 +11,11 @@ import re
 import time
 from pathlib import Path
 
-from engine.loop.ledger import STATUSES, read_rows
+from engine.loop.ledger import read_rows
 from engine.loop.live_view import describe_progress, read_progress
-from engine.loop.standings import (noise_estimate, baseline_rows, baseline_value, best_row, count_statuses, metric_name,
-                                   metric_of, objective_conflicts, row_value, score, tag_objective)
+from engine.loop.standings import (noise_estimate, baseline_rows, baseline_value, best_row, metric_name,
+                                   metric_of, objective_conflicts, row_value, score, status_word, tag_objective,
+                                   tally, tally_line)
 from engine.report.lanes import lane_facts, union_rows
 from engine.report.runs import LEDGER, LOCK, lock_holder, loop_tags, parse_time, resolve_run_dir
 
@@ -98,9 +99,7 @@ def _running_lines(run_dir: Path, rows: list[dict], now: float) -> list[str]:
 
 
 def _counts_line(rows: list[dict]) -> str:
-    counts = count_statuses(rows, STATUSES)
-    parts = ", ".join(f"{status} {n}" for status, n in counts.items() if n) or "none yet"
-    return f"done:     {len(rows)} experiments ({parts})"
+    return f"done:     {tally_line(tally(rows)) if rows else 'no experiment yet'}"
 
 
 def _scores_lines(rows: list[dict]) -> list[str]:
@@ -124,7 +123,7 @@ def _last_line(row: dict, now: float) -> str:
     finished = parse_time(row.get("finished"))
     if finished is not None:
         when = f", finished {_ago(now - finished.timestamp())} ago"
-    return (f"last:     experiment {row.get('experiment')} {row.get('status')} {_bpb(row)} "
+    return (f"last:     experiment {row.get('experiment')} {status_word(row)} {_bpb(row)} "
             f"{row.get('description', '')!r}{when}")
 
 

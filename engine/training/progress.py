@@ -4,7 +4,11 @@ The trainer reports each step's loss when it learns it (one step late, so report
 waits on the device). On a terminal the line is rewritten in place; piped into a log, a
 line is printed every PIPED_INTERVAL seconds, so logs stay short. With a run directory,
 `progress.json` there (written atomically) holds the same figures for `autoresearch loop`
-and `autoresearch status` (docs/internals.md, "Loop run directory").
+and `autoresearch status` (docs/internals.md, "Loop run directory"), and `history.jsonl`
+the training curve (one JSON line per recorded step, appended with the progress file) that
+the loop turns into TensorBoard events (engine/tracking). Every step is recorded until
+HISTORY_POINTS of them; then every second step, every fourth, ...: a night-long run's curve
+stays a few thousand lines.
 """
 from __future__ import annotations
 
@@ -19,6 +23,8 @@ PROGRESS_FILE = "progress.json"
 TTY_INTERVAL = 0.25  # seconds between rewrites of the line on a terminal
 PIPED_INTERVAL = 10.0  # seconds between lines in a log
 FILE_INTERVAL = 1.0  # seconds between writes of progress.json
+HISTORY_FILE = "history.jsonl"
+HISTORY_POINTS = 1000  # steps recorded one by one before the stride doubles
 
 
 class Progress:
@@ -41,10 +47,13 @@ class Progress:
         self._rate_mark = (0, 0.0)  # (tokens, seconds) where the shown rate starts
         self._open_line = False
         self.figures: dict | None = None
+        self._history: list[dict] = []  # recorded steps not yet appended to history.jsonl
+        self._history_stride, self._history_kept, self._history_mark = 1, 0, (0, 0.0)
 
     def update(self, clock, loss: float) -> None:
         if not self.show:
             return
+        self._remember(clock, loss)
         now = self._now()
         due_print = now - self._printed_at >= (TTY_INTERVAL if self.interactive else PIPED_INTERVAL)
         due_file = self.path is not None and now - self._written_at >= FILE_INTERVAL
@@ -57,6 +66,7 @@ class Progress:
             self._rate_mark = (clock.tokens, clock.seconds)
         if due_file:
             self._write({**self.figures, "phase": "training"})
+            self._append_history()
             self._written_at = now
 
     def close(self, clock=None, loss: float | None = None) -> None:
@@ -72,6 +82,7 @@ class Progress:
             self._open_line = False
         if self.path is not None and self.figures is not None:
             self._write({**self.figures, "phase": "scoring"})
+        self._append_history()
 
     def scoring(self, tokens: int, total: int, seconds: float) -> None:
         """After each scored batch: tokens scored of `total` after `seconds` (probe and metric
@@ -129,6 +140,36 @@ class Progress:
             os.replace(tmp, self.path)
         except (OSError, ValueError):  # progress is a courtesy: it never stops a run
             tmp.unlink(missing_ok=True)
+
+
+    def _remember(self, clock, loss: float) -> None:
+        """One point of the curve, for every step while there are few, then every stride-th."""
+        if self.path is None or clock.completed % self._history_stride:
+            return
+        tokens, seconds = clock.tokens, clock.seconds
+        mark_tokens, mark_seconds = self._history_mark
+        rate = (tokens - mark_tokens) / (seconds - mark_seconds) if seconds > mark_seconds else None
+        mfu = (100.0 * self.flops_per_token * rate / self.peak_flops
+               if rate and self.flops_per_token and self.peak_flops else None)
+        self._history.append({"step": clock.completed, "loss": float(loss), "tokens": tokens, "seconds": seconds,
+                              "fraction": done_fraction(clock), "tokens_per_second": rate, "mfu_percent": mfu})
+        self._history_mark = (tokens, seconds)
+        self._history_kept += 1
+        if self._history_kept >= HISTORY_POINTS:
+            self._history_stride *= 2
+            self._history_kept = HISTORY_POINTS // 2
+
+    def _append_history(self) -> None:
+        if not self._history:
+            return
+        lines = "".join(json.dumps(point) + "\n" for point in self._history
+                        if math.isfinite(point["loss"]))  # a NaN loss ends the run; its step is not drawn
+        self._history = []
+        try:
+            with open(self.path.with_name(HISTORY_FILE), "a", encoding="utf-8") as f:
+                f.write(lines)
+        except OSError:  # like progress.json: a courtesy, never a reason to stop a run
+            pass
 
 
 def done_fraction(clock) -> float:
