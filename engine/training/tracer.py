@@ -90,7 +90,7 @@ def _confine(out: Path, data_dir: Path) -> None:
     denied = [data_dir, paths.cache_root(), paths.compilation_cache_dir(), *([runs_root] if runs_root else [])]
     if not confine.confine(denied, writable=[out, Path("/dev")]):
         print("note: this kernel has no Landlock: train.py's file reads are checked by Python's audit "
-              "hooks only, which a C extension can go around (README, \"What the guards catch\")",
+              "hooks only, which a C extension can go around (docs/guards.md)",
               file=sys.stderr)
 
 
