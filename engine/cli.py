@@ -7,7 +7,10 @@ in COMMANDS.
 from __future__ import annotations
 
 import argparse
+import difflib
 import importlib
+import os
+import re
 import signal
 import sys
 
@@ -26,6 +29,27 @@ COMMANDS = {
     "status": "engine.report.status",
     "sample": "engine.scoring.sample",
 }
+HIDDEN_COMMANDS = ("trace",)  # started by the engine itself, not by people
+VERBOSE_ENV = "AUTORESEARCH_VERBOSE"  # set by --verbose; child processes inherit it
+
+
+class Parser(argparse.ArgumentParser):
+    """argparse, with a close match suggested for a mistyped choice, hidden commands left out."""
+
+    def error(self, message: str):
+        match = re.search(r"invalid choice: '?(.*?)'? \(choose from (.*)\)$", message)
+        if match:
+            choices = [c.strip(" '") for c in match.group(2).split(",")]
+            choices = [c for c in choices if c not in HIDDEN_COMMANDS]
+            message = (f"{message[:match.start()]}invalid choice: {match.group(1)!r} "
+                       f"(choose from {', '.join(choices)}){did_you_mean(match.group(1), choices)}")
+        super().error(message)
+
+
+def did_you_mean(word: str, candidates) -> str:
+    """"; did you mean X?" for the closest candidate, or "" when none is close."""
+    close = difflib.get_close_matches(word, list(candidates), n=1, cutoff=0.6)
+    return f"; did you mean {close[0]}?" if close else ""
 
 
 def _add_prepare(sub) -> None:
@@ -106,8 +130,9 @@ def _add_train(sub) -> None:
 
 
 def _add_trace(sub) -> None:
-    # The tracer process that the trainer starts (engine/training/tracer.py); not for people.
-    p = sub.add_parser("trace", help=argparse.SUPPRESS)
+    # The tracer process that the trainer starts (engine/training/tracer.py); not for people:
+    # no help= keeps it out of `autoresearch --help`.
+    p = sub.add_parser("trace")
     p.add_argument("path")
     p.add_argument("--out", required=True)
     p.add_argument("--data", required=True, help="the run's data: refused to the tracer")
@@ -241,11 +266,36 @@ def _add_sample(sub) -> None:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="autoresearch", description=__doc__.splitlines()[0])
+    parser = Parser(prog="autoresearch", description=__doc__.splitlines()[0])
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
     for add in (_add_prepare, _add_train, _add_trace, _add_evaluate, _add_verify, _add_loop, _add_experiment,
                 _add_report, _add_status, _add_sample):
         add(sub)
+    for command, subparser in sub.choices.items():
+        if command not in HIDDEN_COMMANDS:
+            subparser.add_argument("--verbose", action="store_true",
+                                   help="show the engine's tracebacks too, not only the error")
+    return parser
+
+
+def parse(argv: list[str] | None = None) -> argparse.Namespace:
+    """The arguments; an unknown flag is reported under its command's usage, with a close match."""
+    parser = build_parser()
+    args, unknown = parser.parse_known_args(argv)
+    if unknown:
+        command = _subparser(parser, args.command)
+        known = [option for action in command._actions for option in action.option_strings
+                 if action.help is not argparse.SUPPRESS]
+        flags = [word.split("=", 1)[0] for word in unknown if word.startswith("-")]
+        hint = did_you_mean(flags[0], known) if flags else ""
+        command.error(f"unrecognized arguments: {' '.join(unknown)}{hint}")
+    return args
+
+
+def _subparser(parser: argparse.ArgumentParser, command: str) -> argparse.ArgumentParser:
+    for action in parser._actions:
+        if isinstance(action, argparse._SubParsersAction):
+            return action.choices[command]
     return parser
 
 
@@ -254,7 +304,9 @@ def _interrupt(signum, frame) -> None:
 
 
 def main(argv: list[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
+    args = parse(argv)
+    if getattr(args, "verbose", False):
+        os.environ[VERBOSE_ENV] = "1"
     module = importlib.import_module(COMMANDS[args.command])
     if args.command in ("loop", "experiment"):  # a stopped loop ends its agent and runs (finally blocks)
         signal.signal(signal.SIGTERM, _interrupt)

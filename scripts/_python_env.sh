@@ -35,9 +35,16 @@ ensure_git_identity() {
 }
 
 install_project() {
-  # .venv with the package, the given extra (cuda or tpu) and the test tools.
-  make_venv .venv
-  .venv/bin/python -m pip install --quiet --upgrade pip
-  .venv/bin/python -m pip install --quiet -e ".[$1,test]"
+  # .venv with the package, the given extra (cuda or tpu) and the test tools: with uv where it
+  # is installed (the versions of uv.lock, the ones CI tested; uv finds or fetches a Python
+  # >= 3.11 itself), else with pip (the newest versions pyproject.toml allows).
+  if command -v uv >/dev/null && [ "${AUTORESEARCH_USE_PIP:-0}" != 1 ]; then
+    echo "installing with uv from uv.lock (AUTORESEARCH_USE_PIP=1 for pip)"
+    uv sync --locked --extra "$1" --extra test
+  else
+    make_venv .venv
+    .venv/bin/python -m pip install --quiet --upgrade pip
+    .venv/bin/python -m pip install --quiet -e ".[$1,test]"
+  fi
   ensure_git_identity
 }

@@ -104,5 +104,5 @@ def test_no_kept_experiment_is_a_user_error(trained, tmp_path, monkeypatch):
     (run_dir / "results.jsonl").write_text(json.dumps(crashed) + "\n")
     monkeypatch.chdir(tmp_path)
     args = SimpleNamespace(tag="empty", prompt="", max_tokens=4, temperature=0.0, top_k=0, seed=0)
-    with pytest.raises(UserError, match="no kept experiment"):
+    with pytest.raises(UserError, match="no checkpoint to sample: its baseline failed"):
         sample.main(args)

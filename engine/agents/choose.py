@@ -21,10 +21,26 @@ def default_agent(env=None) -> str:
     return "gemini" if gemini_configured(env) else "offline"
 
 
+def check_agent(name: str | None, args) -> None:
+    """Refuse, before the loop touches a branch or a folder, an agent that could not start:
+    an unknown name, gemini without credentials, command without --agent-cmd."""
+    name = name or default_agent()
+    if name not in AGENTS:
+        raise UserError(f"unknown agent {name!r}: choose one of {', '.join(AGENTS)}")
+    if name.endswith("+tune"):
+        check_agent(name.removesuffix("+tune"), args)
+    elif name == "gemini" and not gemini_configured():
+        raise UserError("--agent gemini needs GEMINI_API_KEY (or GOOGLE_API_KEY), or Vertex AI "
+                        "(GOOGLE_GENAI_USE_VERTEXAI=true with GOOGLE_CLOUD_PROJECT); or use --agent offline")
+    elif name == "command" and not getattr(args, "agent_cmd", None):
+        raise UserError("--agent command needs --agent-cmd CMD, e.g. --agent-cmd './my_agent.sh'")
+
+
 def make_agent(name: str | None, args, run_dir: Path | None = None, program=None):
     """The agent named by --agent (or the default), configured from the flags and program.md."""
     name = name or default_agent()
-    if name.endswith("+tune") and name in AGENTS:  # an LLM for the structure, the tuner for the numbers
+    check_agent(name, args)
+    if name.endswith("+tune"):  # an LLM for the structure, the tuner for the numbers
         from engine.agents.hybrid import TUNE_STEPS, HybridAgent
         return HybridAgent(make_agent(name.removesuffix("+tune"), args, run_dir, program),
                            make_agent("offline", args, run_dir, program),
@@ -34,14 +50,7 @@ def make_agent(name: str | None, args, run_dir: Path | None = None, program=None
         return OfflineAgent(seed=getattr(args, "seed", 0), bounds=getattr(program, "bounds", None),
                             sampler=getattr(program, "sampler", None) or "tpe")
     if name == "gemini":
-        if not gemini_configured():
-            raise UserError("--agent gemini needs GEMINI_API_KEY (or GOOGLE_API_KEY), or Vertex AI "
-                            "(GOOGLE_GENAI_USE_VERTEXAI=true with GOOGLE_CLOUD_PROJECT); or use --agent offline")
         from engine.agents.gemini import GeminiAgent
         return GeminiAgent(model=getattr(args, "model", None), run_dir=run_dir)
-    if name == "command":
-        if not getattr(args, "agent_cmd", None):
-            raise UserError("--agent command needs --agent-cmd CMD, e.g. --agent-cmd './my_agent.sh'")
-        from engine.agents.command import CommandAgent
-        return CommandAgent(cmd=args.agent_cmd)
-    raise UserError(f"unknown agent {name!r}: choose one of {', '.join(AGENTS)}")
+    from engine.agents.command import CommandAgent
+    return CommandAgent(cmd=args.agent_cmd)

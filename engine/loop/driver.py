@@ -11,7 +11,7 @@ from engine.loop import cycle, outages
 from engine.errors import UserError
 from engine.loop.resume import resume
 from engine.loop.session import Session, open_session
-from engine.agents.choose import make_agent
+from engine.agents.choose import check_agent, make_agent
 from engine.loop.live_view import format_val, keep_rate
 from engine.loop.repo import branch_name
 from engine.loop.standings import gain
@@ -84,40 +84,63 @@ def main(args) -> int:
 
 
 def run_loop(args) -> int:
-    from engine.loop.swarm_loop import check_flags, forget_cut_merge, run_swarm
+    from engine.loop.swarm_loop import check_flags
 
     check_flags(args)
-    session = open_session(args)
+    check_agent(args.agent, args)
+    session = open_session(args, switch_branch=True)  # every check before the first write
+    way_back = None
     try:
-        session.repo.checkout_branch(args.tag)
+        way_back = switch_checkout(session)
         agent = make_agent(args.agent, args, run_dir=session.run_dir, program=session.program)
         say_start(session, agent)
-        if getattr(args, "remote", None):
-            forget_cut_merge(session)
-        resume(session)
-        if getattr(args, "remote", None):
-            say_end(session, run_swarm(session, agent, args, stop_reason))
-            return 0
-        if getattr(args, "ray", None):
-            say_end(session, run_on_ray(session, agent, args))
-            return 0
-        if (getattr(args, "workers", None) or 1) > 1:
-            say_end(session, run_parallel(session, agent, args))
-            return 0
-        cycle.run_baseline(session)
-        say_noise_settings(session)
-        empty, failures = 0, outages.Outages(session.program.max_agent_failure_minutes)
-        while (reason := stop_reason(session, empty) or failures.give_up_reason()) is None:
-            if cycle.confirmations_due(session):  # a loop killed between a keep and its confirmations
-                cycle.confirm_best(session)
-                continue
-            outcome = one_experiment(session, agent)
-            empty = empty + 1 if outcome == "empty" else 0
-            failures.after_turn(outcome, session.live.say)
-        say_end(session, reason)
+        reason = run(session, agent, args)
+        say_end(session, reason, way_back)
+        way_back = None
         return 0
     finally:
+        if way_back:  # stopped by an error or an interrupt: still say where the checkout is
+            session.live.say(way_back)
         session.close()
+
+
+def run(session: Session, agent, args) -> str:
+    """The loop in the mode the flags ask for, until a stopping criterion; its reason."""
+    from engine.loop.swarm_loop import forget_cut_merge, run_swarm
+
+    if getattr(args, "remote", None):
+        forget_cut_merge(session)
+    resume(session)
+    if getattr(args, "remote", None):
+        return run_swarm(session, agent, args, stop_reason)
+    if getattr(args, "ray", None):
+        return run_on_ray(session, agent, args)
+    if (getattr(args, "workers", None) or 1) > 1:
+        return run_parallel(session, agent, args)
+    cycle.run_baseline(session)
+    say_noise_settings(session)
+    empty, failures = 0, outages.Outages(session.program.max_agent_failure_minutes)
+    while (reason := stop_reason(session, empty) or failures.give_up_reason()) is None:
+        if cycle.confirmations_due(session):  # a loop killed between a keep and its confirmations
+            cycle.confirm_best(session)
+            continue
+        outcome = one_experiment(session, agent)
+        empty = empty + 1 if outcome == "empty" else 0
+        failures.after_turn(outcome, session.live.say)
+    return reason
+
+
+def switch_checkout(session: Session) -> str | None:
+    """Move this checkout to autoresearch/TAG, saying so; the sentence that leads back, or None
+    when it was already there."""
+    repo, name = session.repo, branch_name(session.tag)
+    before = repo.current_branch() or repo.head()[:12]
+    if before == name:
+        return None
+    created = repo.checkout_branch(session.tag)
+    session.live.say(f"switched this checkout from {before} to {'new ' if created else ''}branch {name}: "
+                     "the loop edits and commits there")
+    return f"this checkout is on {name}; `git checkout {before}` takes you back"
 
 
 def run_parallel(session: Session, agent, args) -> str:
@@ -178,10 +201,10 @@ def _task_words(session: Session) -> str:
     return f"budget {task.describe()}" if task.kind == "train" else f"command task, {task.describe()}"
 
 
-def say_end(session: Session, reason: str) -> None:
+def say_end(session: Session, reason: str, way_back: str | None = None) -> None:
     rows = session.ledger.rows
     baselines = [r for r in rows if r.get("role") == "baseline"]
     baseline_mean = baselines[-1].get("best_after") if baselines else None  # mean of its runs
     session.live.say(f"stopped: {reason}. {len(rows)} experiments, {keep_rate(rows)}; baseline "
                      f"{format_val(baseline_mean)} -> best {format_val(session.best_val)}. "
-                     f"Ledger: {session.run_dir / 'results.tsv'}")
+                     f"Ledger: {session.run_dir / 'results.tsv'}" + (f". {way_back[0].upper()}{way_back[1:]}" if way_back else ""))

@@ -130,8 +130,10 @@ def resolve_program_path(program: str, root: Path) -> Path:
     return path if path.is_absolute() or path.exists() else root / program
 
 
-def open_session(args, live: LiveView | None = None) -> Session:
-    """Lock the repository, switch to the tag's branch, end an orphaned run, fingerprint fixed files."""
+def open_session(args, live: LiveView | None = None, switch_branch: bool = False) -> Session:
+    """Check the arguments, program.md, the data and (switch_branch) that the checkout can move
+    to the tag's branch; only then lock the repository (the first thing written: runs/TAG/), end
+    an orphaned run and fingerprint the fixed files. The caller switches the branch."""
     repo = Repo(".")
     program_path = resolve_program_path(args.program, repo.root)
     program = protocol.apply_flags(protocol.load(program_path), args)
@@ -143,6 +145,8 @@ def open_session(args, live: LiveView | None = None) -> Session:
         _check_editable_exist(program, repo)
     elif not (repo.root / TRAIN_FILE).exists():
         raise UserError(f"no {TRAIN_FILE} at the repository root {repo.root}: the loop runs experiments on it")
+    if switch_branch:
+        _check_can_switch(repo, args.tag)
     run_dir = repo.root / "runs" / args.tag
     lock = LoopLock(repo.root / "runs", args.tag).acquire()
     try:
@@ -212,6 +216,17 @@ def _check_editable_exist(program: protocol.Program, repo: Repo) -> None:
     if not tasks.editable_files(repo.root, program.editable, repo.tracked_files()):
         raise UserError(f"no file in {repo.root} matches the task's editable globs "
                         f"({', '.join(program.editable)}): fix `editable` in the ## Task section")
+
+
+def _check_can_switch(repo: Repo, tag: str) -> None:
+    """The checkout moves to autoresearch/TAG only from a clean tree (repo.checkout_branch)."""
+    from engine.loop.repo import branch_name
+
+    name = branch_name(tag)
+    if repo.current_branch() != name and not repo.is_clean():
+        action = "resuming" if name in [head.name for head in repo.git_repo.heads] else "starting"
+        raise UserError(f"uncommitted changes in {', '.join(repo.changed_paths()[:5])}: "
+                        f"commit or stash them before {action} branch {name}")
 
 
 def _check_tag(tag: str) -> None:

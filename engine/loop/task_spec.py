@@ -136,7 +136,7 @@ def _validate(spec: TaskSpec, seen: set, source: str) -> None:
         missing = [k for k in ("score", "editable", "metric") if k not in seen or not getattr(spec, k)]
         if missing:
             raise UserError(f"{source}: a command task needs {', '.join(missing)} in its ## Task section "
-                            "(see `## Task` in the README)")
+                            "(see docs/task-kinds.md)")
         return
     extra = [k for k in ("score", "holdout", "check") if getattr(spec, k)]
     if extra or spec.metric != TRAIN_METRIC or spec.direction != "minimize":

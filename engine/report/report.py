@@ -14,6 +14,7 @@ from engine.errors import UserError
 from engine.loop.ledger import read_rows
 from engine.report.chart import plot_progress
 from engine.report.facts import gather_facts
+from engine.report.scale import scale_note
 from engine.report.markdown import render_markdown, summary_lines
 from engine.report.runs import LEDGER, resolve_run_dir
 
@@ -34,7 +35,7 @@ def main(args) -> int:
     if args.json:
         print(json.dumps(facts, indent=2))
     else:
-        print("\n".join(summary_lines(facts)))
+        print("\n".join(summary_lines(facts) + scale_note(rows)))
     return 0
 
 

@@ -28,6 +28,16 @@ def experiment_in_progress(run_dir: Path, rows: list[dict]) -> Path | None:
     return max(pending, key=_experiment_number) if pending else None
 
 
+def baseline_failure(runs: list[dict]) -> str:
+    """Why no baseline run gave a score, from the last one, and where its log is."""
+    last = runs[-1]
+    why = f"{last.get('status')}: {last.get('error')}" if last.get("error") else str(last.get("status"))
+    log = f"; its log: {last['log']}" if last.get("log") else ""
+    hint = ("; a busy machine needs a longer --timeout" if last.get("status") == "timeout" else
+            "; fix train.py, or the setting named, and start the loop again")
+    return f"failed ({len(runs)} run{'s' if len(runs) > 1 else ''}, none scored): {why}{log}{hint}"
+
+
 def main(args) -> int:
     run_dir = resolve_run_dir(args.tag)
     print("\n".join(status_lines(run_dir)))
@@ -107,8 +117,8 @@ def _scores_lines(rows: list[dict]) -> list[str]:
     metric, lines = metric_name(rows), []
     if runs:
         mean = f" (mean of {len(runs)} runs)" if len(runs) > 1 else ""
-        shown = f"{metric} {base:.6f}" if base is not None else f"{metric} - ({runs[0].get('status')})"
-        lines.append(f"baseline: {shown}{mean}")
+        shown = f"{metric} {base:.6f}{mean}" if base is not None else baseline_failure(runs)
+        lines.append(f"baseline: {shown}")
     if best is not None:
         gain = f"  {(score(best) - base) / abs(base):+.2%} vs baseline" if base else ""
         lines.append(f"best:     {metric} {score(best):.6f}  (experiment {best.get('experiment')}, "

@@ -21,10 +21,10 @@ from engine.report.runs import LEDGER, checkpoint_of, resolve_run_dir
 def main(args) -> int:
     _check_settings(args.max_tokens, args.temperature, args.top_k)
     run_dir = resolve_run_dir(args.tag)
-    best = best_row(read_rows(run_dir / LEDGER))
+    rows = read_rows(run_dir / LEDGER)
+    best = best_row(rows)
     if best is None:
-        raise UserError(f"loop {run_dir.name!r} has no kept experiment with a val_bpb yet: "
-                        "wait for the baseline to finish (`autoresearch status`)")
+        raise UserError(_nothing_to_sample(run_dir, rows))
     checkpoint = checkpoint_of(run_dir, best)
     if not checkpoint.exists():
         raise UserError(f"the best experiment ({best.get('experiment')}) has no checkpoint at "
@@ -38,6 +38,22 @@ def main(args) -> int:
     text = sample_text(checkpoint, data_dir, args.prompt, args.max_tokens, args.temperature, args.top_k, args.seed)
     print(args.prompt + text)
     return 0
+
+
+def _nothing_to_sample(run_dir: Path, rows: list[dict]) -> str:
+    """Why a loop has no best checkpoint: its baseline failed (and why), is running, or never ran."""
+    from engine.loop.standings import baseline_rows
+    from engine.report.runs import lock_holder
+    from engine.report.status import baseline_failure
+
+    runs, (_, running) = baseline_rows(rows), lock_holder(run_dir)
+    if runs and not running:
+        return f"loop {run_dir.name!r} has no checkpoint to sample: its baseline {baseline_failure(runs)}"
+    if running:
+        return (f"loop {run_dir.name!r} has no scored experiment yet: wait for the baseline to finish "
+                f"(`autoresearch status --tag {run_dir.name}`)")
+    return (f"loop {run_dir.name!r} has no scored experiment: start it with "
+            f"`autoresearch loop --tag {run_dir.name}`")
 
 
 def sample_text(checkpoint: Path, data_dir: Path, prompt: str, max_tokens: int, temperature: float,

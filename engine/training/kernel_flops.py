@@ -8,7 +8,7 @@ forward, the backward kernels together as its backward (dq a quarter, dkv the re
 
 A kernel is recognized by its custom-call target and, for Pallas, its kernel name; an
 agent's own Pallas kernel under one of these names would be counted as attention at its
-operand shapes (README, "What the guards catch").
+operand shapes (docs/guards.md).
 """
 from __future__ import annotations
 

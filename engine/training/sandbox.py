@@ -21,7 +21,7 @@ catches it and goes on, the trainer still ends the run as a crash with that reas
 
 These hooks see what Python's own code does. A C extension that opens files itself, or a
 program that escapes Python, is out of their sight; OS-level sandboxing (containers,
-seccomp) is out of scope here (README, "What the guards catch").
+seccomp) is out of scope here (docs/guards.md).
 """
 from __future__ import annotations
 

@@ -47,11 +47,12 @@ def main(args: argparse.Namespace) -> int:
     import flax.nnx  # noqa: F401
     import optax  # noqa: F401
     layout = json.loads(sys.stdin.readline() or "{}")
+    train_py = Path(args.path).absolute()
     try:
-        _trace(Path(args.path).absolute(), out, layout)
+        _trace(train_py, out, layout)
         code = 0
     except BaseException as error:  # train.py may raise anything, SystemExit included
-        code = _write_error(out, error)
+        code = _write_error(out, error, train_py)
     sys.stdout.flush()
     sys.stderr.flush()
     _exit(code)  # no atexit handler or thread of train.py runs on
@@ -90,7 +91,7 @@ def _confine(out: Path, data_dir: Path) -> None:
     _say_network(confine.close_network())
     if not confine.confine(denied, writable=[out, Path("/dev")]):
         print("note: this kernel has no Landlock: train.py's file reads are checked by Python's audit "
-              "hooks only, which a C extension can go around (README, \"What the guards catch\")",
+              "hooks only, which a C extension can go around (docs/guards.md)",
               file=sys.stderr)
 
 
@@ -169,21 +170,58 @@ def _check_fields(exp) -> None:
             raise UserError(f"Experiment.{name} must be a positive int, got {value!r}")
 
 
-def _write_error(out: Path, error: BaseException) -> int:
-    """error.json: the reason, first line first; a user mistake without its traceback."""
+def _write_error(out: Path, error: BaseException, train_py: Path | None = None) -> int:
+    """error.json: the reason in one line, naming train.py's line where the error passed through
+    it; a traceback on stderr only with --verbose, or for an error that never touched train.py."""
     from engine.errors import UserError
 
-    if isinstance(error, UserError):
-        reason = str(error)
-    else:
-        traceback.print_exc()
-        first = (str(error).strip().splitlines() or ["(no message)"])[0]
-        reason = f"{type(error).__name__}: {first}"
+    where = _train_py_line(error, train_py) if train_py is not None else None
+    reason = describe_error(error, where, train_py.name if train_py is not None else "train.py")
+    if os.environ.get("AUTORESEARCH_VERBOSE") or (where is None and not isinstance(error, UserError)):
+        traceback.print_exception(error)  # an engine failure: its frames are the point
     try:
         (out / "error.json").write_text(json.dumps({"error": reason, "user_error": isinstance(error, UserError)}))
     except OSError:
         pass
     return 1
+
+
+MAX_MESSAGE_CHARS = 400
+
+
+def describe_error(error: BaseException, where: tuple[int, str] | None, name: str = "train.py") -> str:
+    """"train.py:LINE: Type: message; the line: SOURCE" where `where` = (LINE, SOURCE) is known,
+    else "Type: message" (a UserError: its message alone)."""
+    from engine.errors import UserError
+
+    if isinstance(error, UserError):
+        what = str(error)
+    else:
+        message = error.msg if isinstance(error, SyntaxError) and error.msg else \
+            (str(error).strip().splitlines() or ["(no message)"])[0]
+        what = f"{type(error).__name__}: {message[:MAX_MESSAGE_CHARS]}"
+    if where is None:
+        return what
+    line_number, source = where
+    return f"{name}:{line_number}: {what}" + (f"; the line: {source}" if source else "")
+
+
+def _train_py_line(error: BaseException, train_py: Path) -> tuple[int, str] | None:
+    """(line number, source) of the last line of train.py that the error (or the error it was
+    raised from) passed through; a SyntaxError's own line."""
+    import linecache
+
+    seen = set()
+    while error is not None and id(error) not in seen:
+        seen.add(id(error))
+        if isinstance(error, SyntaxError) and error.filename and Path(error.filename) == train_py and error.lineno:
+            return error.lineno, (error.text or "").strip()
+        frames = [f for f in traceback.extract_tb(error.__traceback__) if Path(f.filename) == train_py]
+        if frames:
+            line = frames[-1].line or linecache.getline(str(train_py), frames[-1].lineno)
+            return frames[-1].lineno, line.strip()
+        error = error.__cause__ or error.__context__
+    return None
 
 
 # ---------------------------------------------------------------- the trainer's side

@@ -77,7 +77,8 @@ def _train(args: argparse.Namespace) -> int:
         result = run_trainer(args, started)
     except UserError as error:
         _write_result(args, summary.failure("crash", str(error)))
-        print(f"autoresearch train: error: {error}", file=sys.stderr, flush=True)
+        if not getattr(args, "trainer_only", False):  # else the launcher says it, once
+            print(f"autoresearch train: error: {error}", file=sys.stderr, flush=True)
         return 2
     except tracer.TraceFailed as error:
         return _fail(args, "crash", str(error))
@@ -408,7 +409,8 @@ def _num_params(loaded: programs.Programs) -> int:
 
 
 def _fail(args, status: str, reason: str) -> int:
-    print(f"autoresearch train: {status}: {reason}", file=sys.stderr, flush=True)
+    if not getattr(args, "trainer_only", False):  # else the launcher says it, once
+        print(f"autoresearch train: {status}: {reason}", file=sys.stderr, flush=True)
     _write_result(args, summary.failure(status, reason))
     return 1
 
