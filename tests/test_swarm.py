@@ -199,6 +199,12 @@ def test_bad_input_is_refused_with_both_values(swarm):
         live.wait()
     lone = run_cli(tmp / "c", "loop", "--tag", TAG, "--worker", "c", env=env)
     assert lone.returncode != 0 and "go together" in lone.stderr
+    renamed = run_cli(tmp / "a", *loop_args(remote, "z", 4), env=env)  # a clone keeps its name
+    assert renamed.returncode != 0 and "this clone is swarm worker 'a'" in renamed.stderr
+    shutil.copytree(tmp / "a", tmp / "a-copy")  # the same clone id in two directories
+    assert run_cli(tmp / "a-copy", *loop_args(remote, "a", 4), env=env).returncode == 0
+    copied = run_cli(tmp / "a", *loop_args(remote, "a", 4), env=env)
+    assert copied.returncode != 0 and "a copy of this directory" in copied.stderr and "lacks" in copied.stderr
 
 
 def with_heartbeat(root, seconds):

@@ -462,10 +462,18 @@ def _fingerprint(session: Session) -> str:
     metric, direction and fixed files (every tracked file it may not edit, program.md aside)."""
     if session.task.kind == "command":
         return _task_fingerprint(session)
+    return str(_manifest(session.data_dir).get("fingerprint", "unknown"))
+
+
+def _manifest(data_dir: Path | None) -> dict:
+    """The data cache's manifest ({} for a command task, which has no data cache, or none found)."""
+    if data_dir is None:
+        return {}
     try:
-        return str(json.loads((Path(session.data_dir) / "manifest.json").read_text())["fingerprint"])
-    except (OSError, ValueError, KeyError, TypeError):
-        return "unknown"
+        manifest = json.loads((Path(data_dir) / "manifest.json").read_text())
+    except (OSError, ValueError):
+        return {}
+    return manifest if isinstance(manifest, dict) else {}
 
 
 def _task_fingerprint(session: Session) -> str:
