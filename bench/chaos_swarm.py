@@ -180,7 +180,7 @@ def main() -> int:
                 code = run(name).wait(timeout=1800)  # killed after the loop above: finish the night
                 if code != 0:
                     refused.append(f"{name}'s last run exited with status {code}")
-        problems = refused or check_swarm(work, remote, args.experiments)
+        problems = list(dict.fromkeys(refused)) + check_swarm(work, remote, args.experiments)
     finally:
         for process in processes.values():
             if process.poll() is None:

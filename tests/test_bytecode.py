@@ -109,3 +109,21 @@ def test_a_prefix_left_by_a_killed_loop_is_removed_by_the_next(tmp_path, monkeyp
         assert not stale.exists() and cache.path.parent == tmp_path
     finally:
         cache.close()
+
+
+def test_a_stale_prefix_another_loop_deletes_first_is_skipped(tmp_path, monkeypatch):
+    """Two loops start at once (a swarm's workers on one machine): the other one deletes a dead
+    loop's prefix between our listing and our look at it. Found by bench/chaos_swarm.py."""
+    import shutil
+    import tempfile
+    from engine.loop import bytecode
+    monkeypatch.setenv("TMPDIR", str(tmp_path))
+    monkeypatch.setattr(tempfile, "tempdir", None)
+    stale = tmp_path / "autoresearch-pyc-999999999-abc"
+    (stale / "x").mkdir(parents=True)
+    def gone_meanwhile(pid):
+        shutil.rmtree(stale)
+        return False
+    monkeypatch.setattr(bytecode.processes, "process_alive", gone_meanwhile)
+    bytecode.remove_stale()
+    assert not stale.exists()

@@ -23,9 +23,27 @@ def test_liveness_comes_from_a_counter_seen_to_move_on_this_clock():
     assert pulse.state("a") == "live" and pulse.state("b") == "dead"  # a moved 26 s ago, within 40 s
     assert pulse.quiet_for("a") == 26
     now[0] += 15
-    assert pulse.state("a") == "dead"
+    assert pulse.state("a") == "live"  # 41 s, but nothing read since: time alone proves nothing
+    pulse.observe([beat("a", 2), beat("b", 7)])
+    assert pulse.state("a") == "dead"  # now seen standing still for 41 s
     pulse.observe([beat("b", 1, run="r2")])  # b's clone restarted: its counter began again, and moved
     assert pulse.state("b") == "live"
+
+
+def test_an_observer_that_cannot_fetch_calls_no_one_dead():
+    """Cut off from the remote for an hour, the observer reads no beat: a clone stays as last
+    seen, and is called dead only once its counter is seen standing still for the window."""
+    now = [0.0]
+    pulse = Pulse(clock=lambda: now[0])
+    pulse.observe([beat("a", 1)])
+    now[0] += 5
+    pulse.observe([beat("a", 2)])
+    now[0] += 3600  # no fetch succeeded meanwhile
+    assert pulse.state("a") == "live"
+    pulse.observe([beat("a", 2)])  # back online: the counter has not moved since last read
+    assert pulse.state("a") == "dead"
+    pulse.observe([beat("a", 3)])
+    assert pulse.state("a") == "live"
 
 
 def test_a_beat_file_cannot_stretch_or_break_the_window():

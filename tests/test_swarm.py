@@ -177,6 +177,26 @@ def test_claims_hold_while_their_clone_beats_whatever_its_clock_says():
         assert ids() == []  # held 85 s by this machine's clock: longer than any experiment may take
 
 
+def test_an_observer_that_cannot_fetch_keeps_claims_for_their_hold_time():
+    """Cut off from the remote, this machine reads no beat: the claiming clone is not called
+    dead for the time that passed, so its claim holds until the hold time, not the dead window."""
+    from engine.loop.heartbeat import Pulse
+    from engine.loop.swarm import open_claims
+
+    now = [0.0]
+    pulse = Pulse(clock=lambda: now[0])
+    by_clone = {"w": [{"record": "claim", "clone": "w", "worker": "w", "claim": "c", "at": 0.0}]}
+    ids = lambda: [c["claim"] for c in open_claims(by_clone, pulse, hold_seconds=80)]
+    pulse.observe([{"clone": "w", "run": "r", "beat": 1, "every": 10.0, "state": "running"}])
+    assert ids() == ["c"]
+    now[0] += 5
+    pulse.observe([{"clone": "w", "run": "r", "beat": 2, "every": 10.0, "state": "running"}])
+    now[0] += 60  # past w's dead window of 40 s, with no fetch meanwhile
+    assert pulse.state("w") == "live" and ids() == ["c"]
+    now[0] += 20  # 85 s since this machine first saw the claim
+    assert ids() == []
+
+
 def test_bad_input_is_refused_with_both_values(swarm):
     tmp, remote, env = swarm
     assert run_cli(tmp / "a", *loop_args(remote, "a", 3), env=env).returncode == 0
@@ -199,6 +219,12 @@ def test_bad_input_is_refused_with_both_values(swarm):
         live.wait()
     lone = run_cli(tmp / "c", "loop", "--tag", TAG, "--worker", "c", env=env)
     assert lone.returncode != 0 and "go together" in lone.stderr
+    renamed = run_cli(tmp / "a", *loop_args(remote, "z", 4), env=env)  # a clone keeps its name
+    assert renamed.returncode != 0 and "this clone is swarm worker 'a'" in renamed.stderr
+    shutil.copytree(tmp / "a", tmp / "a-copy")  # the same clone id in two directories
+    assert run_cli(tmp / "a-copy", *loop_args(remote, "a", 4), env=env).returncode == 0
+    copied = run_cli(tmp / "a", *loop_args(remote, "a", 4), env=env)
+    assert copied.returncode != 0 and "a copy of this directory" in copied.stderr and "lacks" in copied.stderr
 
 
 def with_heartbeat(root, seconds):

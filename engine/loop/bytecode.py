@@ -40,10 +40,17 @@ NAME = "autoresearch-pyc-"  # then the loop's pid: a prefix whose loop died (kil
 
 
 def remove_stale() -> None:
-    """Delete the prefixes of loops that are gone (killed before they could clean up)."""
+    """Delete the prefixes of loops that are gone (killed before they could clean up). Loops
+    starting at once on one machine race here: a prefix another one deleted first is skipped."""
     for path in Path(tempfile.gettempdir()).glob(f"{NAME}*"):
         pid = path.name[len(NAME):].split("-", 1)[0]
-        if pid.isdigit() and not processes.process_alive(int(pid)) and path.stat().st_uid == os.getuid():
+        if not pid.isdigit() or processes.process_alive(int(pid)):
+            continue
+        try:
+            ours = path.stat().st_uid == os.getuid()
+        except FileNotFoundError:
+            continue
+        if ours:
             _delete(path)
 
 
@@ -135,5 +142,8 @@ def _delete(root: Path) -> None:
     if not root.exists():
         return
     for dirpath, dirnames, _ in os.walk(root):
-        os.chmod(dirpath, stat.S_IRWXU)
+        try:
+            os.chmod(dirpath, stat.S_IRWXU)
+        except FileNotFoundError:  # deleted meanwhile by another loop (remove_stale)
+            pass
     shutil.rmtree(root, ignore_errors=True)

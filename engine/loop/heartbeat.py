@@ -8,7 +8,9 @@ own monotonic clock, when it first saw each value of that counter:
 
 - `live`: the counter moved while this observer watched, and last moved less than
   DEAD_AFTER_BEATS of the worker's periods ago;
-- `dead`: it has not moved for that long (a kill -9, a lost machine, a long network cut);
+- `dead`: it was seen standing still for that long (a kill -9, a lost machine, a long network
+  cut). Only what was seen counts: while this observer cannot fetch, time passing proves nothing,
+  so a clone stays as last judged (claims then still lapse after their own hold time);
 - `gone`: the worker said goodbye;
 - `unknown`: seen once, not yet watched long enough to tell.
 
@@ -78,6 +80,7 @@ class Pulse:
         self.clock = clock
         self.beats: dict[str, dict] = {}  # clone -> its latest beat record
         self._seen: dict[str, tuple[tuple, float, bool]] = {}  # clone -> (value, first seen, moved)
+        self._looked: dict[str, float] = {}  # clone -> when its beat was last read
         self._first_seen: dict[str, float] = {}
 
     def observe(self, beats: Iterable[dict]) -> None:
@@ -91,15 +94,17 @@ class Pulse:
             elif before[0] != value:
                 self._seen[clone] = (value, now, True)
             self.beats[clone] = beat
+            self._looked[clone] = now
 
     def state(self, clone: str) -> str:
-        """`live`, `dead`, `gone` or `unknown` (never seen counts as unknown)."""
+        """`live`, `dead`, `gone` or `unknown` (never seen counts as unknown), from the beats read
+        so far: time since the last read counts for nothing (see the module doc)."""
         if clone not in self._seen:
             return "unknown"
         beat, (_, since, moved) = self.beats[clone], self._seen[clone]
         if beat.get("state") == "bye":
             return "gone"
-        if self.clock() - since > self.window(clone):
+        if self._looked[clone] - since > self.window(clone):
             return "dead"
         return "live" if moved else "unknown"
 
