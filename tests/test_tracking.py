@@ -2,6 +2,7 @@
 TensorBoard's own reader), and the same records in W&B (offline) and MLflow (a local store)."""
 import json
 import sys
+import time
 from pathlib import Path
 
 import pytest
@@ -171,3 +172,40 @@ def test_record_pieces():
     assert constants({"train.py": source}) == {"LEARNING_RATE": 0.04, "SIZE.depth": 4, "ATTENTION": "xla",
                                                "USE_BIAS": False}
     assert constants({"train.py": "def broken(:\n"}) == {}
+
+
+def live_losses(logdir: Path, expected_steps: int, wait_s: float = 30.0) -> dict[int, float]:
+    """train/loss of exp-0001 as TensorBoard reads it, once it holds expected_steps steps (tensorboardX
+    writes from a thread and flushes every few seconds: the viewer sees new points that late too)."""
+    deadline = time.monotonic() + wait_s
+    while True:
+        runs = event_runs(logdir)
+        found = scalars(runs["exp-0001"], "train/loss") if "exp-0001" in runs and \
+            "train/loss" in runs["exp-0001"].Tags()["scalars"] else {}
+        if len(found) >= expected_steps or time.monotonic() > deadline:
+            return found
+        time.sleep(0.2)
+
+
+def test_a_running_experiments_curve_grows_live_and_is_not_written_twice(tmp_path, monkeypatch):
+    pytest.importorskip("tensorboard")
+    from engine.tracking import to_tensorboard
+    monkeypatch.setattr(to_tensorboard, "FOLLOW_INTERVAL", 0.0)
+    monkeypatch.setattr(to_tensorboard, "FLUSH_SECONDS", 0.2)
+    exp_dir = tmp_path / "exp-0001"
+    exp_dir.mkdir()
+    history = exp_dir / "history.jsonl"
+    point = lambda step: json.dumps({"step": step, "loss": 5.0 - step / 8, "fraction": step / 8}) + "\n"
+    trackers = Trackers(tmp_path, TrackerSettings(), say=print)
+    history.write_text(point(1) + point(2) + '{"step": 3, "lo')  # a line still being written
+    trackers.follow("exp-0001", exp_dir)
+    assert live_losses(tmp_path / "tensorboard", 2) == {1: 4.875, 2: 4.75}  # before the run is recorded
+    history.write_text(point(1) + point(2) + point(3) + point(4))
+    trackers.follow("exp-0001", exp_dir)
+    assert sorted(live_losses(tmp_path / "tensorboard", 4)) == [1, 2, 3, 4]
+    row = {"experiment": 1, "role": "candidate", "status": "discard", "kept": False, "val_bpb": 2.5, "num_steps": 4}
+    trackers.record(row, [row], exp_dir, {})
+    trackers.close()
+    run = event_runs(tmp_path / "tensorboard")["exp-0001"]
+    assert [event.step for event in run.Scalars("train/loss")] == [1, 2, 3, 4]  # each step once
+    assert scalars(run, "result/val_bpb") == {4: 2.5} and session_hparams(run)["status"] == "discard"

@@ -103,8 +103,12 @@ def run_experiment(session: Session, experiment: int, seed: int, description: st
                        session.ledger.rows, exp_dir)
     tree = session.snapshots().open(0, sha)
     before = worktrees.snapshot_state(tree.root)
-    outcome = session.task.run(exp_dir, seed, tree.root, child_record=session.child_record,
-                               on_tick=session.live.tick)
+
+    def on_tick(elapsed: float) -> None:
+        session.live.tick(elapsed)
+        session.follow(experiment)  # its training curve grows in TensorBoard while it runs
+
+    outcome = session.task.run(exp_dir, seed, tree.root, child_record=session.child_record, on_tick=on_tick)
     outages.check_run(outcome, session.run_dir)  # a full disk stops the loop; the run is not its crash
     return checked_outcome(session, outcome, tree, sha, before)
 

@@ -98,20 +98,28 @@ class Session:
         except (OSError, ValueError):
             return {}
 
-    def track(self, row: dict) -> None:
-        """Send a recorded row to the trackers (engine/tracking): TensorBoard event files, and W&B or
-        MLflow when program.md or a flag asks. Never raises: a failing tracker warns once."""
+    def trackers(self):
+        """The trackers (engine/tracking): TensorBoard event files, and W&B or MLflow when program.md
+        or a flag asks; opened at the first use."""
         from engine.tracking import Trackers
 
         if self._trackers is None:
             self._trackers = Trackers(self.run_dir, self.program.trackers, say=self.live.say)
+        return self._trackers
+
+    def follow(self, experiment: int) -> None:
+        """The running experiment's new training steps to the trackers, so its curve grows live."""
+        self.trackers().follow(f"exp-{experiment:04d}", self.exp_dir(experiment))
+
+    def track(self, row: dict) -> None:
+        """Send a recorded row to the trackers. Never raises: a failing tracker warns once."""
         sources = {}
         for path in self.program.editable if row.get("commit") else []:
             try:
                 sources[path] = self.repo.file_at(row["commit"], path)
             except Exception:  # noqa: BLE001 (an editable path the commit does not hold)
                 continue
-        self._trackers.record(row, self.ledger.rows, self.exp_dir(row["experiment"]), sources)
+        self.trackers().record(row, self.ledger.rows, self.exp_dir(row["experiment"]), sources)
 
     def close(self) -> None:
         try:

@@ -114,11 +114,13 @@ def _plot_failures(ax, points: list[dict], high: float) -> None:
 def _plot_test(ax, chart: dict, name: str) -> None:
     """The held-out figures of the baseline and of the best, as hollow diamonds at their last run."""
     test = chart["test_bpb"]
+    same = test.get("best_x") == test.get("baseline_x")  # no kept change: one diamond, not two on one spot
     for key, colour in (("baseline", "#1f77b4"), ("best", "#2ca02c")):
-        if test.get(key) is None or test.get(f"{key}_x") is None:
+        if test.get(key) is None or test.get(f"{key}_x") is None or (same and key == "best"):
             continue
+        whose = "the baseline (still the best)" if same else f"the {key}"
         ax.scatter([test[f"{key}_x"]], [test[key]], marker="D", s=60, facecolors="none", edgecolors=colour,
-                   linewidths=1.6, zorder=5, label=f"{name} of the {key}: {test[key]:.4f}")
+                   linewidths=1.6, zorder=5, label=f"{name} of {whose}: {test[key]:.4f}")
 
 
 def _label_kept(ax, points: list[dict]) -> None:
@@ -131,7 +133,7 @@ def _label_kept(ax, points: list[dict]) -> None:
         ax.annotate(_short(p["description"] or f"experiment {p['experiment']}", 48), (p["x"], p["shown_at"]),
                     xytext=(-6 if leftward else 6, 10 if n % 2 == 0 else -14), textcoords="offset points",
                     fontsize=8, rotation=-20 if leftward else 20, color="#1b5e20", ha="right" if leftward else "left",
-                    rotation_mode="anchor", zorder=6)
+                    rotation_mode="anchor", zorder=1.5)  # under the points: a label never hides one
 
 
 def _title_gain(facts: dict) -> str:

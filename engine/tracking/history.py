@@ -13,12 +13,25 @@ HISTORY_FILE = "history.jsonl"  # engine/training/progress.py writes it (the loo
 
 def read_history(exp_dir: Path | str | None) -> list[dict]:
     """The recorded steps, oldest first; [] when the run wrote none. A torn last line is left out."""
+    return read_history_from(exp_dir, 0)[0]
+
+
+def read_history_from(exp_dir: Path | str | None, offset: int) -> tuple[list[dict], int]:
+    """The steps appended after byte `offset` (whole lines only: one being written waits for the next
+    read), and the offset to read from next time."""
     if exp_dir is None:
-        return []
+        return [], offset
     try:
-        text = (Path(exp_dir) / HISTORY_FILE).read_text(encoding="utf-8", errors="replace")
+        with open(Path(exp_dir) / HISTORY_FILE, "rb") as f:
+            f.seek(offset)
+            data = f.read()
     except OSError:
-        return []
+        return [], offset
+    whole = data[: data.rfind(b"\n") + 1]
+    return _points(whole.decode("utf-8", errors="replace")), offset + len(whole)
+
+
+def _points(text: str) -> list[dict]:
     points = []
     for line in text.splitlines():
         try:

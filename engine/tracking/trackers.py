@@ -64,6 +64,16 @@ class Trackers:
                 self.active.remove(tracker)
                 self.say(f"tracking: {tracker.name} failed ({_reason(error)}); it is off for the rest of this loop")
 
+    def follow(self, name: str, exp_dir: Path) -> None:
+        """While experiment run `name` (records.run_name) trains: its new steps to the trackers that
+        draw curves live (TensorBoard). Never raises."""
+        for tracker in [t for t in self.active if hasattr(t, "follow")]:
+            try:
+                tracker.follow(name, exp_dir)
+            except Exception as error:  # noqa: BLE001
+                self.active.remove(tracker)
+                self.say(f"tracking: {tracker.name} failed ({_reason(error)}); it is off for the rest of this loop")
+
     def close(self) -> None:
         for tracker in self.active:
             try:
