@@ -73,3 +73,22 @@ def test_a_worker_agent_reads_the_humans_text_not_its_worktrees_stale_copy(tmp_p
     assert handed.read_text() == "committed text\nhuman's line\n" and handed != worktree / "program.md"
     (worktree / "program.md").write_text(request.program_text)  # serial: the human's own file, same text
     assert CommandAgent("true")._program_path(request) == (worktree / "program.md").resolve()
+
+
+def test_switching_to_a_branch_where_program_md_differs_keeps_the_edit_and_says_why(tmp_path):
+    import pytest
+
+    from engine.errors import UserError
+    from engine.loop.repo import Repo
+    from loop_helpers import git, make_repo
+    root = make_repo(tmp_path)
+    git(root, "checkout", "-q", "-b", "autoresearch/t")
+    (root / "program.md").write_text("the branch's own text\n")
+    git(root, "-c", "user.email=t@e", "-c", "user.name=t", "commit", "-qam", "program on the branch")
+    git(root, "checkout", "-q", "-")
+    (root / "program.md").write_text((root / "program.md").read_text() + "\nmy overnight note\n")
+    repo = Repo(root)
+    repo.human_files = ["program.md"]
+    with pytest.raises(UserError, match="could not switch to branch autoresearch/t.*edits of program.md"):
+        repo.checkout_branch("t")
+    assert "my overnight note" in (root / "program.md").read_text()

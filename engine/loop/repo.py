@@ -122,6 +122,7 @@ class Repo:
 
     def checkout_branch(self, tag: str) -> bool:
         """Switch to autoresearch/TAG, creating it from the current commit; True if it is new."""
+        import git
         name = branch_name(tag)
         if self.current_branch() == name:
             return False
@@ -132,10 +133,12 @@ class Repo:
         if exists and not self.is_clean():
             raise UserError(f"uncommitted changes in {', '.join(self.changed_paths()[:5])}: "
                             f"commit or stash them before resuming branch {name}")
-        if exists:
-            self.git.checkout(name)
-        else:
-            self.git.checkout("-b", name)
+        try:
+            self.git.checkout(*([name] if exists else ["-b", name]))
+        except git.GitCommandError as error:  # the human's edit of program.md differs on that branch
+            said = " ".join(str(error.stderr).replace("stderr:", "").strip(" '\n").split())
+            raise UserError(f"could not switch to branch {name} (git: {said[:300]}): commit or set aside your "
+                            "edits of program.md, then run again") from None
         return not exists
 
     def commit(self, paths: list[str], message: str) -> str:
