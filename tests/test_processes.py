@@ -117,3 +117,60 @@ def test_a_score_printing_past_the_cap_is_read_from_its_tail(tmp_path):
     size = outcome.log_path.stat().st_size
     assert size < 3 << 20
     assert "bytes of output elided" in outcome.log_path.read_text()
+
+
+ESCAPING_SCORE = """import os, subprocess, uuid, yaml
+folder = os.environ['PIDS_DIR']
+name = uuid.uuid4().hex
+line = (f"setsid sh -c 'echo $$ > {folder}/{name}-daemon; exec sleep 300' > /dev/null 2>&1 & "
+        f"(sh -c 'echo $$ > {folder}/{name}-forked; exec sleep 300' > /dev/null 2>&1 &); "
+        f"while [ ! -s {folder}/{name}-daemon ] || [ ! -s {folder}/{name}-forked ]; do sleep 0.02; done")
+subprocess.run(['sh', '-c', line], check=True)
+x = yaml.safe_load(open('knob.yaml'))['x']
+print('accuracy:', 1.0 - abs(x - 4.0) / 10)
+"""
+ESCAPING_PROGRAM = """# a command task whose score leaves a setsid daemon and a double-forked child each run
+## Task
+- kind: command
+- editable: knob.yaml
+- score: python score.py
+- metric: accuracy
+- direction: maximize
+- pass_env: PIDS_DIR
+## Noise
+- baseline_runs: 1
+"""
+
+
+def escaping_task_repo(tmp_path: Path) -> Path:
+    """A repo whose command task's score leaves two processes behind per run (pids in tmp_path/pids)."""
+    root = tmp_path / "repo"
+    root.mkdir()
+    (tmp_path / "pids").mkdir()
+    for name, text in {"knob.yaml": "x: 1.0\n", "score.py": ESCAPING_SCORE, "program.md": ESCAPING_PROGRAM,
+                       ".gitignore": "runs/\n__pycache__/\n"}.items():
+        (root / name).write_text(text)
+    git(root, "init", "-q", "-b", "main")
+    for args in (("add", "-A"), ("commit", "-q", "-m", "start")):
+        git(root, "-c", "user.email=t@e", "-c", "user.name=t", *args)
+    return root
+
+
+def assert_escapes_gone(pids: Path, runs: int) -> None:
+    names = sorted({path.name.rsplit("-", 1)[0] for path in pids.iterdir()})
+    assert len(names) >= runs, names
+    assert_all_gone(pids, names)
+
+
+def test_workers_contain_a_command_tasks_score(containment, tmp_path):
+    """--workers runs each score contained: what it leaves behind ends with it, in both containments."""
+    from loop_helpers import ledger_rows, run_cli
+    root = escaping_task_repo(tmp_path)
+    env = {"PYTHONPATH": str(Path(__file__).resolve().parents[1]), "PIDS_DIR": str(tmp_path / "pids")}
+    if containment == "subreaper":
+        env["AUTORESEARCH_CONTAINMENT"] = "subreaper"
+    done = run_cli(root, "loop", "--tag", "c", "--agent", "offline", "--workers", "2", "--max-experiments", "4",
+                   env=env)
+    assert done.returncode == 0, done.stdout + done.stderr
+    assert {row["worker"] for row in ledger_rows(root, "c")} == {"w0", "w1"}
+    assert_escapes_gone(tmp_path / "pids", 4)

@@ -285,3 +285,16 @@ def test_a_node_killed_mid_experiment_runs_it_again_once(cluster, tmp_path):
     assert runs_of_killed == [doomed, head.raylet_pid()]  # started on the lost node, then once more on the head
     assert len(_starts(starts)) == 5  # 4 experiments, one of them twice
     assert len({r["node"] for r in rows}) == 1  # every recorded run finished on the head
+
+
+@pytest.mark.slow
+def test_a_command_tasks_score_is_contained_on_the_nodes(cluster, tmp_path):
+    """On a Ray node the score runs contained too: its setsid daemon and double-forked child end with it."""
+    from test_processes import assert_escapes_gone, escaping_task_repo
+    root = escaping_task_repo(tmp_path)
+    done = run_cli(root, "loop", "--tag", "rk", "--agent", "offline", "--ray", cluster[0], "--max-experiments", "4",
+                   env={"PYTHONPATH": str(REPO), "PIDS_DIR": str(tmp_path / "pids"), "JAX_PLATFORMS": "cpu"},
+                   timeout=300)
+    assert done.returncode == 0, done.stdout + done.stderr
+    assert len(ledger_rows(root, "rk")) == 4
+    assert_escapes_gone(tmp_path / "pids", 4)

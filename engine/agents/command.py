@@ -98,12 +98,13 @@ class CommandAgent:
         if self.program_path:
             return self.program_path.resolve()
         in_repo = Path(request.repo_root) / "program.md"
-        if in_repo.exists():
+        if _reads(in_repo) == request.program_text:
             return in_repo.resolve()
-        # program.md lives elsewhere (--program): hand the agent a copy of the text it was given.
+        # program.md lives elsewhere (--program), or a worker's worktree holds the committed text while
+        # the human has edited the file since: hand the agent a copy of the text the loop read.
         copy = Path(request.run_dir) / "program.md"
         copy.parent.mkdir(parents=True, exist_ok=True)
-        copy.write_text(request.program_text, encoding="utf-8")
+        write_atomic(copy, request.program_text)
         return copy.resolve()
 
     def _run(self, repo: Path, env: dict[str, str], record: Path) -> tuple[int, list[str]]:
@@ -135,6 +136,13 @@ def _description(lines: list[str], experiment: int) -> str:
     # results.tsv is tab-separated, one row per line.
     text = " ".join(text.replace("\t", " ").split())
     return text[:MAX_DESCRIPTION_CHARS]
+
+
+def _reads(path: Path) -> str | None:
+    try:
+        return path.read_text(encoding="utf-8")
+    except (OSError, UnicodeDecodeError):
+        return None
 
 
 def _warn(message: str) -> None:

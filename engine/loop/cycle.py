@@ -27,7 +27,10 @@ def propose(session: Session, agent, experiment: int, crash_log_tail: str | None
             swarm: list[dict] | None = None) -> Proposal | None:
     """Ask the agent for the next idea, edited into repo_root (a parallel worker's worktree) or the
     repository; in_flight lists the ideas other workers are running, so it proposes another;
-    swarm holds the other swarm workers' recent results."""
+    swarm holds the other swarm workers' recent results. program.md is read again first: the
+    human's edits are taken in (engine/loop/program_edits.py)."""
+    if session.edits is not None:
+        session.edits.before_turn()
     last = session.ledger.rows[-1] if session.ledger.rows else None
     last_log = session.run_dir / last["log"] if last and last.get("log") else None
     request = ProposalRequest(
@@ -54,6 +57,8 @@ def propose(session: Session, agent, experiment: int, crash_log_tail: str | None
                 after.refusals.append("changed the main tree (a worker proposes in its own worktree)")
         if session.ledger.restore():
             after.refusals.append(f"changed the ledger in {session.ledger.run_dir} (rewritten from the loop's record)")
+        if session.edits is not None:
+            session.edits.after_turn()  # an edit during the turn: kept, instructions only (program_edits.py)
     if after.notes:
         session.live.say(f"removed files the agent's turn left outside the editable paths: "
                          f"{', '.join(after.notes[:5])}{' ...' if len(after.notes) > 5 else ''}")

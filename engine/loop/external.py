@@ -26,6 +26,9 @@ def main(args) -> int:
 
 def run_step(args) -> int:
     session = open_session(args)
+    # no turns here to tell the human's edits of program.md from the agent's: it stays a file the
+    # experiment may not change, refused (never discarded) as before
+    session.repo.human_files, session.edits = [], None
     try:
         _uncommit_agent_commit(session)
         stashed = _set_aside_edits(session)

@@ -7,6 +7,7 @@ editor's files) never stops the loop, and resets leave it alone.
 """
 from __future__ import annotations
 
+import contextlib
 from pathlib import Path
 
 from engine.errors import UserError
@@ -34,6 +35,9 @@ class Repo:
         self.root = Path(self.git_repo.working_tree_dir)
         self.git = self.git_repo.git
         self.editable = list(editable)  # the loop sets program.md's list; untracked files count only there
+        # files the human edits while the loop runs (program.md): never a change of the agent's,
+        # never reset, stashed or committed by the loop (engine/loop/program_edits.py)
+        self.human_files: list[str] = []
 
     # --- state -----------------------------------------------------------------
 
@@ -56,7 +60,7 @@ class Repo:
                     i += 1  # renames carry the old path in the next entry
                     paths.append(entries[i])
             i += 1
-        return sorted(set(paths) | set(self.untracked_editable()))
+        return sorted((set(paths) | set(self.untracked_editable())) - set(self.human_files))
 
     def untracked_editable(self) -> list[str]:
         """Files git neither tracks nor ignores that lie in the editable paths."""
@@ -118,6 +122,7 @@ class Repo:
 
     def checkout_branch(self, tag: str) -> bool:
         """Switch to autoresearch/TAG, creating it from the current commit; True if it is new."""
+        import git
         name = branch_name(tag)
         if self.current_branch() == name:
             return False
@@ -128,10 +133,12 @@ class Repo:
         if exists and not self.is_clean():
             raise UserError(f"uncommitted changes in {', '.join(self.changed_paths()[:5])}: "
                             f"commit or stash them before resuming branch {name}")
-        if exists:
-            self.git.checkout(name)
-        else:
-            self.git.checkout("-b", name)
+        try:
+            self.git.checkout(*([name] if exists else ["-b", name]))
+        except git.GitCommandError as error:  # the human's edit of program.md differs on that branch
+            said = " ".join(str(error.stderr).replace("stderr:", "").strip(" '\n").split())
+            raise UserError(f"could not switch to branch {name} (git: {said[:300]}): commit or set aside your "
+                            "edits of program.md, then run again") from None
         return not exists
 
     def commit(self, paths: list[str], message: str) -> str:
@@ -142,6 +149,7 @@ class Repo:
         env = None if self._has_identity() else FALLBACK_IDENTITY
         try:
             self.git.add("-A", "--", *paths)
+            self._unstage_human_files()
             self.git.commit("--no-verify", "-q", "-m", message, env=env)
         except git.GitCommandError as error:
             self.restore()
@@ -157,10 +165,37 @@ class Repo:
         return bool(reader.get_value("user", "email", "")) and bool(reader.get_value("user", "name", ""))
 
     def reset_to(self, sha: str) -> None:
-        """Branch and tree to sha; untracked files in editable paths removed, all others kept."""
-        self.git.reset("--hard", "-q", sha)
+        """Branch and tree to sha; untracked files in editable paths removed, all others kept, and
+        the human's files (program.md) as they are on disk."""
+        with self.keeping_human_files():
+            self.git.reset("--hard", "-q", sha)
         for path in self.untracked_editable():
             self._remove(self.root / path)
+
+    @contextlib.contextmanager
+    def keeping_human_files(self):
+        """Around a git command that rewrites the tree: the human's files keep their text on disk."""
+        kept = {}
+        for name in self.human_files:
+            try:
+                kept[name] = (self.root / name).read_bytes()
+            except OSError:
+                continue
+        try:
+            yield
+        finally:
+            for name, data in kept.items():
+                path = self.root / name
+                try:
+                    if not path.exists() or path.read_bytes() != data:
+                        path.write_bytes(data)
+                except OSError:
+                    pass
+
+    def _unstage_human_files(self) -> None:
+        tracked = [name for name in self.human_files if self.git.ls_files("--", name)]
+        if tracked:
+            self.git.reset("-q", "--", *tracked)
 
     def _remove(self, file: Path) -> None:
         """Delete an untracked file and the folders it leaves empty (never the root)."""

@@ -16,7 +16,7 @@ from pathlib import Path
 from engine import paths
 from engine.errors import UserError
 from engine.files import write_atomic
-from engine.loop import guards, orphans, protocol, standings, tasks
+from engine.loop import guards, orphans, program_edits, protocol, standings, tasks
 from engine.loop.ledger import Ledger
 from engine.loop.live_view import LiveView
 from engine.loop.lock import LoopLock
@@ -44,6 +44,7 @@ class Session:
     bytecode: object | None = None  # engine/loop/bytecode.py's BytecodeCache, for train tasks
     _snapshots: object | None = None
     _trackers: object | None = None
+    edits: object | None = None  # engine/loop/program_edits.py's ProgramEdits: the human's program.md
 
     @property
     def snapshot_root(self) -> Path:
@@ -87,6 +88,10 @@ class Session:
             if row.get("device"):
                 return str(row["device"])
         return "unknown until the baseline has run"
+
+    def refingerprint(self) -> None:
+        """The fixed files again, after the human changed the editable paths in program.md."""
+        self.fixed = _fixed_files(self.program, self.repo, self.data_dir, self.program_path)
 
     def write_pending(self, pending: dict) -> None:
         """What is about to run, so a loop killed mid-run can run it again (see resume.py)."""
@@ -146,6 +151,7 @@ def open_session(args, live: LiveView | None = None, switch_branch: bool = False
     program_path = resolve_program_path(args.program, repo.root)
     program = protocol.apply_flags(protocol.load(program_path), args)
     repo.editable = list(program.editable)
+    repo.human_files = [name] if (name := program_edits.human_file(program_path, repo.root)) else []
     # a command task reads no prepared dataset: its score command finds its own data
     data_dir = None if program.task.is_command else paths.resolve_data_dir(getattr(args, "data", None))
     _check_tag(args.tag)
@@ -172,7 +178,8 @@ def open_session(args, live: LiveView | None = None, switch_branch: bool = False
         ledger = Ledger(run_dir, program.task.metric)
         _check_objective(ledger.rows, program, args.tag, program_path)
         session = Session(repo, program, program_path, args.tag, run_dir, ledger,
-                          _fixed_files(program, repo, data_dir), data_dir, args.seed, live, lock)
+                          _fixed_files(program, repo, data_dir, program_path), data_dir, args.seed, live, lock)
+        session.edits = program_edits.ProgramEdits(session, args)
         if not program.task.is_command:
             _verify_data(data_dir, live)
             session.bytecode = _bytecode_cache()
@@ -211,12 +218,15 @@ def _bytecode_cache():
     return BytecodeCache(warm=not os.environ.get("AUTORESEARCH_TRAIN_COMMAND"))
 
 
-def _fixed_files(program: protocol.Program, repo: Repo, data_dir: Path | None) -> guards.FixedFiles:
+def _fixed_files(program: protocol.Program, repo: Repo, data_dir: Path | None,
+                 program_path: Path | None = None) -> guards.FixedFiles:
     """train: prepare.py, engine/, model/ and the data cache. command: every tracked file that is
-    not editable (see tasks.fixed_paths for why)."""
+    not editable (see tasks.fixed_paths for why) but program.md, which the human may edit."""
     if not program.task.is_command:
         return guards.FixedFiles(repo.root, data_dir)
-    paths = tasks.fixed_paths(repo.root, repo.tracked_files(), program.editable)
+    human = Path(program_path).resolve() if program_path is not None else None
+    paths = [path for path in tasks.fixed_paths(repo.root, repo.tracked_files(), program.editable)
+             if human is None or path.resolve() != human]
     return guards.FixedFiles(repo.root, None, files=paths)
 
 

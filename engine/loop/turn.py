@@ -70,7 +70,8 @@ def settle_git(repo: Repo, base: str, branch: str | None) -> str | None:
     current = repo.current_branch()
     if current != branch:
         where = f"branch {current}" if current else "a detached HEAD"
-        repo.git.checkout("-q", "-f", branch if branch else "--detach", *([] if branch else [base]))
+        with repo.keeping_human_files():
+            repo.git.checkout("-q", "-f", branch if branch else "--detach", *([] if branch else [base]))
         repo.reset_to(base)
         return f"left {branch or 'its detached HEAD'} for {where}; put back at {base[:7]}"
     head = repo.head()
