@@ -7,8 +7,11 @@ covers every batch the metric scores, the first included: the metric's own forwa
 is the probe's base (its unchanged rows), then copies of that batch with tokens changed run,
 and what the metric uses must not move: the float32 log-softmax of every compared position,
 within TOLERANCE_NATS, a fixed figure no output of the model can scale (a constant added to
-one position's logits leaves its log-softmax as it was). The comparison runs on the device;
-only per-position maxima [B, T] come to the host, never logits.
+one position's logits leaves its log-softmax as it was). What is compared is the spread of
+the change of the logits over the vocabulary (movement_of): never less than the largest change
+of a log-probability, at most twice it, so no change above the tolerance passes. The
+comparison runs on the device, compiled with the forward; only per-position figures [B, T]
+come to the host, never logits.
 
 Each row of a pass has a cut c: its tokens after c change, its positions 0..c are compared.
 - Cut passes: every cut 0..T-2 is some row's cut, so the prediction at every position p is
