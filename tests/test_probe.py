@@ -131,6 +131,15 @@ def test_the_smallest_leak_caught_is_the_tolerance_in_nats():
     assert check(shifts_one_logit(0.5 * probe.TOLERANCE_NATS)).ok
 
 
+def test_movement_bounds_every_log_probability_change_and_ignores_a_constant_shift():
+    base = jax.random.normal(jax.random.key(1), (4, 6, VOCAB)) * 3
+    changed = base + jax.random.normal(jax.random.key(2), base.shape) * jnp.array([0.0, 1e-3, 0.1, 2.0])[:, None, None]
+    largest = jnp.abs(jax.nn.log_softmax(changed) - jax.nn.log_softmax(base)).max(axis=-1)
+    moved = probe.movement_of(base, changed)
+    assert bool(jnp.all(largest <= moved + 1e-5)) and bool(jnp.all(moved <= 2 * largest + 1e-5))
+    assert float(probe.movement_of(base, base + 7.5).max()) < 1e-5  # the metric cannot see it
+
+
 def test_non_finite_logits_are_refused():
     result = check(lambda x: TABLE[x] / 0.0)
     assert not result.ok and "NaN or infinity" in result.reason

@@ -7,8 +7,11 @@ covers every batch the metric scores, the first included: the metric's own forwa
 is the probe's base (its unchanged rows), then copies of that batch with tokens changed run,
 and what the metric uses must not move: the float32 log-softmax of every compared position,
 within TOLERANCE_NATS, a fixed figure no output of the model can scale (a constant added to
-one position's logits leaves its log-softmax as it was). The comparison runs on the device;
-only per-position maxima [B, T] come to the host, never logits.
+one position's logits leaves its log-softmax as it was). What is compared is the spread of
+the change of the logits over the vocabulary (movement_of): never less than the largest change
+of a log-probability, at most twice it, so no change above the tolerance passes. The
+comparison runs on the device, compiled with the forward; only per-position figures [B, T]
+come to the host, never logits.
 
 Each row of a pass has a cut c: its tokens after c change, its positions 0..c are compared.
 - Cut passes: every cut 0..T-2 is some row's cut, so the prediction at every position p is
@@ -100,32 +103,34 @@ def check(logits_of: Callable, rows_RT: np.ndarray, batch_rows: int, vocab: int,
     calls = 0
     for batch, mine in enumerate(by_batch):
         inputs_BT = rows_RT[batch * batch_rows:(batch + 1) * batch_rows]
-        base_BTV = _log_probs(logits_of(inputs_BT))
-        reason = check_batch(logits_of, base_BTV, inputs_BT, batch, mine, vocab, seed, fetch)
+        base_BTV = logits_of(inputs_BT)
+        moved_of = lambda inputs, base_BTV=base_BTV: _movement(base_BTV, logits_of(inputs))
+        reason = check_batch(moved_of, inputs_BT, batch, mine, vocab, seed, fetch, _all_finite(base_BTV))
         calls += 1 + len(mine)
         if reason is not None:
             return ProbeResult(False, reason, calls, seed)
     return ProbeResult(True, None, calls, seed)
 
 
-def check_batch(logits_of: Callable, base_BTV, inputs_BT: np.ndarray, batch: int, passes: list[Pass],
-                vocab: int, seed: int, fetch: Callable = np.asarray, movement: Callable | None = None,
-                finite=None) -> str | None:
-    """Run `passes` (all of one batch) against its base log-probabilities (float32 [B, T, V] on
-    the device, the metric's own forward of that batch): None if nothing compared moved, else
-    the reason. `movement(base, logits) -> [B, T]` compares on the device (default: this
-    module's jit); only those per-position maxima come to the host, fetched after every pass
-    of the batch was dispatched. `finite`: the base's finiteness, if the caller has it."""
-    movement = movement or _movement
-    finite = _all_finite(base_BTV) if finite is None else finite
+def check_batch(moved_of: Callable, inputs_BT: np.ndarray, batch: int, passes: list[Pass], vocab: int,
+                seed: int, fetch: Callable = np.asarray, finite=True) -> str | None:
+    """Run `passes` (all of one batch) against the batch's base: None if nothing compared
+    moved, else the reason.
+
+    moved_of(inputs int32[B, T]) -> float32 [B, T] on the device: movement_of the base logits
+    (the metric's own forward of this batch) and the logits of `inputs` (in the scorer, one
+    compiled program: forward and comparison together). Only those per-position figures come
+    to the host, fetched after every pass of the batch was dispatched. `finite`: whether the
+    base logits are all finite (a device scalar or a bool).
+    """
     if not bool(fetch(finite)):
-        return ("the model's log-probabilities hold NaN or infinity on validation text "
+        return ("the model's logits hold NaN or infinity on validation text "
                 f"(evaluation batch {batch})")
-    moved = [movement(base_BTV, logits_of(_changed(inputs_BT, p, vocab, seed))) for p in passes]
+    moved = [moved_of(_changed(inputs_BT, p, vocab, seed)) for p in passes]
     for p, moved_BT in zip(passes, moved):
         found = first_moved(np.asarray(fetch(moved_BT)), p.cuts)
         if found is not None:
-            return _diagnose(logits_of, base_BTV, inputs_BT, p, found, vocab, seed, fetch, movement)
+            return _diagnose(moved_of, inputs_BT, p, found, vocab, seed, fetch)
     return None
 
 
@@ -223,21 +228,21 @@ def _changed(inputs_BT: np.ndarray, p: Pass, vocab: int, seed: int, only=None) -
     return out
 
 
-def _diagnose(logits_of, base_BTV, inputs_BT, p: Pass, found, vocab: int, seed: int, fetch, movement) -> str:
+def _diagnose(moved_of, inputs_BT, p: Pass, found, vocab: int, seed: int, fetch) -> str:
     """Name the rule that broke: the row's own later tokens, or another row (which one)."""
     row, position, nats = found
     B, T = inputs_BT.shape
     where = (f"row {row} of evaluation batch {p.batch}, moved by {nats:.3g} nats, "
              f"tolerance {TOLERANCE_NATS:g}")
     own = np.arange(B) == row
-    if p.cuts[row] < T - 1 and _moves(logits_of, base_BTV, inputs_BT, p, own, row, vocab, seed, fetch, movement):
+    if p.cuts[row] < T - 1 and _moves(moved_of, inputs_BT, p, own, row, vocab, seed, fetch):
         return (f"the model's prediction at position {position} changed when later tokens changed: it sees "
                 f"the future ({where}; the tokens after position {p.cuts[row]} of that row changed); every "
                 "position may use only the tokens at or before it (check the causal mask and any shift or "
                 "convolution over time)")
     others = [j for j in range(B) if j != row and p.cuts[j] < T - 1]
-    culprit = next((j for j in others if _moves(logits_of, base_BTV, inputs_BT, p, np.arange(B) == j,
-                                                row, vocab, seed, fetch, movement)), None)
+    culprit = next((j for j in others if _moves(moved_of, inputs_BT, p, np.arange(B) == j,
+                                                row, vocab, seed, fetch)), None)
     what = (f"rows {others}" if culprit is None else f"all of row {culprit}'s tokens" if p.cuts[culprit] < 0
             else f"row {culprit}'s tokens after position {p.cuts[culprit]}")
     return ("the model's prediction for one row changed when other rows of the batch changed: it mixes "
@@ -247,29 +252,30 @@ def _diagnose(logits_of, base_BTV, inputs_BT, p: Pass, found, vocab: int, seed: 
             "belong in training only)")
 
 
-def _moves(logits_of, base_BTV, inputs_BT, p: Pass, only, row: int, vocab: int, seed: int, fetch,
-           movement) -> bool:
+def _moves(moved_of, inputs_BT, p: Pass, only, row: int, vocab: int, seed: int, fetch) -> bool:
     """Does row `row` move at a compared position when only the rows in `only` change as in pass p?"""
-    moved_BT = np.asarray(fetch(movement(base_BTV, logits_of(_changed(inputs_BT, p, vocab, seed, only)))))
+    moved_BT = np.asarray(fetch(moved_of(_changed(inputs_BT, p, vocab, seed, only))))
     cuts = np.where(np.arange(len(p.cuts)) == row, p.cuts, -1)
     return first_moved(moved_BT, cuts) is not None
 
 
 @jax.jit
-def _log_probs(logits_BTV):
-    """What the metric uses: a float32 log-softmax over the vocabulary."""
-    return jax.nn.log_softmax(logits_BTV.astype(jnp.float32), axis=-1)
-
-
-@jax.jit
-def _all_finite(logp_BTV):
-    return jnp.all(jnp.isfinite(logp_BTV))
+def _all_finite(logits_BTV):
+    return jnp.all(jnp.isfinite(logits_BTV))
 
 
 def movement_of(base_BTV, logits_BTV):
-    """float32 [B, T]: the largest change of any token's log-probability, in nats (NaN if any)."""
-    diff = jnp.abs(base_BTV - jax.nn.log_softmax(logits_BTV.astype(jnp.float32), axis=-1))
-    return jnp.where(jnp.isnan(diff).any(axis=-1), jnp.nan, diff.max(axis=-1))
+    """float32 [B, T]: per position, the spread over the vocabulary of the change of the logits
+    (largest minus smallest, in nats; NaN if any is NaN).
+
+    It bounds what the metric sees: with d = new - base logits, every token's log-softmax moves
+    by |d_v - c| with c = log E_p[exp(d)] between min(d) and max(d), so by at most the spread,
+    and the largest of them by at least half of it. A constant added to all logits spreads by
+    0. No exponential is computed: a pass costs little beyond its forward.
+    """
+    diff = logits_BTV.astype(jnp.float32) - base_BTV.astype(jnp.float32)
+    spread = diff.max(axis=-1) - diff.min(axis=-1)
+    return jnp.where(jnp.isnan(diff).any(axis=-1), jnp.nan, spread)
 
 
 _movement = jax.jit(movement_of)

@@ -52,16 +52,19 @@ class Score:
 
 @dataclasses.dataclass
 class ScoringPrograms:
-    """The exported forward and the scorer's two reductions, compiled for one mesh.
+    """The exported forward inside the scorer's two programs, compiled for one mesh.
 
-    forward(weights, inputs int32[B, T]) -> logits [B, T, V] (on the device);
-    base(logits, targets int32[B, T], token_bytes int32[V]) -> (nats f32[B], bytes i32[B],
-        log-probs f32[B, T, V] kept on the device, all-finite bool);
-    movement(base log-probs, logits) -> f32[B, T], the probe's per-position maxima.
+    base(weights, inputs int32[B, T], targets int32[B, T], token_bytes int32[V]) ->
+        (logits [B, T, V], kept on the device as the probe's base; nats f32[B]; bytes i32[B];
+        all-finite bool): a batch of the metric (metric.nats_and_bytes, the engine's float32
+        cross-entropy);
+    moved(weights, inputs int32[B, T], base logits) -> f32[B, T]: a probe pass (probe.movement_of).
+    forward(weights, inputs) -> logits: the bare forward (benchmarks time the others against it).
+    Compiled together with the forward, the reductions read the logits as they are made.
     """
-    forward: Callable
     base: Callable
-    movement: Callable
+    moved: Callable
+    forward: Callable
     rows: int
     seq_len: int
     vocab: int
@@ -71,7 +74,8 @@ class ScoringPrograms:
 
 def compile_programs(program: jax.export.Exported, weight_shardings: list, mesh) -> ScoringPrograms:
     """Compile the scoring programs of `program` with its weights placed as `weight_shardings`
-    (the trained state's, or replicated for a restored checkpoint) and rows split over `mesh`."""
+    (the trained state's, or replicated for a restored checkpoint) and rows split over `mesh`.
+    Nothing is read from or written to a compilation cache on disk (the caller disabled it)."""
     start = time.perf_counter()
     *weights, inputs = program.in_avals
     rows, seq_len = inputs.shape
@@ -81,22 +85,21 @@ def compile_programs(program: jax.export.Exported, weight_shardings: list, mesh)
     weight_avals = tuple(jax.ShapeDtypeStruct(a.shape, a.dtype, sharding=sh)
                          for a, sh in zip(weights, weight_shardings))
     tokens = jax.ShapeDtypeStruct((rows, seq_len), jnp.int32, sharding=batch)
-    forward = jax.jit(lambda w, x: program.call(*w, x)).lower(weight_avals, tokens).compile()
-    logits_sharding = forward.output_shardings
-    logits = jax.ShapeDtypeStruct(program.out_avals[0].shape, program.out_avals[0].dtype, sharding=logits_sharding)
     table = jax.ShapeDtypeStruct((vocab,), jnp.int32, sharding=whole)
-    base = jax.jit(_base, out_shardings=(whole, whole, None, whole)).lower(logits, tokens, table).compile()
-    logp = jax.ShapeDtypeStruct((rows, seq_len, vocab), jnp.float32, sharding=base.output_shardings[2])
-    movement = jax.jit(probe.movement_of, out_shardings=whole).lower(logp, logits).compile()
-    return ScoringPrograms(forward, base, movement, rows, seq_len, vocab, mesh, time.perf_counter() - start)
+    forward = jax.jit(lambda w, x: program.call(*w, x)).lower(weight_avals, tokens).compile()
+    logits = jax.ShapeDtypeStruct(program.out_avals[0].shape, program.out_avals[0].dtype,
+                                  sharding=forward.output_shardings)
 
+    def base_batch(w, inputs_BT, targets_BT, token_bytes_V):
+        logits_BTV = program.call(*w, inputs_BT)
+        nats_B, bytes_B = metric.nats_and_bytes(logits_BTV, targets_BT, token_bytes_V)
+        return logits_BTV, nats_B, bytes_B, jnp.all(jnp.isfinite(logits_BTV))
 
-def _base(logits_BTV, targets_BT, token_bytes_V):
-    """The metric's sums of one batch (metric.nats_and_bytes, the same float32 cross-entropy)
-    and the log-probabilities the probe compares its passes with."""
-    nats_B, bytes_B = metric.nats_and_bytes(logits_BTV, targets_BT, token_bytes_V)
-    logp_BTV = jax.nn.log_softmax(logits_BTV.astype(jnp.float32), axis=-1)
-    return nats_B, bytes_B, logp_BTV, jnp.all(jnp.isfinite(logp_BTV))
+    base = jax.jit(base_batch, out_shardings=(forward.output_shardings, whole, whole, whole)
+                   ).lower(weight_avals, tokens, tokens, table).compile()
+    moved = jax.jit(lambda w, x, base_BTV: probe.movement_of(base_BTV, program.call(*w, x)),
+                    out_shardings=whole).lower(weight_avals, tokens, logits).compile()
+    return ScoringPrograms(base, moved, forward, rows, seq_len, vocab, mesh, time.perf_counter() - start)
 
 
 def score_weights(programs: ScoringPrograms, weights: list, tokens: np.ndarray, token_bytes: np.ndarray,
@@ -121,16 +124,15 @@ def score_weights(programs: ScoringPrograms, weights: list, tokens: np.ndarray, 
     fetch = lambda x: np.asarray(gather(x)) if jax.process_count() > 1 else np.asarray(x)
     table = jax.device_put(np.asarray(token_bytes, np.int32), sharding.replicated(mesh))
     weights = tuple(weights)
-    logits_of = lambda inputs: programs.forward(weights, put(inputs))
     sums, calls = [], 0
     for index, batch_passes in enumerate(by_batch):
         rows = rows_RT1[index * programs.rows:(index + 1) * programs.rows]
-        nats_B, bytes_B, logp_BTV, finite = programs.base(logits_of(rows[:, :-1]), put(rows[:, 1:]), table)
+        logits_BTV, nats_B, bytes_B, finite = programs.base(weights, put(rows[:, :-1]), put(rows[:, 1:]), table)
         sums.append((nats_B, bytes_B))
-        reason = probe.check_batch(logits_of, logp_BTV, rows[:, :-1], index, batch_passes, programs.vocab, seed,
-                                   fetch, programs.movement, finite)
+        moved_of = lambda inputs, base_BTV=logits_BTV: programs.moved(weights, put(inputs), base_BTV)
+        reason = probe.check_batch(moved_of, rows[:, :-1], index, batch_passes, programs.vocab, seed, fetch, finite)
         calls += 1 + len(batch_passes)
-        del logp_BTV
+        del logits_BTV
         if reason is not None:
             seconds = time.perf_counter() - start
             return Score("invalid", None, 0, reason, calls - index - 1, seconds,
