@@ -20,7 +20,6 @@ import time
 from pathlib import Path
 from typing import Callable
 
-from engine.files import write_atomic
 from engine.processes import bytecode_prefix, engine_command, run_contained
 
 SECRET_NAME = re.compile(r"KEY|TOKEN|SECRET|PASSWORD|PASSWD|CREDENTIAL|AUTH|COOKIE|SESSION", re.IGNORECASE)
