@@ -174,7 +174,7 @@ def test_the_loop_runs_a_command_agent(loop_env, tmp_path):
     done = run_cli(loop_env, "loop", "--tag", "c", "--agent", "command", "--agent-cmd", agent, "--max-experiments", "3")
     assert done.returncode == 0, done.stderr
     rows = ledger_rows(loop_env, "c")
-    assert [row["status"] for row in rows] == ["keep", "keep", "keep"]
+    assert [row["status"] for row in rows] == ["baseline", "baseline", "keep"]
     assert rows[2]["description"] == "halve the learning rate"
     number, results = seen.read_text().split()
     assert number == "2" and Path(results) == (loop_env / "runs" / "c" / "results.tsv").resolve()
@@ -216,7 +216,7 @@ def test_an_external_agent_driving_autoresearch_experiment(loop_env):
 
     nothing = run_cli(loop_env, "experiment", "no edit", "--tag", "x")
     assert nothing.returncode == 2 and "nothing changed" in nothing.stderr
-    assert [row["status"] for row in ledger_rows(loop_env, "x")] == ["keep", "keep", "keep", "crash"]
+    assert [row["status"] for row in ledger_rows(loop_env, "x")] == ["baseline", "baseline", "keep", "crash"]
 
 
 # ---------------------------------------------------------------- the agent's process group

@@ -328,7 +328,7 @@ def test_the_loop_runs_gemini_proposals_and_crash_fixes(fake, loop_env):
     assert done.returncode == 0, done.stderr
 
     rows = ledger_rows(loop_env, "g")
-    assert [row["status"] for row in rows] == ["keep", "keep", "keep", "crash", "discard"]
+    assert [row["status"] for row in rows] == ["baseline", "baseline", "keep", "crash", "discard"]
     proposed = rows[2]
     assert proposed["description"] == "lr 0.01" and proposed["agent"] == "gemini"
     assert (proposed["prompt_tokens"], proposed["output_tokens"]) == (5000, 500)

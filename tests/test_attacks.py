@@ -181,13 +181,18 @@ def test_replacing_the_metric_at_import_does_not_reach_the_scorer(prepared_data,
 def test_rebinding_engine_functions_changes_nothing(prepared_data, tmp_path, honest):
     """train.py's Python runs in the tracer alone: what it rebinds there, the trainer never sees."""
     path = attack(tmp_path, """
-        import engine.training.trainer as _trainer
         import engine.training.clock as _clock
         _clock.BudgetClock.reached = lambda self: False  # train on past the budget
-        _trainer.train = lambda *args, **kwargs: None
         """)
     code, result = train(prepared_data, tmp_path, path)
     assert code == 0 and result["val_bpb"] == honest["val_bpb"] and result["num_steps"] == honest["num_steps"]
+    # The trainer itself reaches the data preparation code, which the tracer may not import.
+    path = attack(tmp_path, """
+        import engine.training.trainer as _trainer
+        _trainer.train = lambda *args, **kwargs: None
+        """, name="train_attack_trainer.py")
+    code, result = train(prepared_data, tmp_path, path)
+    assert code != 0 and result["status"] == "crash" and "engine.data" in result["error"], result
 
 
 # 4. train.py read files it should never see -----------------------------------------------------
@@ -339,7 +344,7 @@ def test_the_loop_records_attacks_as_invalid_and_crash_with_their_reasons(prepar
         assert done.returncode == 1, done.stdout + done.stderr
         git(root, "checkout", "--", "train.py")  # the failed idea was left in the tree for the agent
     rows = ledger_rows(root, "atk")
-    assert [r["status"] for r in rows] == ["keep", "invalid", "crash"]
+    assert [r["status"] for r in rows] == ["baseline", "invalid", "crash"]
     assert "it sees the future" in rows[1]["error"] and rows[1]["val_bpb"] is None
     assert "is not readable by train.py" in rows[2]["error"]
     assert not rows[1]["kept"] and not rows[2]["kept"]

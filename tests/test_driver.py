@@ -91,7 +91,7 @@ def test_rejected_crash_and_fixed_files(loop_env, monkeypatch):
     use_agent(monkeypatch, ScriptedAgent([touch_prepare, break_syntax, {"CRASH": 1}, {"LEARNING_RATE": 0.02}]))
     assert cli.main(["loop", "--tag", "guards", "--max-experiments", "6"]) == 0
     rows = ledger_rows(loop_env, "guards")
-    assert [r["status"] for r in rows] == ["keep", "keep", "rejected", "rejected", "crash", "keep"]
+    assert [r["status"] for r in rows] == ["baseline", "baseline", "rejected", "rejected", "crash", "keep"]
     assert "prepare.py" in rows[2]["decision"] and rows[2]["commit"] is None
     assert "does not parse" in rows[3]["decision"]
     assert "exit status" in rows[4]["error"] and rows[4]["log"].endswith("train.log")
@@ -159,7 +159,7 @@ def test_experiment_command_for_an_external_agent(loop_env):
     assert done.returncode == 0, done.stderr
     assert "experiment 2: keep" in done.stdout
     rows = ledger_rows(loop_env, "ext")
-    assert [r["status"] for r in rows] == ["keep", "keep", "keep"] and rows[0]["val_bpb"] == 1.2
+    assert [r["status"] for r in rows] == ["baseline", "baseline", "keep"] and rows[0]["val_bpb"] == 1.2
     assert "LEARNING_RATE = 0.02" in git(loop_env, "show", "HEAD:train.py")
     train.write_text(train.read_text().replace("DEPTH = 3", "DEPTH = 1"))
     done = run_cli(loop_env, "experiment", "shallower", "--tag", "ext")
@@ -180,7 +180,7 @@ def test_untracked_files_outside_editable_paths_never_stop_the_loop(loop_env, mo
     (loop_env / "scratch.txt").write_text("a note of mine\n")
     use_agent(monkeypatch, ScriptedAgent([{"LEARNING_RATE": 0.02}, {"DEPTH": 1}]))
     assert cli.main(["loop", "--tag", "venv", "--max-experiments", "4"]) == 0
-    assert [r["status"] for r in ledger_rows(loop_env, "venv")] == ["keep", "keep", "keep", "discard"]
+    assert [r["status"] for r in ledger_rows(loop_env, "venv")] == ["baseline", "baseline", "keep", "discard"]
     assert (venv / "Activate.ps1").read_text() == "# venv\n" and (loop_env / "scratch.txt").exists()
     train = loop_env / "train.py"
     train.write_text(train.read_text().replace("LEARNING_RATE = 0.02", "LEARNING_RATE = 0.03"))
@@ -223,7 +223,7 @@ def test_crash_fix_ups_are_their_own_rows(loop_env, monkeypatch):
     use_agent(monkeypatch, agent)
     assert cli.main(["loop", "--tag", "fix", "--max-experiments", "4"]) == 0
     rows = ledger_rows(loop_env, "fix")
-    assert [r["status"] for r in rows] == ["keep", "keep", "crash", "keep"]
+    assert [r["status"] for r in rows] == ["baseline", "baseline", "crash", "keep"]
     assert rows[3]["role"] == "fix" and rows[3]["fix_of"] == 2 and rows[3]["fix_attempt"] == 1
     assert "crashed on purpose" in agent.tails[0]
     assert "LEARNING_RATE = 0.02" in git(loop_env, "show", "HEAD:train.py")

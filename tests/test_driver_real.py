@@ -28,8 +28,8 @@ def test_real_engine_loop(prepared_data, tmp_path, monkeypatch):
                           cwd=root, capture_output=True, text=True, timeout=600)
     assert done.returncode == 0, done.stdout + done.stderr
     rows = ledger_rows(root, "real")
-    assert len(rows) == 3 and rows[0]["role"] == "baseline" and rows[0]["status"] == "keep"
-    assert all(r["status"] in ("keep", "discard") for r in rows), [r.get("error") for r in rows]
+    assert len(rows) == 3 and rows[0]["role"] == "baseline" and rows[0]["status"] == "baseline"
+    assert all(r["status"] in ("baseline", "keep", "discard") for r in rows), [r.get("error") for r in rows]
     assert all(0 < r["val_bpb"] < 20 and r["platform"] == "cpu" for r in rows)
     assert rows[0]["manifest_fingerprint"] and rows[0]["training_seconds"] > 0
     assert (root / "runs" / "real" / "exp-0000" / "train.log").read_text().count("val_bpb") >= 1

@@ -67,7 +67,7 @@ def test_a_gigabyte_from_the_score_and_from_the_agent_leaves_the_loop_flat(tmp_p
     _, err = process.communicate(timeout=60)
     assert process.returncode == 0, err.decode()[-2000:]
     rows = ledger_rows(root, "big")
-    assert rows[0]["status"] == "keep" and rows[1]["m"] == 4.0  # scored from the tail
+    assert rows[0]["status"] == "baseline" and rows[1]["m"] == 4.0  # scored from the tail
     assert rows[1]["description"] == "lower value"
     assert peak < PEAK_RSS_LIMIT_MB, f"the loop grew to {peak:.0f} MB"
     score_log = root / "runs" / "big" / rows[1]["log"]

@@ -183,7 +183,7 @@ def test_command_loop_runs_two_at_once_on_both_nodes(cluster, tmp_path):
     assert done.returncode == 0, done.stdout + done.stderr
     assert "2 experiments in flight" in done.stdout + done.stderr
     rows = ledger_rows(root, "rc")
-    assert len(rows) == 8 and all(r["status"] in ("keep", "discard", "stale") for r in rows), rows
+    assert len(rows) == 8 and all(r["status"] in ("baseline", "confirm", "keep", "discard", "stale") for r in rows), rows
     _consistent(root, "rc", rows)
     assert len({r["node"] for r in rows}) == 2 and {r["worker"] for r in rows} == {"r0", "r1"}
     raylets = {pid for _, pid in _starts(starts)}
@@ -247,7 +247,7 @@ def test_default_train_py_on_the_cluster_with_data_prepared_on_the_nodes(cluster
                    "--data", str(prepared_data), env={"PYTHONPATH": str(REPO), "JAX_PLATFORMS": "cpu"}, timeout=900)
     assert done.returncode == 0, done.stdout + done.stderr
     rows = ledger_rows(root, "rt")
-    assert len(rows) == 4 and all(r["status"] in ("keep", "discard", "stale") for r in rows), rows
+    assert len(rows) == 4 and all(r["status"] in ("baseline", "confirm", "keep", "discard", "stale") for r in rows), rows
     _consistent(root, "rt", rows)
     fingerprint = json.loads((prepared_data / "manifest.json").read_text())["fingerprint"]
     assert all(r["manifest_fingerprint"] == fingerprint and 0 < r["val_bpb"] < 20 for r in rows)
@@ -279,7 +279,7 @@ def test_a_node_killed_mid_experiment_runs_it_again_once(cluster, tmp_path):
             loop.kill()
     assert loop.returncode == 0, output
     rows = ledger_rows(root, "rk")
-    assert len(rows) == 4 and all(r["status"] in ("keep", "discard", "stale") for r in rows), rows
+    assert len(rows) == 4 and all(r["status"] in ("baseline", "confirm", "keep", "discard", "stale") for r in rows), rows
     _consistent(root, "rk", rows)
     runs_of_killed = [pid for x, pid in _starts(starts) if x == killed_x]
     assert runs_of_killed == [doomed, head.raylet_pid()]  # started on the lost node, then once more on the head

@@ -130,4 +130,5 @@ def test_a_two_worker_swarm_on_a_bare_remote(real_repo, prepared_data, tmp_path)
         kept = [r for r in rows if r["kept"]]
         assert git(clone, "rev-parse", "HEAD") == kept[-1]["commit"]
     shared = git(remote, "ls-tree", "--name-only", "autoresearch/sw-ledger:workers").split()
-    assert sorted(shared) == ["a.jsonl", "b.jsonl"]
+    assert sorted(name.split(".")[0] for name in shared) == ["a", "b"]  # workers/NAME.CLONE.jsonl
+    assert all(re.fullmatch(r"[ab]\.[0-9a-f]{12}\.jsonl", name) for name in shared), shared

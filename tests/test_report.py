@@ -325,7 +325,7 @@ def test_report_of_a_real_loop(real_loop):
     run_dir = real_loop / "runs" / "real"
     ledger_text = (run_dir / "results.jsonl").read_text()
     rows = [json.loads(line) for line in ledger_text.splitlines()]
-    assert [r["status"] for r in rows] == ["keep", "keep", "keep"], rows
+    assert [r["status"] for r in rows] == ["baseline", "baseline", "keep"], rows
     facts = json.loads(cli(real_loop, "report", "--tag", "real", "--json"))
     assert facts["baseline"]["val_bpb"] == pytest.approx((rows[0]["val_bpb"] + rows[1]["val_bpb"]) / 2)
     assert facts["best"]["val_bpb"] == pytest.approx(rows[2]["val_bpb"])
@@ -351,7 +351,7 @@ def test_report_of_a_real_loop(real_loop):
 @pytest.mark.slow
 def test_status_of_a_real_loop(real_loop):
     status = cli(real_loop, "status", "--tag", "real")
-    assert "done:     3 experiments (keep 3" in status
+    assert "done:     3 experiments: 2 baseline runs; " in status and " of 1 candidate" in status
     assert "'double the learning rate'" in status
 
 

@@ -105,17 +105,18 @@ def _loop(root, tag="r", *extra):
 
 def test_resume_discards_only_editable_changes_and_names_the_users_others(loop_env):
     assert _loop(loop_env).returncode == 0
-    program, train = loop_env / "program.md", loop_env / "train.py"
-    program.write_text(program.read_text() + "\nA note the user is writing.\n")
+    program, train, fixed = loop_env / "program.md", loop_env / "train.py", loop_env / "prepare.py"
+    program.write_text(program.read_text() + "\nA note the user is writing.\n")  # the human's: kept, read
+    fixed.write_text(fixed.read_text() + "# the user's own change\n")
     train.write_text(train.read_text().replace("DEPTH = 3", "DEPTH = 4"))
     refused = _loop(loop_env, "r", "--max-experiments", "3")
-    assert refused.returncode == 2 and "program.md" in refused.stderr and "nothing was discarded" in refused.stderr
+    assert refused.returncode == 2 and "prepare.py" in refused.stderr and "nothing was discarded" in refused.stderr
     assert "A note the user is writing." in program.read_text() and "DEPTH = 4" in train.read_text()
-    git(loop_env, "stash", "push", "-q", "--", "program.md")  # the user sets the note aside
+    git(loop_env, "stash", "push", "-q", "--", "prepare.py")  # the user sets the change aside
     resumed = _loop(loop_env, "r", "--max-experiments", "3")
     assert resumed.returncode == 0, resumed.stderr
     assert "discarding uncommitted changes to editable files left by an interrupted step: train.py" in resumed.stdout
-    assert "DEPTH = 3" in train.read_text()
+    assert "DEPTH = 3" in train.read_text() and "A note the user is writing." in program.read_text()
 
 
 def test_a_commit_the_loop_did_not_make_is_guarded_on_resume(loop_env):

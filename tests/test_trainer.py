@@ -54,12 +54,12 @@ def test_success_prints_summary_last_and_writes_json(prepared_data, tmp_path, ca
 
 
 def test_data_outside_a_cache_root_that_does_not_exist_yet(prepared_data, tmp_path, monkeypatch):
-    """--data names a dataset elsewhere and the default cache root, where the compilation cache
-    lives, was never made: the engine makes its own folder, train.py is not blamed for it."""
+    """--data names a dataset elsewhere and the default cache root was never made: the run
+    needs nothing there, and train.py is not blamed for it."""
     monkeypatch.setenv("AUTORESEARCH_CACHE", str(tmp_path / "never-prepared"))
     code, result = train(prepared_data, tmp_path, TINY_TRAIN, "--budget-tokens", TOKENS, "--no-checkpoint")
     assert code == 0, result
-    assert result["status"] == "ok" and (tmp_path / "never-prepared" / "xla").is_dir()
+    assert result["status"] == "ok"
 
 
 def test_checkpoint_restores_the_same_val_bpb(prepared_data, tmp_path):
@@ -217,7 +217,8 @@ def test_crash_in_experiment_code_reports_crash(prepared_data, tmp_path, capsys)
     code, result = train(prepared_data, tmp_path, path, "--budget-seconds", "60")
     assert code == 1
     assert "my model is broken" in capsys.readouterr().err
-    assert (result["status"], result["error"]) == ("crash", "RuntimeError: my model is broken")
+    assert result["status"] == "crash" and result["error"].startswith("train_variant.py:")
+    assert "RuntimeError: my model is broken" in result["error"]
     assert "val_bpb" not in result
 
 

@@ -39,7 +39,7 @@ def test_git_and_files_after_each_agent_turn(loop_env, tmp_path):
                    "--max-agent-failure-minutes", "0.01")
     assert done.returncode == 0, done.stderr
     rows = ledger_rows(loop_env, "t")
-    assert [r["status"] for r in rows] == ["keep", "keep", "rejected", "rejected", "keep", "rejected"], \
+    assert [r["status"] for r in rows] == ["baseline", "baseline", "rejected", "rejected", "keep", "rejected"], \
         [r.get("decision") for r in rows]
     assert "changed files it may not: prepare.py" in rows[2]["decision"]
     assert "left autoresearch/t for branch elsewhere" in rows[3]["decision"]
@@ -77,6 +77,6 @@ def test_an_agent_that_edits_the_ledger_is_refused_and_the_ledger_restored(loop_
                    f"{sys.executable} {agent}", "--max-experiments", "3")
     assert done.returncode == 0, done.stderr
     rows = ledger_rows(loop_env, "t")
-    assert [r["status"] for r in rows] == ["keep", "keep", "rejected"]  # the baseline runs twice
+    assert [r["status"] for r in rows] == ["baseline", "baseline", "rejected"]  # the baseline runs twice
     assert "changed the ledger" in rows[2]["decision"]
     assert rows[0]["val_bpb"] > 0.5

@@ -100,7 +100,7 @@ def test_the_serial_loop_runs_the_commit_from_its_own_worktree(loop_env, tmp_pat
                                                                                     "LEARNING_RATE = 0.01"))
     assert cli.main(["experiment", "tamper with the snapshot", "--tag", "s"]) == 1
     rows = ledger_rows(loop_env, "s")
-    assert [r["status"] for r in rows] == ["keep", "keep", "crash"]
+    assert [r["status"] for r in rows] == ["baseline", "baseline", "crash"]
     assert "what ran is not commit" in rows[2]["error"] and "files changed: train.py" in rows[2]["error"]
     cwds = seen.read_text().split()
     assert len(cwds) == 3 and all(Path(c) == loop_env / ".autoresearch" / "s" / "w0" for c in cwds)

@@ -54,9 +54,8 @@ def _run(row: dict, command: str, metric: str, repo_root: Path) -> dict:
             return {"test_bpb": None, "error": f"cannot export commit {row.get('commit')}: {error}"}
         log_path = Path(tmp) / ".holdout.log"
         log_path.write_bytes(b"")
-        code, timed_out = tasks.run_shell(command, log_path, HOLDOUT_TIMEOUT_SECONDS, Path(tmp),
-                                          tasks.command_env(spec))
-        status, result, error = tasks.judge_score(log_path.read_text(errors="replace"), code, timed_out,
+        finished = tasks.run_shell(command, log_path, HOLDOUT_TIMEOUT_SECONDS, Path(tmp), tasks.command_env(spec))
+        status, result, error = tasks.judge_score(finished.output, finished.returncode, finished.timed_out,
                                                   metric, HOLDOUT_TIMEOUT_SECONDS)
     if status != "ok":
         return {"test_bpb": None, "error": f"holdout: {error}"}
