@@ -37,6 +37,8 @@ PROGRAM = """# overhead bench
 - train.py
 ## Noise
 - baseline_runs: 1
+- max_runs: 1
+- confirm_runs: 0
 """
 TARGET_BUDGET_SECONDS = 300.0
 
