@@ -58,13 +58,15 @@ def test_custom_call_targets_in_both_spellings_and_kernels():
     assert not export.is_kernel("Sharding") and not export.is_kernel("my_python_callback")
 
 
-@pytest.mark.parametrize("requested, devices, seq, vocab, total, want", [
-    (None, 1, 512, 8192, 256, 4),     # 16 MiB of logits per row: 4 rows stay within 64 MiB
-    (None, 8, 512, 8192, 256, 32),    # per device
-    (None, 1, 64, 512, 64, 8),        # small rows: at most MAX_ROWS_PER_DEVICE
-    (None, 4, 64, 512, 6, 8),         # no more than the layout needs, a multiple of the devices
-    (None, 1, 4096, 2**17, 8, 1),     # a huge row still gets one
-    (12, 1, 512, 8192, 256, 12),      # Experiment.eval_batch_size wins
+@pytest.mark.parametrize("requested, devices, seq, vocab, total, platform, want", [
+    (None, 1, 512, 8192, 256, "cuda", 4),    # 16 MiB of logits per row: 4 rows stay within 64 MiB
+    (None, 8, 512, 8192, 256, "tpu", 32),    # per device
+    (None, 1, 512, 8192, 256, "cpu", 1),     # a CPU keeps one call's logits near its cache
+    (None, 8, 256, 8192, 128, "cpu", 8),     # one row per CPU device
+    (None, 1, 64, 512, 64, "cpu", 8),        # small rows: at most MAX_ROWS_PER_DEVICE
+    (None, 4, 64, 512, 6, "cuda", 8),        # no more than the layout needs, a multiple of the devices
+    (None, 1, 4096, 2**17, 8, "cuda", 1),    # a huge row still gets one
+    (12, 1, 512, 8192, 256, "cpu", 12),      # Experiment.eval_batch_size wins
 ])
-def test_scoring_rows(requested, devices, seq, vocab, total, want):
-    assert export.scoring_rows(requested, devices, seq, vocab, total) == want
+def test_scoring_rows(requested, devices, seq, vocab, total, platform, want):
+    assert export.scoring_rows(requested, devices, seq, vocab, total, platform) == want

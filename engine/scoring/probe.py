@@ -39,8 +39,10 @@ eval_tokens / (T*B) calls, which are also the probe's bases: max(ceil((T-1)/B), 
 + 2 neighbour passes per batch + FULL_ROW_BATCHES * (k - 2). The cut passes over the metric
 are about T^2 / eval_tokens, whatever B: every cut needs a row of its own (two rows that first
 differ at p + 1 are the only test of position p against the token at p + 1); the neighbour
-passes are twice the metric. At the defaults (T 512, 131,072 eval tokens, 4 rows on one CPU
-device: N = 64) that is 64 + 128 + 128 + 8 = 328 calls, 5.1 times the metric alone.
+passes are twice the metric. With 4 rows per call (T 512, 131,072 eval tokens: N = 64) that is
+64 + 128 + 128 + 8 = 328 calls, 5.1 times the metric alone. One row per call (a one-device CPU,
+engine/training/export.py) cannot mix rows and needs no row passes: 256 + 511 = 767 calls of
+one row, 3.0 times the metric.
 """
 from __future__ import annotations
 

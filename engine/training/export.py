@@ -31,7 +31,12 @@ WEIGHTS_DIR = "weights"
 META_FILE = "forward.json"
 # One scoring call's logits stay under this many bytes per device (float32), and its rows
 # under MAX_ROWS_PER_DEVICE: the causality probe costs a few calls, so small calls keep it cheap.
+# A CPU gets less: its metric and probe reductions read the logits back, about 1.5 times faster
+# per token when one call's logits stay near its cache (measured with the default train.py, one
+# row of 512 tokens against four); one row per device also cannot mix rows, so a one-device
+# probe needs no row passes (engine/scoring/probe.py).
 LOGITS_BYTES_PER_DEVICE = 64 * 2**20
+CPU_LOGITS_BYTES_PER_DEVICE = 8 * 2**20
 MAX_ROWS_PER_DEVICE = 8
 # Accelerator kernels whose custom calls jax.export does not promise to keep stable across
 # JAX versions (cuDNN attention, Triton, Mosaic GPU). The program is scored on the machine
@@ -48,13 +53,16 @@ class Forward:
     kernels: tuple[str, ...]  # custom-call targets exported with their safety check disabled
 
 
-def scoring_rows(requested: int | None, num_devices: int, seq_len: int, vocab: int, total_rows: int) -> int:
+def scoring_rows(requested: int | None, num_devices: int, seq_len: int, vocab: int, total_rows: int,
+                 platform: str = "cpu") -> int:
     """Rows per scoring call: the experiment's eval_batch_size, else as many as keep one call's
-    float32 logits within LOGITS_BYTES_PER_DEVICE per device, at most MAX_ROWS_PER_DEVICE (a
-    multiple of the device count, no more than the layout needs)."""
+    float32 logits within LOGITS_BYTES_PER_DEVICE per device (CPU_LOGITS_BYTES_PER_DEVICE on a
+    CPU), at most MAX_ROWS_PER_DEVICE (a multiple of the device count, no more than the layout
+    needs)."""
     if requested:
         return int(requested)
-    per_device = max(1, min(MAX_ROWS_PER_DEVICE, LOGITS_BYTES_PER_DEVICE // (seq_len * vocab * 4)))
+    bound = CPU_LOGITS_BYTES_PER_DEVICE if platform == "cpu" else LOGITS_BYTES_PER_DEVICE
+    per_device = max(1, min(MAX_ROWS_PER_DEVICE, bound // (seq_len * vocab * 4)))
     needed = -(-total_rows // num_devices)
     return num_devices * min(per_device, needed)
 

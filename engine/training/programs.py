@@ -93,7 +93,7 @@ def trace(exp, ctx, layout: dict, platform: str | None = None) -> Programs:
     leaves, treedef = jax.tree.flatten(abstract_state)
     structs = [jax.ShapeDtypeStruct(leaf.shape, leaf.dtype) for leaf in leaves]
     rows = export.scoring_rows(exp.eval_batch_size, ctx.num_devices, ctx.eval_sequence_length, ctx.vocab_size,
-                               int(layout["eval_tokens"]) // ctx.eval_sequence_length)
+                               int(layout["eval_tokens"]) // ctx.eval_sequence_length, platform)
     compiling.check_logits(exp.logits, abstract_state, rows, ctx.eval_sequence_length, ctx.vocab_size)
     compiling.check_step_output(exp, abstract_state)
 
