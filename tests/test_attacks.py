@@ -11,6 +11,7 @@ import sys
 import textwrap
 from pathlib import Path
 
+import numpy as np
 import pytest
 
 from engine import cli
@@ -134,6 +135,30 @@ def test_a_leak_at_one_position_chosen_at_random_is_invalid(prepared_data, tmp_p
                       "changed: it sees the future")
     else:
         assert_caught(code, result, "invalid", "changed when other rows of the batch changed")
+
+
+@pytest.mark.parametrize("eval_rows", [1, 8])
+def test_a_leak_on_the_first_eval_batch_alone_is_invalid_at_any_eval_batch_size(prepared_data, tmp_path, eval_rows):
+    """The forgery of last wave: the next token leaks only where the forward recognises the
+    metric's first batch (here from its first tokens, which the test knows), at an eval batch
+    size train.py chose."""
+    first = [int(t) for t in np.load(prepared_data / "val.tokens.npy")[:8]]
+    path = attack(tmp_path, f"""
+        import dataclasses
+        _logits, _experiment = logits, experiment
+        FIRST = {first}
+
+        def logits(params, inputs_BxL):
+            out = _logits(params, inputs_BxL)
+            seen = jnp.all(inputs_BxL[:, :8] == jnp.asarray(FIRST, jnp.int32), axis=1)[:, None, None]
+            leak = 10.0 * jax.nn.one_hot(jnp.roll(inputs_BxL, -1, axis=1), out.shape[-1])
+            return out + jnp.where(seen, leak, 0.0)
+
+        def experiment(ctx):
+            return dataclasses.replace(_experiment(ctx), eval_batch_size={eval_rows})
+        """)
+    code, result = train(prepared_data, tmp_path, path)
+    assert_caught(code, result, "invalid", "it sees the future", "evaluation batch 0")
 
 
 def test_a_last_position_that_reads_the_next_rows_first_token_is_invalid(prepared_data, tmp_path):
