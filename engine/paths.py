@@ -8,6 +8,14 @@ from pathlib import Path
 from engine.errors import UserError
 
 
+SPLIT_KEY_FILE = "split.key"  # beside the data caches it split (engine/data/split_key.py)
+
+
+def split_key_beside(data_dir: str | Path) -> Path:
+    """The split key of the cache root that holds data_dir, wherever that root is."""
+    return Path(data_dir).parent / SPLIT_KEY_FILE
+
+
 def cache_root() -> Path:
     return Path(os.environ.get("AUTORESEARCH_CACHE", Path.home() / ".cache" / "autoresearch")).absolute()
 

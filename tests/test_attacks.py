@@ -392,6 +392,21 @@ def test_no_split_is_mapped_where_train_py_runs(prepared_data, tmp_path, honest)
     assert code == 0 and result["val_bpb"] == honest["val_bpb"]
 
 
+def test_the_split_key_beside_data_named_by_path_is_not_readable(prepared_data, tmp_path, monkeypatch):
+    """--data names a cache outside $AUTORESEARCH_CACHE: its root's split key is denied all the same."""
+    monkeypatch.setenv("AUTORESEARCH_CACHE", str(tmp_path / "another-root"))
+    key = prepared_data.parent / "split.key"
+    assert key.exists()
+    path = attack(tmp_path, f"""
+        try:
+            KEY = open({str(key)!r}, "rb").read()
+        except OSError:
+            KEY = None
+        """)
+    code, result = train(prepared_data, tmp_path, path)
+    assert_caught(code, result, "crash", "split key is not train.py's to read")
+
+
 def test_reading_the_train_split_while_tracing_is_a_crash(prepared_data, tmp_path):
     path = attack(tmp_path, f"""
         import numpy as _np

@@ -24,7 +24,7 @@ ROWS = [
 def test_lane_facts_count_pace_and_adoptions():
     facts = lanes.lane_facts(ROWS)
     a, b = facts["workers"]
-    assert (a["worker"], a["experiments"], a["kept"], a["adoptions"]) == ("a", 3, 2, [])
+    assert (a["worker"], a["experiments"], a["kept"], a["adoptions"]) == ("a", 3, 1, [])  # kept changes: not the baseline
     assert b["experiments"] == 3 and b["adoptions"][0]["from"] == "a" and b["adoptions"][0]["hours"] == pytest.approx(4 / 60, abs=1e-4)
     assert a["experiments_per_hour"] == 3 / (5 / 60)  # 3 runs from minute 0 to minute 5
     assert facts["experiments"] == 6 and facts["experiments_per_hour"] == 6 / (10 / 60)
@@ -41,7 +41,7 @@ def test_found_by_follows_an_adoption_back_to_its_source():
 def test_markdown_and_chart(tmp_path):
     facts = lanes.lane_facts(ROWS)
     table = "\n".join(lanes.markdown_lines(facts))
-    assert "| b | 3 | 2 | 1 (a) | 18.0 |" in table and "| all | 6 | | | 36.0 |" in table
+    assert "| b | 3 | 1 | 1 (a) | 18.0 |" in table and "| all | 6 | | | 36.0 |" in table
     import matplotlib
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
@@ -60,7 +60,7 @@ def test_status_shows_a_line_per_worker_from_a_swarm_outbox(tmp_path):
     outbox = [{**r, "record": "row"} for r in ROWS if r["worker"] == "b"] + [{"record": "claim", "worker": "b"}]
     (run_dir / "swarm" / "b.jsonl").write_text("".join(json.dumps(r) + "\n" for r in outbox))
     lines = status_lines(run_dir)
-    assert "worker:   b: 3 experiments, 2 kept, 1 adopted, 18.0/h" in lines
+    assert "worker:   b: 3 experiments, 1 kept, 1 adopted, 18.0/h" in lines
     assert lines[-1].startswith("workers:  1, 3 experiments")
 
 

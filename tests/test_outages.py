@@ -37,3 +37,24 @@ def test_program_md_sets_the_limit(loop_env):
     git(loop_env, "commit", "-qam", "limit")
     done = run_cli(loop_env, "loop", "--tag", "p", "--agent", "command", "--agent-cmd", "exit 3")
     assert "max_agent_failure_minutes 0.02" in done.stdout, done.stdout + done.stderr
+
+
+def test_a_run_that_prints_or_makes_a_full_disk_is_its_own_crash(tmp_path, monkeypatch):
+    """The words "No space left on device" in a run's log are no outage, and neither is a disk
+    the run filled with its own files; a disk filled by something else is."""
+    import collections
+    import types
+    from engine.loop import outages
+
+    exp = tmp_path / "exp-0001"
+    exp.mkdir()
+    log = exp / "train.log"
+    log.write_text("OSError: [Errno 28] No space left on device\n")
+    failed = types.SimpleNamespace(status="crash", error="No space left on device", log_path=log)
+    Usage = collections.namedtuple("Usage", "total used free")
+    monkeypatch.setattr(outages, "_usage", lambda where: Usage(10 << 30, 5 << 30, 5 << 30))
+    assert not outages.run_met_full_disk(failed, tmp_path)  # plenty free: the words are the run's own
+    monkeypatch.setattr(outages, "_usage", lambda where: Usage(64 << 20, 60 << 20, 4 << 20))
+    assert outages.run_met_full_disk(failed, tmp_path)  # nearly full, not by this run's files
+    (exp / "junk.bin").write_bytes(b"\0" * (40 << 20))
+    assert not outages.run_met_full_disk(failed, tmp_path)  # the run itself filled it

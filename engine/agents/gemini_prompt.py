@@ -72,7 +72,10 @@ def ledger_summary(rows: list[dict], limit: int = LEDGER_ROWS_IN_PROMPT, metric:
         value = row.get(metric)
         value = value if isinstance(value, (int, float)) else None
         change = f"{value - best:+.6f}" if value is not None and best is not None else ""
-        if value is not None and (best is None or row.get("kept") or row.get("status") == "keep"):
+        if row.get("kept"):  # the keep rule's score (a mean where runs were repeated), else the run's
+            score = row.get("best_after")
+            best = score if isinstance(score, (int, float)) else value if value is not None else best
+        elif value is not None and best is None:
             best = value
         lines.append(_ledger_line(row, value, change))
     omitted = len(lines) - limit

@@ -20,8 +20,9 @@ import secrets
 from pathlib import Path
 
 from engine.errors import UserError
+from engine.paths import SPLIT_KEY_FILE
 
-KEY_FILE = "split.key"
+KEY_FILE = SPLIT_KEY_FILE
 KEY_BYTES = 32
 _ID_TEXT = b"autoresearch split key id"
 

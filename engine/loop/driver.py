@@ -181,7 +181,7 @@ def say_start(session: Session, agent) -> None:
     resumed = f", resuming after experiment {rows[-1]['experiment']}" if rows else ""
     session.live.say(f"loop {session.tag} on branch {branch_name(session.tag)}: agent {agent.name}, "
                      f"{_task_words(session)}, hard timeout "
-                     f"{session.program.hard_timeout():.0f} s{resumed}")
+                     f"{session.task.hard_timeout():.0f} s{resumed}")
 
 
 def say_noise_settings(session: Session) -> None:

@@ -105,13 +105,28 @@ def is_disk_full(error: BaseException) -> bool:
 
 
 def run_met_full_disk(outcome, where: Path) -> bool:
-    """Whether a failed run failed because the disk filled: little space left, or its log says so."""
+    """Whether a failed run failed because the disk filled up under it: less than LOW_FREE_BYTES
+    left, and not by the run's own files. What the run printed is not evidence (train.py can print
+    "No space left on device"), and a run whose own folder holds most of the used space filled the
+    disk itself: that is its crash, or the loop would stop on it again at every restart."""
     if outcome.status == "ok":
         return False
     usage = _usage(Path(where))
-    if usage is not None and usage.free < LOW_FREE_BYTES:
-        return True
-    return any(words in f"{outcome.error or ''} {_log_tail(outcome.log_path)}" for words in FULL_WORDS)
+    if usage is None or usage.free >= LOW_FREE_BYTES:
+        return False
+    own = _folder_bytes(Path(outcome.log_path).parent) if outcome.log_path else 0
+    return own < (usage.total - usage.free) / 2
+
+
+def _folder_bytes(folder: Path) -> int:
+    total = 0
+    for path in folder.rglob("*"):
+        try:
+            if path.is_file() and not path.is_symlink():
+                total += path.stat().st_size
+        except OSError:
+            continue
+    return total
 
 
 def check_run(outcome, where: Path) -> None:
@@ -148,12 +163,3 @@ def _size(count: int) -> str:
             return f"{count:.0f} {unit}" if unit == "bytes" else f"{count:.1f} {unit}"
         count /= 1024
     return str(count)
-
-
-def _log_tail(path, size: int = 64 << 10) -> str:
-    try:
-        with open(path, "rb") as handle:
-            handle.seek(max(0, Path(path).stat().st_size - size))
-            return handle.read().decode(errors="replace")
-    except (OSError, TypeError):
-        return ""

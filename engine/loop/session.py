@@ -181,7 +181,7 @@ def open_session(args, live: LiveView | None = None, switch_branch: bool = False
                           _fixed_files(program, repo, data_dir, program_path), data_dir, args.seed, live, lock)
         session.edits = program_edits.ProgramEdits(session, args)
         if not program.task.is_command:
-            _verify_data(data_dir, live)
+            _verify_data(data_dir, live, ledger.rows, args.tag)
             session.bytecode = _bytecode_cache()
         return session
     except BaseException:
@@ -200,15 +200,31 @@ def _check_objective(rows: list[dict], program: protocol.Program, tag: str, prog
                         "direction back, or start a new tag for the new objective")
 
 
-def _verify_data(data_dir: Path | None, live: LiveView) -> None:
-    """Every file of the data cache against the manifest's sha256 values (engine/data/checksums.py),
-    once per loop start. A stand-in for `autoresearch train` (tests) reads no data: not checked."""
+def _verify_data(data_dir: Path | None, live: LiveView, rows: list[dict], tag: str) -> None:
+    """Once per loop start, before any run: every file of the data cache against the manifest's
+    sha256 values (engine/data/checksums.py), a split key (engine/data/cache.py), and the same
+    data the tag's earlier runs were scored on. A stand-in for `autoresearch train` (tests) reads
+    no data: not checked."""
     if data_dir is None or os.environ.get("AUTORESEARCH_TRAIN_COMMAND"):
         return
-    from engine.data import checksums
+    from engine.data import cache, checksums
     started = time.monotonic()
     checksums.verify(data_dir)
+    manifest = cache.load_manifest(data_dir)
+    cache.require_split_key(data_dir, manifest)
+    _check_same_data(manifest, rows, tag, data_dir)
     live.say(f"data cache {data_dir.name}: every file matches its sha256 ({time.monotonic() - started:.1f} s)")
+
+
+def _check_same_data(manifest: dict, rows: list[dict], tag: str, data_dir: Path) -> None:
+    """A tag's results compare only on the data its first runs were scored on: a cache prepared
+    again (another split key, other flags) holds other validation text."""
+    scored_on = {row["manifest_fingerprint"] for row in rows if row.get("manifest_fingerprint")}
+    if scored_on and manifest.get("fingerprint") not in scored_on:
+        raise UserError(f"tag {tag} was scored on data cache fingerprint {sorted(scored_on)[0][:16]}, but "
+                        f"{data_dir} now has {str(manifest.get('fingerprint'))[:16]} (prepared again, or another "
+                        "dataset): its validation text differs, so its results would not compare with the "
+                        "tag's best. Start a new tag, or point --data at the cache the tag used")
 
 
 def _bytecode_cache():

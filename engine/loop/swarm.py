@@ -227,7 +227,7 @@ class Swarm:
 
     def claim_seconds(self) -> float:
         """How long a claim holds: an experiment's hard timeout twice over, plus a minute."""
-        return 2 * self.session.program.hard_timeout() + 60
+        return 2 * self.session.task.hard_timeout() + 60
 
     # --- what the others did -------------------------------------------------------
 
@@ -383,7 +383,7 @@ class Swarm:
     def adopt(self, sha: str, source: dict) -> dict:
         session = self.session
         experiment = session.ledger.next_experiment()
-        row = {"experiment": experiment, "commit": sha, "role": "adopted", "status": "keep", "kept": True,
+        row = {"experiment": experiment, "commit": sha, "role": "adopted", "status": "adopted", "kept": True,
                "val_bpb": source.get("val_bpb"), "best_before": session.best_val, "noise": session.noise,
                **({"metric": source["metric"], source["metric"]: source.get(source["metric"]),
                    "direction": source.get("direction")} if source.get("metric") else {}),

@@ -75,6 +75,10 @@ class CommandTask:
         self.spec, self.timeout = spec, timeout
         self.metric, self.direction = spec.metric, spec.direction
 
+    def hard_timeout(self) -> float:
+        """The whole run's limit: check and score together."""
+        return self.timeout
+
     def run(self, exp_dir: Path, seed: int, cwd: Path, child_record: Path | None = None,
             on_tick=None, devices=None) -> Outcome:
         """check, then score; the outcome of whichever stopped first. A parallel worker's

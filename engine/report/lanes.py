@@ -11,7 +11,7 @@ from __future__ import annotations
 import subprocess
 from pathlib import Path
 
-from engine.loop.standings import is_kept, row_value
+from engine.loop.standings import is_kept, is_kept_change, row_value, status_word
 from engine.loop.swarm_files import union_rows as rows_of_files
 from engine.report.runs import parse_time
 
@@ -53,7 +53,7 @@ def lane_facts(rows: list[dict]) -> dict | None:
     for name in workers:
         mine = [r for r in rows if r.get("worker") == name]
         ran = [r for r in mine if r.get("role") != "adopted" and r.get("status") != "rejected"]
-        lanes.append({"worker": name, "experiments": len(ran), "kept": sum(1 for r in ran if is_kept(r)),
+        lanes.append({"worker": name, "experiments": len(ran), "kept": sum(1 for r in ran if is_kept_change(r)),
                       "adoptions": [_adoption(r, start) for r in mine if r.get("adopted_from")],
                       "experiments_per_hour": _per_hour(ran),
                       "points": [_lane_point(r, start) for r in ran]})
@@ -85,7 +85,7 @@ def _hours(row: dict, start) -> float | None:
 
 
 def _lane_point(row: dict, start) -> dict:
-    return {"experiment": row.get("experiment"), "status": row.get("status"), "kept": is_kept(row),
+    return {"experiment": row.get("experiment"), "status": status_word(row), "kept": is_kept_change(row),
             "val_bpb": row_value(row), "hours": _hours(row, start), "description": row.get("description", "")}
 
 

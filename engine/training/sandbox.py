@@ -31,6 +31,7 @@ import sys
 import tempfile
 from pathlib import Path
 
+from engine import paths
 from engine.errors import UserError
 
 
@@ -41,6 +42,7 @@ def install_for_tracer(out: Path, data_dir: Path, cache_root: Path, compiled: Pa
     private_temp(out)
     hooks = install(out, data_dir, cache_root, readable=[],
                     also_denied=[(compiled, "the trainer's compilation cache is not train.py's to read"),
+                                 (paths.split_key_beside(data_dir), "the split key is not train.py's to read"),
                                  (DATA_PACKAGE, "the engine's data preparation is not train.py's to run")],
                     denied_modules=("engine.data",))
     os.chdir(out)

@@ -87,7 +87,8 @@ def _confine(out: Path, data_dir: Path) -> None:
     from engine.training import sandbox
 
     runs_root = sandbox.runs_root(out)
-    denied = [data_dir, paths.cache_root(), paths.compilation_cache_dir(), *([runs_root] if runs_root else [])]
+    denied = [data_dir, paths.split_key_beside(data_dir), paths.cache_root(), paths.compilation_cache_dir(),
+              *([runs_root] if runs_root else [])]
     _say_network(confine.close_network())
     if not confine.confine(denied, writable=[out, Path("/dev")]):
         print("note: this kernel has no Landlock: train.py's file reads are checked by Python's audit "
