@@ -40,8 +40,10 @@ GATE_TIMEOUT_S = 120.0
 
 
 class Mode:
-    """How the loop runs: its extra flags, and set-up / tear-down around the whole bench."""
+    """How the loop runs: its extra flags, the gates it shows, and set-up / tear-down around the
+    whole bench."""
     name = "serial"
+    gates = GATES
 
     def flags(self) -> list[str]:
         return []
@@ -59,6 +61,7 @@ class Mode:
 
 class Workers(Mode):
     name = "workers"
+    gates = ("row", "running")  # the coordinator's agent turns leave no file to watch
 
     def flags(self) -> list[str]:
         return ["--workers", "2"]
@@ -71,6 +74,7 @@ class Workers(Mode):
 class Ray(Mode):
     """Two local Ray nodes (a head and a second), one CPU each; the coordinator is what gets killed."""
     name = "ray"
+    gates = ("row",)  # runs and turns happen on the nodes and in the coordinator's memory
 
     def __init__(self):
         self.nodes: list[subprocess.Popen] = []
@@ -196,14 +200,14 @@ def main() -> int:
     root, env = set_up(work, args.train_sleep)
     mode = MODES[args.mode]()
     mode.start(env, work)
-    started, kills, gates_seen, ended_early = time.monotonic(), 0, {g: 0 for g in GATES}, 0
+    started, kills, gates_seen, ended_early = time.monotonic(), 0, {g: 0 for g in mode.gates}, 0
     log = open(work / "loop.log", "ab")
     try:
         while kills < args.kills:
             rows_before = len(ledger_rows(root, TAG))
             if rows_before >= args.experiments:
                 break
-            gate = rng.choice(GATES)
+            gate = rng.choice(mode.gates)
             process = start_loop(root, env, mode, args.experiments, log)
             if not wait_for_gate(gate, root, mode, process, rows_before):
                 ended_early += 1
