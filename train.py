@@ -1,7 +1,7 @@
 """Baseline experiment: a small modern GPT in Flax NNX, trained with Muon and Adam.
 
 The engine calls `experiment(ctx)`, compiles what it returns, and owns the clock,
-the data and the metric (val_bpb, computed from `logits` in a process of its own). Everything in this file is yours to change.
+the data and the metric (val_bpb, computed from `logits` by engine code only). Everything in this file is yours to change.
 Run it with `python train.py` (same as `autoresearch train train.py`).
 """
 from __future__ import annotations
