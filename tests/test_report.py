@@ -351,7 +351,7 @@ def test_report_of_a_real_loop(real_loop):
 @pytest.mark.slow
 def test_status_of_a_real_loop(real_loop):
     status = cli(real_loop, "status", "--tag", "real")
-    assert "done:     3 experiments: 2 baseline runs; " in status and " of 1 candidate" in status
+    assert "done:     3 experiments: 2 baseline runs; 1 candidate (1 " in status
     assert "'double the learning rate'" in status
 
 

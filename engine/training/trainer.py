@@ -137,10 +137,11 @@ def run_trainer(args, started: float) -> dict:
     saved = _save(args, run_dir, state, manifest, budget_clock, loaded, program_dir)
     trained = _result(loaded, layout, manifest, compiled, budget_clock, final_loss, saved, init_seconds,
                       trace_seconds, time.perf_counter() - started)
-    phases.enter("scoring")
-    # Should this process die from here on, the launcher finds the trained figures, and a fresh
-    # scorer process scores the checkpoint.
+    # The trained figures reach the disk before the phase file says scoring: should this process
+    # die from then on, the launcher finds them, and a fresh scorer process scores the checkpoint
+    # (the phase file holds the checkpoint's seconds).
     _write_result(args, {**trained, "status": TRAINED, "phase_seconds": phase_figures(phases)})
+    phases.enter("scoring")
     try:
         scoring = scoring_compile.result()  # compiled while training ran (on an accelerator)
         scored = score_trained(scoring, state, loaded, data_dir, shown, getattr(args, "probe_seed", None))
