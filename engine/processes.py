@@ -47,14 +47,16 @@ def process_start_time(pid: int) -> str | None:
     return stat.rsplit(")", 1)[1].split()[19]
 
 
-def die_with_parent() -> None:
-    """In a child before exec: its own process group, and SIGKILL if the loop dies."""
+def die_with_parent(parent: int) -> None:
+    """In a child before exec: its own process group, and SIGKILL if the loop (pid `parent`) dies,
+    also when it died between the fork and this call."""
     os.setsid()
-    try:
-        import ctypes
-        ctypes.CDLL("libc.so.6", use_errno=True).prctl(1, int(signal.SIGKILL))  # PR_SET_PDEATHSIG
-    except (OSError, AttributeError):
-        pass  # not Linux: the restarted loop ends orphans instead (engine/loop/orphans.py)
+    libc = _libc()
+    if libc is None:
+        return  # not Linux: the restarted loop ends orphans instead (engine/loop/orphans.py)
+    libc.prctl(PR_SET_PDEATHSIG, int(signal.SIGKILL))
+    if os.getppid() != parent:  # re-parented already: the signal will never come
+        os.kill(os.getpid(), signal.SIGKILL)
 
 
 def record_child(path: Path | None, pid: int, container: "Container | None" = None, **extra) -> None:
@@ -129,17 +131,25 @@ _lock = threading.Lock()
 _cgroup_base: Path | None | bool = False  # False: not looked for yet; None: none we may use
 
 
+_libc_handle = False  # False: not loaded yet; None: none here
+
+
 def _libc():
-    import ctypes
-    return ctypes.CDLL("libc.so.6", use_errno=True)
+    """libc through ctypes, loaded once in the parent (never dlopen between fork and exec)."""
+    global _libc_handle
+    if _libc_handle is False:
+        try:
+            import ctypes
+            _libc_handle = ctypes.CDLL("libc.so.6", use_errno=True)
+        except (OSError, AttributeError):
+            _libc_handle = None
+    return _libc_handle
 
 
 def become_subreaper() -> bool:
     """Make this process the one orphans of its descendants are re-parented to (Linux 3.4+)."""
-    try:
-        return _libc().prctl(PR_SET_CHILD_SUBREAPER, 1, 0, 0, 0) == 0
-    except (OSError, AttributeError):
-        return False
+    libc = _libc()
+    return libc is not None and libc.prctl(PR_SET_CHILD_SUBREAPER, 1, 0, 0, 0) == 0
 
 
 def cgroup_base() -> Path | None:
@@ -185,9 +195,11 @@ class Container:
     token: str
     cgroup: Path | None = None
     leader: int | None = None
+    parent: int = dataclasses.field(default_factory=os.getpid)
 
     @classmethod
     def make(cls) -> "Container":
+        _libc()  # loaded here, so the child's preexec only calls it
         token = f"{os.getpid()}-{next(_counter)}-{uuid.uuid4().hex[:8]}"
         base = cgroup_base()
         cgroup = None
@@ -213,7 +225,7 @@ class Container:
                     procs.write(str(os.getpid()))
             except OSError:
                 pass  # the token and the subreaper-free group kill still hold
-        die_with_parent()
+        die_with_parent(self.parent)
 
     def describe(self) -> dict:
         """For the child record: a restarted loop ends what a killed one left (end_recorded)."""

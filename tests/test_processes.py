@@ -174,3 +174,21 @@ def test_workers_contain_a_command_tasks_score(containment, tmp_path):
     assert done.returncode == 0, done.stdout + done.stderr
     assert {row["worker"] for row in ledger_rows(root, "c")} == {"w0", "w1"}
     assert_escapes_gone(tmp_path / "pids", 4)
+
+
+def test_a_child_whose_loop_died_before_its_death_signal_was_set_ends_itself():
+    """The loop can die between the fork and PR_SET_PDEATHSIG: the child then has another parent
+    already and must not run on unwatched."""
+    import signal
+    import subprocess
+    container = processes.Container("orphaned-at-birth", parent=1)  # as if re-parented to init
+    child = subprocess.Popen(["sleep", "30"], preexec_fn=container.preexec)
+    assert child.wait(timeout=10) == -signal.SIGKILL
+    watched = processes.Container("watched")
+    child = subprocess.Popen(["sleep", "30"], preexec_fn=watched.preexec)
+    try:
+        with pytest.raises(subprocess.TimeoutExpired):
+            child.wait(timeout=0.5)
+    finally:
+        child.kill()
+        child.wait()

@@ -44,12 +44,12 @@ def test_kill_minus_9_then_resume(loop_env):
         process.wait()
         kills += 1
         record = loop_env / "runs" / "k" / "child.json"
-        if record.exists():  # the training child went with its loop (PDEATHSIG) or is ended on restart
-            pid = json.loads(record.read_text())["pid"]
+        if record.exists():  # the training child went with its loop (PDEATHSIG)
+            child = json.loads(record.read_text())  # maybe an earlier loop's: its pid may be reused
             deadline = time.monotonic() + 15  # a loaded machine is slow to reap
-            while process_start_time(pid) is not None and time.monotonic() < deadline:
+            while process_start_time(child["pid"]) == child["start_time"] and time.monotonic() < deadline:
                 time.sleep(0.05)
-            assert process_start_time(pid) is None
+            assert process_start_time(child["pid"]) != child["start_time"]
         check_consistent(loop_env, ledger_rows(loop_env, "k"))
     assert kills >= 2
     final = start_loop(loop_env, sleep="0")
