@@ -285,6 +285,7 @@ TINY_PROGRAM = """# tiny program
 - baseline_runs: 2
 - max_runs: 1
 - confirm_runs: 0
+- confidence: 0.8
 
 ## Budget
 - timeout_seconds: 300

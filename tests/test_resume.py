@@ -6,6 +6,7 @@ import random
 import subprocess
 import sys
 import time
+from pathlib import Path
 
 import pytest
 
@@ -21,6 +22,16 @@ LOOP = ["-m", "engine.cli", "loop", "--tag", "k", "--agent", "offline", "--max-e
 def start_loop(root, sleep="0.4"):
     return subprocess.Popen([sys.executable, *LOOP], cwd=root, stdout=subprocess.DEVNULL,
                             stderr=subprocess.PIPE, env={**os.environ, "FAKE_TRAIN_SLEEP": sleep})
+
+
+def still_running(child: dict) -> bool:
+    """The recorded child runs: its pid has its start time and is no zombie (once its loop is
+    gone, an unreaped zombie of a test process that made itself a subreaper, which never waits)."""
+    try:
+        state = (Path("/proc") / str(child["pid"]) / "stat").read_text().rsplit(")", 1)[1].split()[0]
+    except OSError:
+        return False
+    return state not in ("Z", "X") and process_start_time(child["pid"]) == child["start_time"]
 
 
 def check_consistent(root, rows):
@@ -46,10 +57,10 @@ def test_kill_minus_9_then_resume(loop_env):
         record = loop_env / "runs" / "k" / "child.json"
         if record.exists():  # the training child went with its loop (PDEATHSIG)
             child = json.loads(record.read_text())  # maybe an earlier loop's: its pid may be reused
-            deadline = time.monotonic() + 15  # a loaded machine is slow to reap
-            while process_start_time(child["pid"]) == child["start_time"] and time.monotonic() < deadline:
+            deadline = time.monotonic() + 15  # a loaded machine is slow to end it
+            while still_running(child) and time.monotonic() < deadline:
                 time.sleep(0.05)
-            assert process_start_time(child["pid"]) != child["start_time"]
+            assert not still_running(child)
         check_consistent(loop_env, ledger_rows(loop_env, "k"))
     assert kills >= 2
     final = start_loop(loop_env, sleep="0")
