@@ -107,7 +107,6 @@ def forward_alone_seconds(checkpoint: Path, data_dir: Path, calls: int) -> float
     """Seconds of `calls` bare calls of the checkpoint's exported forward on the metric's batches,
     compiled as the scorer compiles it (nothing fetched but the last call's completion)."""
     import jax
-    import numpy as np
     from engine.data import cache
     from engine.scoring import metric, scorer
     from engine.training import compile as compiling, export, sharding

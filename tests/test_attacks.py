@@ -754,7 +754,7 @@ def test_a_ray_node_without_the_split_key_is_refused_with_the_command_to_run(pre
             ray_node.local_data(manifest, "node-7")
         message = str(refused.value)
         assert "node node-7" in message and manifest["split_key_id"][:12] in message
-        assert f"autoresearch prepare --dataset stdlib --vocab-size 512" in message and "--split-key FILE" in message
+        assert "autoresearch prepare --dataset stdlib --vocab-size 512" in message and "--split-key FILE" in message
         assert not list(node_cache.glob("*/manifest.json"))  # nothing prepared with a key of its own
     assert split_key.load(node_cache) == bytes(32)
     assert data.load_manifest(prepared_data)["split_key_id"] == manifest["split_key_id"]

@@ -3,12 +3,9 @@ import json
 import math
 from pathlib import Path
 
-import jax
-import jax.numpy as jnp
 import pytest
 
 from engine import cli
-from engine.training import compile as compiling
 from engine.training.clock import BudgetClock
 from engine.errors import UserError
 from engine.training.contract import Budget

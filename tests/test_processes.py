@@ -2,7 +2,6 @@
 double-forked child would outlive them are gone after a timeout and after a normal exit, in a
 cgroup where this host allows one and with the subreaper fallback; their output is bounded."""
 import os
-import sys
 import time
 from pathlib import Path
 

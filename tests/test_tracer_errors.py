@@ -1,7 +1,6 @@
 """A mistake in train.py is reported once, as one line naming train.py's line and its source,
 with no traceback through the engine unless --verbose (engine/training/tracer.py)."""
 import argparse
-import shutil
 from pathlib import Path
 
 import pytest

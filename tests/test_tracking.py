@@ -1,7 +1,6 @@
 """engine/tracking: every experiment of a loop in TensorBoard's event files (read back with
 TensorBoard's own reader), and the same records in W&B (offline) and MLflow (a local store)."""
 import json
-import sys
 import time
 from pathlib import Path
 

@@ -1,6 +1,5 @@
 """After every agent turn (engine/loop/turn.py): git put back, the agent's commits judged by the
 guard, files it left anywhere (ignored ones, the engine's cache) removed."""
-import os
 import sys
 
 from loop_helpers import git, ledger_rows, run_cli
