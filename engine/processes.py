@@ -15,6 +15,7 @@ its commands through `run_contained`.
 from __future__ import annotations
 
 import dataclasses
+import functools
 import itertools
 import os
 import signal
@@ -131,19 +132,15 @@ _lock = threading.Lock()
 _cgroup_base: Path | None | bool = False  # False: not looked for yet; None: none we may use
 
 
-_libc_handle = False  # False: not loaded yet; None: none here
-
-
+@functools.cache
 def _libc():
-    """libc through ctypes, loaded once in the parent (never dlopen between fork and exec)."""
-    global _libc_handle
-    if _libc_handle is False:
-        try:
-            import ctypes
-            _libc_handle = ctypes.CDLL("libc.so.6", use_errno=True)
-        except (OSError, AttributeError):
-            _libc_handle = None
-    return _libc_handle
+    """libc through ctypes (None where there is none), loaded once in the parent: never a
+    dlopen between fork and exec."""
+    try:
+        import ctypes
+        return ctypes.CDLL("libc.so.6", use_errno=True)
+    except (OSError, AttributeError):
+        return None
 
 
 def become_subreaper() -> bool:
