@@ -262,6 +262,24 @@ def test_reading_another_runs_checkpoint_is_a_crash(prepared_data, tmp_path):
     assert_caught(code, json.loads(out.read_text()), "crash", "other runs' files are not readable")
 
 
+def test_a_ray_nodes_run_cannot_read_another_jobs_run(prepared_data, tmp_path, monkeypatch):
+    """On a Ray node the runs live outside any repository's runs/ (beside the node's cache):
+    still, one job's train.py reads no other job's folder there."""
+    from engine.loop import ray_node
+
+    monkeypatch.setenv("AUTORESEARCH_RAY_RUNS", str(tmp_path / "node"))
+    earlier = ray_node.run_places("tag", "job-0003-r0")[1] / "checkpoint"
+    earlier.mkdir(parents=True)
+    (earlier / "meta.json").write_text("{}")
+    path = attack(tmp_path, f"""
+        _warm_start = open({str(earlier / "meta.json")!r}).read()
+        """)
+    out = tmp_path / "result.json"
+    code = cli.main(["train", str(path), "--data", str(prepared_data), "--json", str(out),
+                     "--run-dir", str(ray_node.run_places("tag", "job-0004-r0")[1]), "--budget-tokens", TOKENS])
+    assert_caught(code, json.loads(out.read_text()), "crash", "other runs' files are not readable")
+
+
 def test_reading_the_test_split_through_a_child_process_is_a_crash(prepared_data, tmp_path):
     path = attack(tmp_path, f"""
         import subprocess as _subprocess

@@ -83,8 +83,8 @@ def run(request: Request, snapshot: bytes, accelerator_ids: dict | None = None, 
     """Run one experiment here. Returns the outcome as plain data: status, result, returncode,
     wall_seconds, error, log (its last LOG_LIMIT_BYTES), log_name, node (HOST/NODE-ID)."""
     node = node or socket.gethostname()
-    folder = runs_root() / request.tag / f"{request.job}-{uuid.uuid4().hex[:8]}"
-    source, run_dir = folder / "src", folder / "run"
+    source, run_dir = run_places(request.tag, request.job)
+    folder = run_dir.parent
     try:
         unpack(snapshot, source)
         data_dir = local_data(request.data, node) if request.data else None
@@ -111,6 +111,15 @@ def runs_root() -> Path:
     named = os.environ.get("AUTORESEARCH_RAY_RUNS")
     cache = paths.cache_root()
     return Path(named).absolute() if named else cache.parent / f"{cache.name}-ray-runs"
+
+
+def run_places(tag: str, job: str) -> tuple[Path, Path]:
+    """(source, run directory) of one new run of `job` on this node: the commit unpacked in
+    runs_root()/src/TAG/JOB-HEX, the run in runs_root()/runs/TAG/JOB-HEX/run. The runs/ level is
+    what the tracer denies as other runs (engine/training/sandbox.runs_root), so one job's
+    train.py cannot read another's checkpoint or programs here; its own source is outside it."""
+    name = f"{job}-{uuid.uuid4().hex[:8]}"
+    return runs_root() / "src" / tag / name, runs_root() / "runs" / tag / name / "run"
 
 
 @contextlib.contextmanager
