@@ -249,17 +249,23 @@ def test_planting_a_module_for_the_scorer_is_a_crash(prepared_data, tmp_path):
     assert not planted.exists()
 
 
-def test_reading_another_runs_checkpoint_is_a_crash(prepared_data, tmp_path):
-    earlier = tmp_path / "runs" / "tag" / "exp-0003" / "checkpoint"
+def assert_another_runs_checkpoint_is_unreadable(data_dir: Path, tmp_path: Path, earlier_run: Path, run_dir: Path):
+    """A train.py run in `run_dir` that opens the checkpoint of `earlier_run` crashes."""
+    earlier = earlier_run / "checkpoint"
     earlier.mkdir(parents=True)
     (earlier / "meta.json").write_text("{}")
     path = attack(tmp_path, f"""
         _warm_start = open({str(earlier / "meta.json")!r}).read()
         """)
     out = tmp_path / "result.json"
-    code = cli.main(["train", str(path), "--data", str(prepared_data), "--json", str(out),
-                     "--run-dir", str(tmp_path / "runs" / "tag" / "exp-0004"), "--budget-tokens", TOKENS])
+    code = cli.main(["train", str(path), "--data", str(data_dir), "--json", str(out),
+                     "--run-dir", str(run_dir), "--budget-tokens", TOKENS])
     assert_caught(code, json.loads(out.read_text()), "crash", "other runs' files are not readable")
+
+
+def test_reading_another_runs_checkpoint_is_a_crash(prepared_data, tmp_path):
+    runs = tmp_path / "runs" / "tag"
+    assert_another_runs_checkpoint_is_unreadable(prepared_data, tmp_path, runs / "exp-0003", runs / "exp-0004")
 
 
 def test_a_ray_nodes_run_cannot_read_another_jobs_run(prepared_data, tmp_path, monkeypatch):
@@ -268,16 +274,8 @@ def test_a_ray_nodes_run_cannot_read_another_jobs_run(prepared_data, tmp_path, m
     from engine.loop import ray_node
 
     monkeypatch.setenv("AUTORESEARCH_RAY_RUNS", str(tmp_path / "node"))
-    earlier = ray_node.run_places("tag", "job-0003-r0")[1] / "checkpoint"
-    earlier.mkdir(parents=True)
-    (earlier / "meta.json").write_text("{}")
-    path = attack(tmp_path, f"""
-        _warm_start = open({str(earlier / "meta.json")!r}).read()
-        """)
-    out = tmp_path / "result.json"
-    code = cli.main(["train", str(path), "--data", str(prepared_data), "--json", str(out),
-                     "--run-dir", str(ray_node.run_places("tag", "job-0004-r0")[1]), "--budget-tokens", TOKENS])
-    assert_caught(code, json.loads(out.read_text()), "crash", "other runs' files are not readable")
+    assert_another_runs_checkpoint_is_unreadable(prepared_data, tmp_path, ray_node.run_places("tag", "job-0003-r0")[1],
+                                                 ray_node.run_places("tag", "job-0004-r0")[1])
 
 
 def test_reading_the_test_split_through_a_child_process_is_a_crash(prepared_data, tmp_path):
