@@ -140,6 +140,18 @@ def test_movement_bounds_every_log_probability_change_and_ignores_a_constant_shi
     assert float(probe.movement_of(base, base + 7.5).max()) < 1e-5  # the metric cannot see it
 
 
+@pytest.mark.parametrize("bad", [jnp.nan, jnp.inf, -jnp.inf])
+@pytest.mark.parametrize("entry", [0, 4097, 8191])
+def test_one_non_finite_logit_anywhere_counts_as_moved_and_as_not_finite(bad, entry):
+    """At a real vocabulary's width, compiled, where XLA vectorizes the reduction."""
+    base = jax.random.normal(jax.random.key(3), (2, 5, 8192))
+    changed = base.at[1, 3, entry].set(bad)
+    moved = np.asarray(jax.jit(probe.movement_of)(base, changed))
+    assert not moved[1, 3] <= probe.TOLERANCE_NATS  # NaN or infinite: never within the tolerance
+    assert (np.delete(moved.reshape(-1), 1 * 5 + 3) < 1e-6).all()  # nothing else moved
+    assert bool(probe._all_finite(base)) and not bool(probe._all_finite(changed))
+
+
 def test_non_finite_logits_are_refused():
     result = check(lambda x: TABLE[x] / 0.0)
     assert not result.ok and "NaN or infinity" in result.reason

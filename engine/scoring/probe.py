@@ -261,23 +261,35 @@ def _moves(moved_of, inputs_BT, p: Pass, only, row: int, vocab: int, seed: int, 
     return first_moved(moved_BT, cuts) is not None
 
 
-@jax.jit
-def _all_finite(logits_BTV):
-    return jnp.all(jnp.isfinite(logits_BTV))
+def extremes(x_BTV):
+    """(largest, smallest) over the last axis, [B, T] each, in one pass over x (one variadic
+    reduction: separate max and min reductions each read the logits again, which costs more
+    on a CPU than the comparison itself). A NaN anywhere in a row propagates to both."""
+    return jax.lax.reduce((x_BTV, x_BTV), (jnp.array(-jnp.inf, x_BTV.dtype), jnp.array(jnp.inf, x_BTV.dtype)),
+                          lambda a, b: (jnp.maximum(a[0], b[0]), jnp.minimum(a[1], b[1])), (x_BTV.ndim - 1,))
+
+
+def all_finite(logits_BTV):
+    """Whether every logit is finite, from the extremes of each position."""
+    largest, smallest = extremes(logits_BTV)
+    return jnp.all(jnp.isfinite(largest) & jnp.isfinite(smallest))
+
+
+_all_finite = jax.jit(all_finite)
 
 
 def movement_of(base_BTV, logits_BTV):
     """float32 [B, T]: per position, the spread over the vocabulary of the change of the logits
-    (largest minus smallest, in nats; NaN if any is NaN).
+    (largest minus smallest, in nats; NaN if any is NaN, infinite if any change is).
 
     It bounds what the metric sees: with d = new - base logits, every token's log-softmax moves
     by |d_v - c| with c = log E_p[exp(d)] between min(d) and max(d), so by at most the spread,
     and the largest of them by at least half of it. A constant added to all logits spreads by
-    0. No exponential is computed: a pass costs little beyond its forward.
+    0. No exponential is computed, and the change is read once: a pass costs little beyond its
+    forward.
     """
-    diff = logits_BTV.astype(jnp.float32) - base_BTV.astype(jnp.float32)
-    spread = diff.max(axis=-1) - diff.min(axis=-1)
-    return jnp.where(jnp.isnan(diff).any(axis=-1), jnp.nan, spread)
+    largest, smallest = extremes(logits_BTV.astype(jnp.float32) - base_BTV.astype(jnp.float32))
+    return largest - smallest
 
 
 _movement = jax.jit(movement_of)

@@ -97,7 +97,7 @@ def compile_programs(program: jax.export.Exported, weight_shardings: list, mesh)
     def base_batch(w, inputs_BT, targets_BT, token_bytes_V):
         logits_BTV = program.call(*w, inputs_BT)
         nats_B, bytes_B = metric.nats_and_bytes(logits_BTV, targets_BT, token_bytes_V)
-        return logits_BTV, nats_B, bytes_B, jnp.all(jnp.isfinite(logits_BTV))
+        return logits_BTV, nats_B, bytes_B, probe.all_finite(logits_BTV)
 
     base = jax.jit(base_batch, out_shardings=(batch, whole, whole, whole)
                    ).lower(weight_avals, tokens, tokens, table).compile()
