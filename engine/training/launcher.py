@@ -31,7 +31,7 @@ from pathlib import Path
 from engine import paths
 from engine.data import cache
 from engine.errors import UserError
-from engine.training import summary
+from engine.training import summary, tracer
 from engine.processes import engine_command
 
 # The engine's figures a result may carry (for people and for MFU/throughput reports).
@@ -56,8 +56,9 @@ PHASE_FILE = "phase.json"  # the engine's phase file in the run directory (train
 
 def main(args: argparse.Namespace) -> int:
     if getattr(args, "trainer_only", False):
+        tracing = tracer.start_before_jax(args)  # its imports overlap the trainer's, next line
         from engine.training import trainer
-        return trainer.main(args)
+        return trainer.main(args, tracing)
     started = time.perf_counter()
     if args.json_path:
         Path(args.json_path).unlink(missing_ok=True)  # whatever is there now, this process did not write

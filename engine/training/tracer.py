@@ -236,6 +236,34 @@ class TraceFailed(Exception):
     """train.py could not be traced and exported; the reason says why."""
 
 
+PROGRAMS_DIR = "programs"
+# Which host of a multi-host run this is: JAX's own variable (engine/training/devices.py), or a
+# Cloud TPU slice's.
+HOST_ID_ENVS = ("JAX_PROCESS_ID", "TPU_WORKER_ID")
+
+
+def programs_dir(run_dir: Path) -> Path:
+    """Where this host's tracer writes: hosts of one run may share its directory, and each
+    host's tracer may write only its own folder."""
+    host = next((os.environ[name] for name in HOST_ID_ENVS if os.environ.get(name)), "0")
+    return Path(run_dir) / (PROGRAMS_DIR if host == "0" else f"{PROGRAMS_DIR}-host{host}")
+
+
+def start_before_jax(args):
+    """Start the tracer for the engine process of `args` before that process imports JAX, so
+    the tracer's imports (JAX, Flax, Optax: seconds) overlap the engine's own; None when the
+    arguments ask for no tracer, or when starting fails (the trainer then starts it itself, and
+    reports what went wrong)."""
+    from engine import paths
+
+    if getattr(args, "programs", None) or not getattr(args, "run_dir", None):
+        return None
+    try:
+        return start(args.path, programs_dir(Path(args.run_dir).absolute()), paths.resolve_data_dir(args.data))
+    except Exception:  # the trainer's own start says why, as a failed run
+        return None
+
+
 def start(path: str | Path, out: Path, data_dir: Path):
     """Start the tracer for train.py at `path`, writing into `out` (emptied first), refused
     `data_dir`. It imports its libraries while the trainer brings up its devices, then waits

@@ -42,7 +42,6 @@ from engine.training.progress import Progress
 
 # A loss above this many nats per token has diverged (the reference's threshold).
 EXPLODING_LOSS = 100.0
-PROGRAMS_DIR = "programs"
 # The status of the engine's figures once training and the checkpoint are done and scoring runs:
 # never a result (the launcher scores such a run in a fresh scorer process, or calls it unscored).
 TRAINED = "trained"
@@ -58,12 +57,13 @@ class ScoringFailed(Exception):
     launcher scores the checkpoint in a fresh scorer process."""
 
 
-def main(args: argparse.Namespace | None = None) -> int:
-    """Entry of the trainer process; with no args, `python train.py [flags]` (the whole command)."""
+def main(args: argparse.Namespace | None = None, tracing=None) -> int:
+    """Entry of the trainer process; with no args, `python train.py [flags]` (the whole command).
+    `tracing`: the tracer, when the caller started it already (tracer.start_before_jax)."""
     if args is None:
         from engine import cli
         return cli.main(["train", sys.argv[0], *sys.argv[1:]])
-    code = _train(args)
+    code = _train(args, tracing)
     sys.stdout.flush()
     sys.stderr.flush()
     if getattr(args, "trainer_only", False):
@@ -71,10 +71,10 @@ def main(args: argparse.Namespace | None = None) -> int:
     return code
 
 
-def _train(args: argparse.Namespace) -> int:
+def _train(args: argparse.Namespace, tracing=None) -> int:
     started = time.perf_counter()
     try:
-        result = run_trainer(args, started)
+        result = run_trainer(args, started, tracing)
     except UserError as error:
         _write_result(args, summary.failure("crash", str(error)))
         if not getattr(args, "trainer_only", False):  # else the launcher says it, once
@@ -95,13 +95,15 @@ def _train(args: argparse.Namespace) -> int:
     return 0
 
 
-def run_trainer(args, started: float) -> dict:
-    """Trace (in the tracer process), compile, init and train under the clock, save, score."""
+def run_trainer(args, started: float, tracing=None) -> dict:
+    """Trace (in the tracer process, started here unless `tracing` is it), compile, init and
+    train under the clock, save, score."""
     _absolute_paths(args)
     run_dir = Path(args.run_dir) if args.run_dir else _default_run_dir().absolute()
     data_dir = paths.resolve_data_dir(args.data)
-    traced_dir = run_dir / _programs_dir_name()
-    tracing = None if args.programs else tracer.start(args.path, traced_dir, data_dir)
+    traced_dir = tracer.programs_dir(run_dir)
+    if tracing is None and not args.programs:
+        tracing = tracer.start(args.path, traced_dir, data_dir)
     budget = clock.budget_from_args(args, constants.TIME_BUDGET_SECONDS)
     manifest = data.load_manifest(data_dir)
     devices.initialize_distributed()
@@ -235,13 +237,6 @@ def phase_figures(phases: PhaseLog) -> dict:
             "checkpoint": seen.get("checkpoint", 0.0), "scoring": seen.get("scoring", 0.0)}
 
 
-def _programs_dir_name() -> str:
-    """Where this host's tracer writes: hosts of one run may share its directory, and each
-    host's tracer may write only its own folder."""
-    host = os.environ.get(devices.PROCESS_ID_ENV) or os.environ.get("TPU_WORKER_ID")
-    return PROGRAMS_DIR if host in (None, "", "0") else f"{PROGRAMS_DIR}-host{host}"
-
-
 def charged_trace_seconds(seconds: float) -> float:
     """The tracer's wall time beyond its allowance counts as training under a time budget."""
     return max(0.0, seconds - tracer.FREE_SECONDS)
@@ -364,7 +359,7 @@ def _save(args, run_dir: Path, state, manifest: dict, budget_clock: clock.Budget
     directory = run_dir / "checkpoint"
     if not args.no_checkpoint:
         checkpoint.save(directory, {export.leaf_key(i): leaf for i, leaf in enumerate(state)}, meta)
-        programs.copy(program_dir, directory / PROGRAMS_DIR)
+        programs.copy(program_dir, directory / tracer.PROGRAMS_DIR)
     export.save(directory, export.Forward(loaded.logits, tuple(loaded.used()), ()), state, meta)
     return str(directory.absolute())
 
