@@ -69,6 +69,16 @@ def test_a_warm_prefix_holds_the_engines_modules(tmp_path):
         compiled = [p.name for p in cache.path.rglob("*.pyc")]
         assert any(name.startswith("scorer.") for name in compiled)
         assert any(name.startswith("api.") or name.startswith("__init__.") for name in compiled)  # jax's own
+        # what engine processes import lazily (the tracer, the checkpoint, the confinement) comes
+        # compiled from the prefix too: Python's "compile" audit event names every source compiled
+        libraries = ("jax", "flax.nnx", "optax", "orbax.checkpoint", "landlock")
+        code = ("import sys\ncompiled = []\n"
+                "sys.addaudithook(lambda event, args: compiled.append(str(args[1])) if event == 'compile' else None)\n"
+                f"for name in {libraries!r}: __import__(name)\n"
+                "print(len([f for f in compiled if 'site-packages' in f]))\n")
+        done = subprocess.run([sys.executable, "-B", "-X", f"pycache_prefix={cache.path}", "-c", code],
+                              capture_output=True, text=True, check=True)
+        assert done.stdout.strip() == "0", done.stderr[-2000:]
     finally:
         cache.close()
 
