@@ -24,7 +24,7 @@ PY
 cat <<'MSG'
 ready. next:
   source .venv/bin/activate
-  autoresearch prepare
+  autoresearch prepare --seq-len 512 --eval-tokens 131072   # an evaluation for a GPU (the default is a CPU's)
   autoresearch train --budget-seconds 60
   bash scripts/overnight.sh TAG --agent gemini --max-hours 8
 MSG

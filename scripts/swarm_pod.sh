@@ -38,7 +38,7 @@ if [ ! -d "\$dir/.git" ]; then git clone -q $(printf '%q' "$remote") "\$dir"; fi
 cd "\$dir"
 [ -d .venv ] || bash scripts/tpu_vm_setup.sh
 source .venv/bin/activate
-autoresearch prepare --dataset $(printf '%q' "${DATASET:-stdlib}")
+autoresearch prepare --dataset $(printf '%q' "${DATASET:-stdlib}") --seq-len 512 --eval-tokens 131072
 export TPU_WORKER_HOSTNAMES=localhost TPU_WORKER_ID=0
 export TPU_CHIPS_PER_PROCESS_BOUNDS=$bounds TPU_PROCESS_BOUNDS=1,1,1
 export TPU_VISIBLE_CHIPS=$visible TPU_VISIBLE_DEVICES=$visible

@@ -22,7 +22,7 @@ PY
 cat <<'MSG'
 ready. next:
   source .venv/bin/activate
-  autoresearch prepare --dataset tfds:NAME --data-dir gs://YOUR-BUCKET/tfds
+  autoresearch prepare --dataset tfds:NAME --data-dir gs://YOUR-BUCKET/tfds --seq-len 512 --eval-tokens 2097152
   autoresearch train --budget-seconds 60
   bash scripts/overnight.sh TAG --agent gemini --max-hours 8
 MSG

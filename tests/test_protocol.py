@@ -4,6 +4,7 @@ from pathlib import Path
 
 import pytest
 
+from engine import constants
 from engine.loop import protocol, runner
 from engine.errors import UserError
 
@@ -18,7 +19,7 @@ def test_default_program_parses_with_its_own_rules():
     assert program.max_experiments is None and program.max_cost_usd == 20
     assert program.bounds["WEIGHT_DECAY"] == (0.0, 0.5)
     assert program.bounds["CPU_SIZE.model_dim"] == (128.0, 1024.0)  # a dict constant's entry
-    assert program.hard_timeout() == 300 + 180 + runner.scoring_allowance(131_072, 512)
+    assert program.hard_timeout() == 300 + 180 + runner.scoring_allowance(constants.EVAL_TOKENS, constants.SEQUENCE_LENGTH)
 
 
 def test_settings_sections_and_prose():
