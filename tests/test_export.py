@@ -49,6 +49,21 @@ def test_missing_or_damaged_program_is_a_user_error(tmp_path):
         export.load_program(tmp_path)
 
 
+def _calling(target: str):
+    return jax.jit(lambda x: jax.ffi.ffi_call(target, jax.ShapeDtypeStruct(x.shape, x.dtype))(x) + 1)
+
+
+def test_export_disables_the_stability_check_for_kernels_only():
+    """A program without custom calls exports in one lowering; a kernel's call (here a named
+    stand-in, lowered for CPU) is exported with its check disabled and named; any other call
+    outside JAX's stable list is refused."""
+    x = jax.ShapeDtypeStruct((4,), jnp.float32)
+    assert export.kernels_of(export.export_for(jax.jit(lambda v: v * 2), "cpu", x)) == ()
+    assert export.kernels_of(export.export_for(_calling("__cudnn$standIn"), "cpu", x)) == ("__cudnn$standIn",)
+    with pytest.raises(ValueError, match="compatibility guarantees"):
+        export.export_for(_calling("not_a_kernel"), "cpu", x)
+
+
 def test_custom_call_targets_in_both_spellings_and_kernels():
     text = ('%0 = stablehlo.custom_call @__cudnn$fmhaSoftmax(%a) : ...\n'
             '"stablehlo.custom_call"(%b) {call_target_name = "tpu_custom_call"} : ...\n'

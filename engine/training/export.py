@@ -86,18 +86,30 @@ def export_forward(logits_fn, abstract_state, rows: int, seq_len: int, platform:
         return logits_fn(state, inputs_BT)
 
     args = [leaf for leaf, u in zip(leaves, used) if u] + [inputs]
-    exported, kernels = export_for(jax.jit(flat_logits), platform, *args)
-    return Forward(exported, tuple(used), kernels)
+    exported = export_for(jax.jit(flat_logits), platform, *args)
+    return Forward(exported, tuple(used), kernels_of(exported))
 
 
-def export_for(jitted, platform: str | None, *args) -> tuple[jax.export.Exported, tuple[str, ...]]:
+def export_for(jitted, platform: str | None, *args) -> jax.export.Exported:
     """jax.export of `jitted` for `platform` (None: this process's), with the stability check
-    disabled for the accelerator kernels it calls (KERNEL_CALL_PREFIXES); also their names."""
+    disabled for the accelerator kernels it calls (KERNEL_CALL_PREFIXES). Lowered once when
+    JAX's own check passes (no such kernel, the usual case); else lowered first to find the
+    kernels' names, then exported with their checks disabled."""
     platforms = (platform,) if platform else None
+    try:
+        return jax.export.export(jitted, platforms=platforms)(*args)
+    except ValueError as error:
+        if "custom calls whose targets have no compatibility guarantees" not in str(error):
+            raise
     text = jitted.trace(*args).lower(lowering_platforms=platforms).as_text()
-    kernels = tuple(sorted(t for t in custom_call_targets(text) if is_kernel(t)))
-    checks = [jax.export.DisabledSafetyCheck.custom_call(target) for target in kernels]
-    return jax.export.export(jitted, platforms=platforms, disabled_checks=checks)(*args), kernels
+    checks = [jax.export.DisabledSafetyCheck.custom_call(target)
+              for target in sorted(t for t in custom_call_targets(text) if is_kernel(t))]
+    return jax.export.export(jitted, platforms=platforms, disabled_checks=checks)(*args)
+
+
+def kernels_of(exported: jax.export.Exported) -> tuple[str, ...]:
+    """The accelerator kernels (KERNEL_CALL_PREFIXES) an exported program calls."""
+    return tuple(sorted(t for t in custom_call_targets(exported.mlir_module()) if is_kernel(t)))
 
 
 def _used_leaves(logits_fn, treedef, leaves, inputs) -> list[bool]:

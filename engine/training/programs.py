@@ -120,7 +120,7 @@ def trace(exp, ctx, layout: dict, platform: str | None = None) -> Programs:
 
 
 def _export(fn, platform: str, *args) -> jax.export.Exported:
-    return export.export_for(jax.jit(fn), platform, *args)[0]
+    return export.export_for(jax.jit(fn), platform, *args)
 
 
 def _export_decoding(exp, treedef, structs, ctx, platform: str):
