@@ -126,6 +126,27 @@ def shifts_one_logit(nats):
     return lambda x: TABLE[x].at[:, 7].add(nats * jax.nn.one_hot(x[:, 8], VOCAB))
 
 
+def answers_changed_rows_with_a_huge_constant(x):
+    """Reads the next token, and wherever a later token lies outside the text's alphabet (the
+    probe's replacements are drawn from the whole vocabulary) answers 1e9 for every logit: in
+    float32, 1e9 minus any base logit is 1e9, so the rounded change spreads by 0."""
+    outside_later = jnp.flip(jnp.cumsum(jnp.flip(x >= ALPHABET, 1), 1), 1) - (x >= ALPHABET) > 0
+    leak = 20.0 * jax.nn.one_hot(next_token(x), VOCAB)
+    return jnp.where(outside_later[..., None], 1e9, leak).at[:, -1].set(0.0)
+
+
+ALPHABET = 4
+
+
+def test_a_huge_constant_answer_to_the_probes_rows_is_caught():
+    text = np.random.default_rng(0).integers(0, ALPHABET, (B * BATCHES, T)).astype(np.int32)
+    jitted = jax.jit(answers_changed_rows_with_a_huge_constant)
+    result = probe.check(lambda x: jitted(jnp.asarray(x)), text, B, VOCAB, seed=1)
+    assert not result.ok and "sees the future" in result.reason
+    base = jnp.asarray(jitted(jnp.asarray(text[:B])))
+    assert float(probe.movement_of(base, jnp.full(base.shape, 1e9))[:, :-1].min()) > 1.0  # all but the last
+
+
 def test_the_smallest_leak_caught_is_the_tolerance_in_nats():
     assert not check(shifts_one_logit(1.2 * probe.TOLERANCE_NATS)).ok
     assert check(shifts_one_logit(0.5 * probe.TOLERANCE_NATS)).ok
@@ -138,6 +159,9 @@ def test_movement_bounds_every_log_probability_change_and_ignores_a_constant_shi
     moved = probe.movement_of(base, changed)
     assert bool(jnp.all(largest <= moved + 1e-5)) and bool(jnp.all(moved <= 2 * largest + 1e-5))
     assert float(probe.movement_of(base, base + 7.5).max()) < 1e-5  # the metric cannot see it
+    assert float(probe.movement_of(base, base + 500.0).max()) < probe.TOLERANCE_NATS  # still exact enough
+    assert float(probe.movement_of(base, base + 2000.0).min()) == pytest.approx(2000.0, rel=1e-3)  # too big to trust
+    assert bool(probe._all_finite(base.astype(jnp.float8_e4m3fn)))  # a float type without infinities
 
 
 @pytest.mark.parametrize("bad", [jnp.nan, jnp.inf, -jnp.inf])

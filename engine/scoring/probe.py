@@ -61,6 +61,9 @@ import numpy as np
 # 0 (measured with the default train.py on CPU); the tolerance only bounds what a leak is worth.
 TOLERANCE_NATS = 1e-3
 FULL_ROW_BATCHES = 4  # batches, drawn per probe, where every ordered pair of rows is checked
+# Changes of the logits up to this size are rounded in float32 by under an eighth of the
+# tolerance over a whole spread (2 * 1048 / 2^24 < 1.25e-4); a larger one counts as itself.
+EXACT_CHANGE_NATS = TOLERANCE_NATS * 2 ** 23 / 8
 
 
 @dataclasses.dataclass(frozen=True)
@@ -262,10 +265,11 @@ def _moves(moved_of, inputs_BT, p: Pass, only, row: int, vocab: int, seed: int, 
 
 
 def extremes(x_BTV):
-    """(largest, smallest) over the last axis, [B, T] each, in one pass over x (one variadic
-    reduction: separate max and min reductions each read the logits again, which costs more
-    on a CPU than the comparison itself). A NaN anywhere in a row propagates to both."""
-    return jax.lax.reduce((x_BTV, x_BTV), (jnp.array(-jnp.inf, x_BTV.dtype), jnp.array(jnp.inf, x_BTV.dtype)),
+    """(largest, smallest) over the last axis of x in float32, [B, T] each, in one pass over x
+    (one variadic reduction: separate max and min reductions each read the logits again, which
+    costs more on a CPU than the comparison itself). A NaN anywhere in a row propagates to both."""
+    x_BTV = x_BTV.astype(jnp.float32)
+    return jax.lax.reduce((x_BTV, x_BTV), (jnp.float32(-jnp.inf), jnp.float32(jnp.inf)),
                           lambda a, b: (jnp.maximum(a[0], b[0]), jnp.minimum(a[1], b[1])), (x_BTV.ndim - 1,))
 
 
@@ -285,11 +289,17 @@ def movement_of(base_BTV, logits_BTV):
     It bounds what the metric sees: with d = new - base logits, every token's log-softmax moves
     by |d_v - c| with c = log E_p[exp(d)] between min(d) and max(d), so by at most the spread,
     and the largest of them by at least half of it. A constant added to all logits spreads by
-    0. No exponential is computed, and the change is read once: a pass costs little beyond its
-    forward.
+    0. In float32 each d_v is rounded by up to |d_v| / 2^24, so where some |d_v| passes
+    EXACT_CHANGE_NATS the spread could hide a change above the tolerance (1e9 minus any logit
+    is 1e9: a model that answered the probe's changed rows with a constant 1e9 spread by 0):
+    there the largest |d_v| is the figure, itself far above the tolerance. No exponential is
+    computed, and the change is read once: a pass costs little beyond its forward.
     """
     largest, smallest = extremes(logits_BTV.astype(jnp.float32) - base_BTV.astype(jnp.float32))
-    return largest - smallest
+    size = jnp.maximum(jnp.abs(largest), jnp.abs(smallest))
+    spread = jnp.where(size <= EXACT_CHANGE_NATS, largest - smallest, size)
+    # a spread below zero is a reduction that dropped NaNs (a backend with fast min and max): moved
+    return jnp.where(largest >= smallest, spread, jnp.nan)
 
 
 _movement = jax.jit(movement_of)
