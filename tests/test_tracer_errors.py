@@ -62,3 +62,27 @@ def test_the_trainer_child_leaves_saying_the_error_to_its_launcher(capsys):
     args = argparse.Namespace(trainer_only=True, json_path=None)
     trainer._fail(args, "crash", "train.py:3: TypeError: no")
     assert capsys.readouterr().err == ""  # the launcher prints the result's error, once
+
+
+def test_a_trainer_that_fails_before_the_layout_ends_its_early_tracer(tmp_path):
+    """The engine process starts its tracer before JAX; if it fails before sending the layout
+    (here: an unreadable cache), the tracer ends with it, leaving neither a process nor an
+    error of its own in the run's programs folder."""
+    import subprocess
+    import sys
+    import time
+
+    data = tmp_path / "cache"
+    data.mkdir()
+    (data / "manifest.json").write_text("{not json")
+    run_dir = tmp_path / "run"
+    done = subprocess.run([sys.executable, "-m", "engine.cli", "train", str(Path(__file__).parents[1] / "train.py"),
+                           "--trainer-only", "--run-dir", str(run_dir), "--data", str(data),
+                           "--json", str(tmp_path / "result.json")],
+                          capture_output=True, text=True, timeout=120)
+    assert done.returncode == 2, done.stderr[-2000:]
+    time.sleep(1.0)  # a tracer left waiting would write its error.json about now
+    assert "Traceback" not in done.stderr
+    assert not (run_dir / "programs" / "error.json").exists()
+    listed = subprocess.run(["ps", "-eo", "args"], capture_output=True, text=True).stdout
+    assert str(run_dir / "programs") not in listed

@@ -281,6 +281,15 @@ def start(path: str | Path, out: Path, data_dir: Path):
                             env=_tracer_environment(), start_new_session=True, text=True), out
 
 
+def stop(started) -> None:
+    """End a tracer that will get no layout (the trainer failed first), with its whole group."""
+    from engine.processes import kill_group
+
+    if started is not None:
+        kill_group(started[0].pid, grace=0.0)
+        started[0].wait()
+
+
 def finish(started, layout: dict) -> float:
     """Send the layout, wait for the programs; the tracer's wall seconds from then on.
     Raises TraceFailed with the tracer's reason (or the timeout)."""

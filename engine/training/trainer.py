@@ -98,18 +98,22 @@ def _train(args: argparse.Namespace, tracing=None) -> int:
 def run_trainer(args, started: float, tracing=None) -> dict:
     """Trace (in the tracer process, started here unless `tracing` is it), compile, init and
     train under the clock, save, score."""
-    _absolute_paths(args)
-    run_dir = Path(args.run_dir) if args.run_dir else _default_run_dir().absolute()
-    data_dir = paths.resolve_data_dir(args.data)
-    traced_dir = tracer.programs_dir(run_dir)
-    if tracing is None and not args.programs:
-        tracing = tracer.start(args.path, traced_dir, data_dir)
-    budget = clock.budget_from_args(args, constants.TIME_BUDGET_SECONDS)
-    manifest = data.load_manifest(data_dir)
-    devices.initialize_distributed()
-    compiling.disable_persistent_cache()  # native code from a file others can write never runs here
-    mesh = sharding.make_mesh()
-    layout = make_layout(manifest, budget, args.seed, data_dir)
+    try:
+        _absolute_paths(args)
+        run_dir = Path(args.run_dir) if args.run_dir else _default_run_dir().absolute()
+        data_dir = paths.resolve_data_dir(args.data)
+        traced_dir = tracer.programs_dir(run_dir)
+        if tracing is None and not args.programs:
+            tracing = tracer.start(args.path, traced_dir, data_dir)
+        budget = clock.budget_from_args(args, constants.TIME_BUDGET_SECONDS)
+        manifest = data.load_manifest(data_dir)
+        devices.initialize_distributed()
+        compiling.disable_persistent_cache()  # native code from a file others can write never runs here
+        mesh = sharding.make_mesh()
+        layout = make_layout(manifest, budget, args.seed, data_dir)
+    except BaseException:
+        tracer.stop(tracing)  # it would wait for a layout that never comes, then say so in the log
+        raise
     phases = PhaseLog(run_dir)
     trace_seconds = 0.0
     if tracing is not None:
@@ -360,7 +364,8 @@ def _save(args, run_dir: Path, state, manifest: dict, budget_clock: clock.Budget
     if not args.no_checkpoint:
         checkpoint.save(directory, {export.leaf_key(i): leaf for i, leaf in enumerate(state)}, meta)
         programs.copy(program_dir, directory / tracer.PROGRAMS_DIR)
-    export.save(directory, export.Forward(loaded.logits, tuple(loaded.used()), ()), state, meta)
+    export.save(directory, export.Forward(loaded.logits, tuple(loaded.used()), export.kernels_of(loaded.logits)),
+                state, meta)
     return str(directory.absolute())
 
 
