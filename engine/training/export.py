@@ -109,7 +109,12 @@ def export_for(jitted, platform: str | None, *args) -> jax.export.Exported:
 
 def kernels_of(exported: jax.export.Exported) -> tuple[str, ...]:
     """The accelerator kernels (KERNEL_CALL_PREFIXES) an exported program calls."""
-    return tuple(sorted(t for t in custom_call_targets(exported.mlir_module()) if is_kernel(t)))
+    return kernels_among(custom_call_targets(exported.mlir_module()))
+
+
+def kernels_among(targets) -> tuple[str, ...]:
+    """The accelerator kernels among custom-call targets, sorted."""
+    return tuple(sorted(t for t in set(targets) if is_kernel(t)))
 
 
 def _used_leaves(logits_fn, treedef, leaves, inputs) -> list[bool]:

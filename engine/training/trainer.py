@@ -364,8 +364,8 @@ def _save(args, run_dir: Path, state, manifest: dict, budget_clock: clock.Budget
     if not args.no_checkpoint:
         checkpoint.save(directory, {export.leaf_key(i): leaf for i, leaf in enumerate(state)}, meta)
         programs.copy(program_dir, directory / tracer.PROGRAMS_DIR)
-    export.save(directory, export.Forward(loaded.logits, tuple(loaded.used()), export.kernels_of(loaded.logits)),
-                state, meta)
+    kernels = export.kernels_among(loaded.facts("logits").custom_calls)  # read when the programs were checked
+    export.save(directory, export.Forward(loaded.logits, tuple(loaded.used()), kernels), state, meta)
     return str(directory.absolute())
 
 
