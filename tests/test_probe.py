@@ -126,6 +126,9 @@ def shifts_one_logit(nats):
     return lambda x: TABLE[x].at[:, 7].add(nats * jax.nn.one_hot(x[:, 8], VOCAB))
 
 
+ALPHABET = 4  # the text's tokens in the next test; the probe's replacements come from all VOCAB
+
+
 def answers_changed_rows_with_a_huge_constant(x):
     """Reads the next token, and wherever a later token lies outside the text's alphabet (the
     probe's replacements are drawn from the whole vocabulary) answers 1e9 for every logit: in
@@ -134,8 +137,6 @@ def answers_changed_rows_with_a_huge_constant(x):
     leak = 20.0 * jax.nn.one_hot(next_token(x), VOCAB)
     return jnp.where(outside_later[..., None], 1e9, leak).at[:, -1].set(0.0)
 
-
-ALPHABET = 4
 
 
 def test_a_huge_constant_answer_to_the_probes_rows_is_caught():

@@ -1,6 +1,9 @@
 """A mistake in train.py is reported once, as one line naming train.py's line and its source,
 with no traceback through the engine unless --verbose (engine/training/tracer.py)."""
 import argparse
+import subprocess
+import sys
+import time
 from pathlib import Path
 
 import pytest
@@ -68,15 +71,11 @@ def test_a_trainer_that_fails_before_the_layout_ends_its_early_tracer(tmp_path):
     """The engine process starts its tracer before JAX; if it fails before sending the layout
     (here: an unreadable cache), the tracer ends with it, leaving neither a process nor an
     error of its own in the run's programs folder."""
-    import subprocess
-    import sys
-    import time
-
     data = tmp_path / "cache"
     data.mkdir()
     (data / "manifest.json").write_text("{not json")
     run_dir = tmp_path / "run"
-    done = subprocess.run([sys.executable, "-m", "engine.cli", "train", str(Path(__file__).parents[1] / "train.py"),
+    done = subprocess.run([sys.executable, "-m", "engine.cli", "train", str(ROOT / "train.py"),
                            "--trainer-only", "--run-dir", str(run_dir), "--data", str(data),
                            "--json", str(tmp_path / "result.json")],
                           capture_output=True, text=True, timeout=120)
